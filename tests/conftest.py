@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny random model (real architecture, SmolLM2 tokenizer) and a local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The prepared bundled checkpoint (scripts/setup.sh prepares it; prepared here if missing)."""
+    from upft_ray.models import prepare_bundled_model
+
+    return prepare_bundled_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template, saved as an HF checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One private local Ray for the session; 4 logical CPUs so actors and train workers fit on 2 cores."""
+    import ray
+
+    from upft_ray.ray_runtime import worker_env_vars
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             runtime_env={"env_vars": {**worker_env_vars(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    yield
+    ray.shutdown()
+
+
+def tiny_overrides(run_dir: Path, model_dir: Path) -> list[str]:
+    """Config overrides for a fast run of every stage on the tiny model."""
+    return [f"run_dir={run_dir}", f"model={model_dir}", "sample.max_questions=24", "sample.max_new_tokens=16",
+            "sample.structure_ratio=0.25", "sample.engine.max_model_len=512", "train.micro_batch_size=2",
+            "train.max_length=256", "train.checkpoint_every_steps=3", "eval.max_questions=12",
+            "eval.max_new_tokens=16", "eval.engine.max_model_len=512"]

@@ -1,0 +1,125 @@
+"""The ``upft`` command: thin wrappers over upft_ray.pipeline. Heavy libraries load only when a
+command runs, so ``upft --help`` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="UPFT on Ray: sample prefixes with vLLM, fine-tune with DeepSpeed, evaluate.",
+                  no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="Bundled models: list them, prepare HF checkpoints from their GGUF files.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+CONFIG = typer.Option(None, "--config", "-c", help="pipeline YAML (configs/quickstart.yaml); defaults if absent")
+OVERRIDES = typer.Argument(None, help="overrides as dotted key=value, e.g. sample.prefix_tokens=16")
+RUN_DIR = typer.Option(None, "--run-dir", help="run directory (same as run_dir=...)")
+
+
+def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path]):
+    from upft_ray.config import ConfigError, load_config
+
+    extra = list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else [])
+    try:
+        return load_config(config, extra)
+    except (ConfigError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+
+
+def _guard(fn, *args):
+    """Run a stage; turn missing inputs and bad data into a one-line error and exit code 1."""
+    try:
+        return fn(*args)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def sample(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+           run_dir: Optional[Path] = RUN_DIR):
+    """Sample prefixes (and the p share of full solutions) into RUN/sample/."""
+    from upft_ray import pipeline
+
+    _guard(pipeline.sample, _load(config, overrides, run_dir))
+
+
+@app.command()
+def train(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+          run_dir: Optional[Path] = RUN_DIR):
+    """Fine-tune on RUN/sample/ with Ray Train + DeepSpeed into RUN/train/ (HF export in final/)."""
+    from upft_ray import pipeline
+
+    _guard(pipeline.train, _load(config, overrides, run_dir))
+
+
+@app.command()
+def evaluate(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+             run_dir: Optional[Path] = RUN_DIR,
+             model: Optional[str] = typer.Option(None, help="'base', a checkpoint path; default RUN/train/final")):
+    """Evaluate a model greedily on eval.benchmarks into RUN/eval/ (RUN/eval_base/ for 'base')."""
+    from upft_ray import pipeline
+
+    _guard(pipeline.evaluate, _load(config, overrides, run_dir), model)
+
+
+@app.command()
+def run(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+        run_dir: Optional[Path] = RUN_DIR):
+    """Run sample -> train -> evaluate (base and UPFT) and write RUN/report.md."""
+    from upft_ray import pipeline
+
+    report = _guard(pipeline.run, _load(config, overrides, run_dir))
+    typer.echo(report.read_text())
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory")):
+    """(Re)write and print RUN/report.md from the stage files in a run directory."""
+    from upft_ray.report import write_report
+
+    if not run_dir.is_dir():
+        typer.echo(f"error: run directory not found: {run_dir}", err=True)
+        raise typer.Exit(1)
+    typer.echo(write_report(run_dir.resolve()).read_text())
+
+
+@models_app.command("list")
+def models_list():
+    """List bundled models and whether their HF checkpoint is prepared."""
+    from upft_ray.models import BUNDLED_MODELS, is_checkpoint_dir, prepared_path
+
+    for name, spec in BUNDLED_MODELS.items():
+        state = "prepared" if is_checkpoint_dir(prepared_path(name)) else "not prepared"
+        typer.echo(f"{name}\t{state}\t{prepared_path(name)}\t{spec.description}")
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = typer.Argument("smollm2-135m-instruct", help="bundled model name"),
+                   force: bool = typer.Option(False, help="rebuild even if already prepared")):
+    """Convert a bundled GGUF model into an HF checkpoint in the cache (once; idempotent)."""
+    from upft_ray.models import BUNDLED_MODELS, prepare_bundled_model
+
+    if name not in BUNDLED_MODELS:
+        typer.echo(f"error: unknown bundled model {name!r}; known: {', '.join(BUNDLED_MODELS)}", err=True)
+        raise typer.Exit(2)
+    try:
+        typer.echo(prepare_bundled_model(name, force=force))
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

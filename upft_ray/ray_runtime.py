@@ -1,0 +1,52 @@
+"""Starting or joining Ray, and the environment the stages' workers need."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from upft_ray.config import RayConfig
+from upft_ray.models import cache_dir
+
+
+def torch_extensions_dir() -> Path:
+    """Return where DeepSpeed's compiled ops are cached (compiling them costs 1-2 min each)."""
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR", cache_dir() / "torch_extensions"))
+
+
+def worker_env_vars() -> dict[str, str]:
+    """Return env vars every Ray worker of a run gets (only ones the user has not set)."""
+    wanted = {
+        "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
+        "TOKENIZERS_PARALLELISM": "false",
+        # Ray Train's controller polls workers this often; 2 s default makes short runs slow.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        "UPFT_CACHE": str(cache_dir()),
+    }
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
+
+@contextmanager
+def ray_session(cfg: RayConfig):
+    """Start a private local Ray (``address: local``) or join a cluster; shut down what we started.
+
+    Yields nothing; inside the block ``ray`` is initialised. An already-initialised Ray (tests, a
+    job driver) is used as it is and left running."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    kwargs = {"runtime_env": {"env_vars": worker_env_vars()}, "log_to_driver": True}
+    if cfg.address == "local":
+        kwargs.update(address="local", include_dashboard=False)
+        if cfg.num_cpus:
+            kwargs["num_cpus"] = cfg.num_cpus
+    else:
+        kwargs["address"] = cfg.address
+    ray.init(**kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()

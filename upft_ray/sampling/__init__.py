@@ -1,0 +1,1 @@
+"""Stage 1: sample prefixes (and the structure-tuning share of full solutions) with vLLM on Ray Data."""

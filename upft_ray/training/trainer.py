@@ -1,0 +1,154 @@
+"""Training stage driver: sample shards -> examples.parquet -> Ray Train + DeepSpeed -> HF export.
+
+Writes under ``RUN/train/``: ``examples.parquet`` (what is trained on), ``ray/`` (Ray Train's run
+and DeepSpeed checkpoints), ``metrics.jsonl``, ``final/`` (safetensors HF checkpoint that
+transformers and vLLM load) and, last, ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from upft_ray.config import PipelineConfig, config_to_dict
+from upft_ray.models import resolve_model
+from upft_ray.schema import config_hash, package_versions, read_json, write_json_atomic
+from upft_ray.training.examples import build_examples
+from upft_ray.training.loop import train_loop_per_worker
+
+RUN_NAME = "upft-train"
+
+
+def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, zero_stage: int) -> Path:
+    """Write the weights in a DeepSpeed checkpoint as an HF safetensors checkpoint; return ``out_dir``.
+
+    Weights are consolidated to fp32 (ZeRO shards merged) and saved in fp32: small fine-tuning
+    updates would round away if the export were cast to bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if zero_stage == 0:
+        tag = (checkpoint_dir / "latest").read_text().strip()
+        state = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
+                           weights_only=False)["module"]
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    result = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if set(result.missing_keys) - tied or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint {checkpoint_dir} does not match {model_path}: "
+                           f"missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+    staging = out_dir.with_name(out_dir.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(staging)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return out_dir
+
+
+def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
+    """Tokenise the sample shards into ``RUN/train/examples.parquet``; return (path, counts)."""
+    from transformers import AutoTokenizer
+
+    shards = cfg.run_path / "sample" / "shards"
+    read_json(cfg.run_path / "sample" / "manifest.json")  # the sample stage must have finished
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    table = build_examples(shards, tokenizer, cfg.train.max_length)
+    usable = pc.greater(table["num_response_tokens"], 0)
+    kept = table.filter(usable)
+    path = cfg.run_path / "train" / "examples.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(kept, path)
+    counts = {
+        "rows_in": table.num_rows,
+        "examples": kept.num_rows,
+        "rows_dropped_no_response_token": table.num_rows - kept.num_rows,
+        "examples_truncated": int(pc.sum(kept["truncated"]).as_py() or 0),
+        "prefix_examples": int(pc.sum(pc.equal(kept["kind"], "prefix")).as_py() or 0),
+        "full_examples": int(pc.sum(pc.equal(kept["kind"], "full")).as_py() or 0),
+        "tokens_tuned": int(pc.sum(kept["num_response_tokens"]).as_py() or 0),
+        "tokens_total": int(pc.sum(pc.list_value_length(kept["input_ids"])).as_py() or 0),
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    }
+    return path, counts
+
+
+def build_trainer(cfg: PipelineConfig, model_path: str, examples_path: Path, pad_token_id: int):
+    """Return the Ray Train TorchTrainer for this run (not started), for inspection or ``fit()``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = cfg.train
+    loop_config = {
+        "train": config_to_dict(t),
+        "seed": cfg.seed,
+        "model_path": model_path,
+        "examples_path": str(examples_path),
+        "metrics_path": str(cfg.run_path / "train" / "metrics.jsonl"),
+        "pad_token_id": pad_token_id,
+    }
+    resources = {"CPU": t.cpus_per_worker}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=str(cfg.run_path / "train" / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last_k),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+        ),
+    )
+
+
+def run_train(cfg: PipelineConfig) -> dict:
+    """Run the training stage; return the manifest written to ``RUN/train/manifest.json``.
+
+    Raises FileNotFoundError when the sample stage has not run, ValueError when there are fewer
+    examples than one global batch."""
+    started = time.time()
+    t = cfg.train
+    model_path = resolve_model(cfg.model)
+    train_dir = cfg.run_path / "train"
+    examples_path, counts = prepare_examples(cfg, model_path)
+    global_batch = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
+    if counts["examples"] < global_batch:
+        raise ValueError(f"{counts['examples']} training examples, fewer than one global batch "
+                         f"({global_batch} = micro_batch_size x gradient_accumulation_steps x num_workers)")
+    steps_per_epoch = counts["examples"] // global_batch
+    print(f"[train] {counts['examples']} examples ({counts['prefix_examples']} prefix, {counts['full_examples']} "
+          f"full), {counts['tokens_tuned']} tokens tuned; {steps_per_epoch} steps/epoch x {t.epochs}, "
+          f"{t.num_workers} workers, ZeRO-{t.zero_stage}")
+    result = build_trainer(cfg, model_path, examples_path, counts.pop("pad_token_id")).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as ckpt_dir:
+        final = export_hf_checkpoint(Path(ckpt_dir), model_path, train_dir / "final", t.zero_stage)
+    train_cfg = config_to_dict(t)
+    manifest = {
+        "stage": "train",
+        "model": cfg.model,
+        "base_model_path": model_path,
+        "seed": cfg.seed,
+        "config": train_cfg,
+        "config_hash": config_hash({"model": cfg.model, "seed": cfg.seed, **train_cfg}),
+        "counts": {**counts, "global_batch": global_batch, "steps": steps_per_epoch * t.epochs,
+                   "rows_dropped_last_batch_per_epoch": counts["examples"] - steps_per_epoch * global_batch},
+        "checkpoint": result.checkpoint.path,
+        "final_model": str(final),
+        "versions": package_versions(),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+    write_json_atomic(train_dir / "manifest.json", manifest)
+    print(f"[train] done in {manifest['wall_time_s']:.1f}s; HF export at {final}")
+    return manifest
