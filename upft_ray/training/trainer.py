@@ -111,6 +111,21 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_path: Path, pad
     )
 
 
+def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
+    """Record which config owns ``RUN/train/``; refuse a different config on a used directory.
+
+    Ray Train resumes a run whose name and storage path exist, so rerunning the same command after
+    a crash continues from the last checkpoint. Resuming a *different* config from those weights
+    would silently mix two runs; that is an error instead."""
+    owner = cfg.run_path / "train" / "run_config.json"
+    if (cfg.run_path / "train" / "ray").exists():
+        previous = read_json(owner).get("config_hash") if owner.is_file() else "unknown"
+        if previous != run_hash:
+            raise ValueError(f"{cfg.run_path / 'train'} holds a training run with another config "
+                             f"(hash {previous}, now {run_hash}); use a new run_dir or delete that directory")
+    write_json_atomic(owner, {"config_hash": run_hash})
+
+
 def run_train(cfg: PipelineConfig) -> dict:
     """Run the training stage; return the manifest written to ``RUN/train/manifest.json``.
 
@@ -120,6 +135,10 @@ def run_train(cfg: PipelineConfig) -> dict:
     t = cfg.train
     model_path = resolve_model(cfg.model)
     train_dir = cfg.run_path / "train"
+    train_cfg = config_to_dict(t)
+    sample_hash = read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"]
+    run_hash = config_hash({"model": cfg.model, "seed": cfg.seed, "sample": sample_hash, **train_cfg})
+    claim_train_dir(cfg, run_hash)
     examples_path, counts = prepare_examples(cfg, model_path)
     global_batch = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
     if counts["examples"] < global_batch:
@@ -134,14 +153,13 @@ def run_train(cfg: PipelineConfig) -> dict:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
         final = export_hf_checkpoint(Path(ckpt_dir), model_path, train_dir / "final", t.zero_stage)
-    train_cfg = config_to_dict(t)
     manifest = {
         "stage": "train",
         "model": cfg.model,
         "base_model_path": model_path,
         "seed": cfg.seed,
         "config": train_cfg,
-        "config_hash": config_hash({"model": cfg.model, "seed": cfg.seed, **train_cfg}),
+        "config_hash": run_hash,
         "counts": {**counts, "global_batch": global_batch, "steps": steps_per_epoch * t.epochs,
                    "rows_dropped_last_batch_per_epoch": counts["examples"] - steps_per_epoch * global_batch},
         "checkpoint": result.checkpoint.path,
