@@ -21,9 +21,10 @@ def test_shipped_config_loads_and_says_how_to_launch(path):
 
 def test_overrides_set_nested_fields_with_yaml_types():
     cfg = load_config(REPO / "configs/quickstart.yaml", ["sample.prefix_tokens=16", "train.zero_stage=3",
-                                                         "sample.engine.dtype=float32", "eval.benchmarks=[a.jsonl]"])
+                                                         "sample.engine.dtype=float32", "eval.benchmarks=[a.jsonl]",
+                                                         "train.learning_rate=5e-6"])
     assert (cfg.sample.prefix_tokens, cfg.train.zero_stage, cfg.sample.engine.dtype) == (16, 3, "float32")
-    assert cfg.eval.benchmarks == ["a.jsonl"]
+    assert cfg.eval.benchmarks == ["a.jsonl"] and cfg.train.learning_rate == 5e-6
 
 
 def test_bad_config_lists_every_problem(tmp_path):

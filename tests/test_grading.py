@@ -19,7 +19,7 @@ CASES = [
     ("\\boxed{\\{1,2\\}}", "\\{2,1\\}", True),
     ("\\boxed{(1, 3]}", "(1,3]", True),
     ("\\boxed{x^{2}}", "x^2", True),
-    ("\\boxed{\\frac{1}{2}", "0.5", True),  # unbalanced box: falls back to the final number
+    ("\\boxed{\\frac{1}{2}", "0.5", False),  # unbalanced box: no boxed answer; final number 2 is wrong
     ("total is -5", "-5", True),
     ("\\boxed{\\sqrt{4}}", "2", True),
     ("it is 7.0", "7", True),

@@ -7,6 +7,7 @@ types and value ranges, and reports every problem in one ``ConfigError``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import yaml
 
 from upft_ray.templates import UPFT_TASK_TEMPLATE
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -136,6 +140,8 @@ def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str
     """Return ``value`` coerced to ``tp`` (int->float only), appending a problem if it does not fit."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if tp is float and isinstance(value, str) and _FLOAT.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads 5e-6 (no dot) as a string
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),

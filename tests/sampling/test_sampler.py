@@ -51,7 +51,7 @@ def test_real_vllm_sampling_writes_readable_shards(tmp_path, tiny_model_dir, ray
     assert ((prefix.num_response_tokens == 4) | (prefix.finish_reason == "stop")).all()
     assert (df.num_response_tokens == df.response_token_ids.map(len)).all()
     assert manifest["tokens"]["generated"] == int(df.num_response_tokens.sum())
-    assert duckdb.sql(f"select count(*) from '{shards}/*.parquet'").fetchone()[0] == len(df)
+    assert duckdb.sql(f"select count(*) from '{shards}/*.parquet'").fetchall() == [(len(df),)]
     import datasets
 
     loaded = datasets.load_dataset("parquet", data_files=str(shards / "*.parquet"), split="train")

@@ -52,8 +52,8 @@ def build_example(tokenizer, row: dict, max_length: int) -> dict:
 def build_examples(shards_dir: Path, tokenizer, max_length: int) -> pa.Table:
     """Return the training examples (EXAMPLES_SCHEMA) for every row in the sample shards.
 
-    Rows whose prompt alone fills ``max_length`` keep no response token; they are dropped here and
-    counted by the caller (rows in = examples + dropped)."""
+    A row whose prompt alone fills ``max_length`` keeps no response token (``num_response_tokens``
+    is 0); the caller drops and counts those (rows in = examples + dropped)."""
     import pyarrow.parquet as pq
 
     columns = ["question_id", "kind", "train_messages", "response_token_ids", "finish_reason"]
