@@ -38,14 +38,13 @@ def ray_session(cfg: RayConfig):
     if ray.is_initialized():
         yield
         return
-    kwargs = {"runtime_env": {"env_vars": worker_env_vars()}, "log_to_driver": True}
     if cfg.address == "local":
-        kwargs.update(address="local", include_dashboard=False)
-        if cfg.num_cpus:
-            kwargs["num_cpus"] = cfg.num_cpus
+        ray.init(address="local", include_dashboard=False, num_cpus=cfg.num_cpus or None,
+                 runtime_env={"env_vars": worker_env_vars()})
     else:
-        kwargs["address"] = cfg.address
-    ray.init(**kwargs)
+        # On a cluster the job's own runtime_env (working_dir, pip, env vars) governs; a second
+        # runtime_env here would be merged into it and could shadow what the job spec set.
+        ray.init(address=cfg.address)
     try:
         yield
     finally:
