@@ -114,19 +114,31 @@ def worker(args) -> None:
                "prompt": prompt, "response": resp, "tokens_per_step": tokens, "n_params": n_params,
                "n_layers": config.num_hidden_layers, "hidden": config.hidden_size}
         try:
-            times, losses = [], []
+            times, losses, phases = [], [], {"fwd": [], "bwd": [], "step": []}
             for i in range(args.warmup + args.steps):
                 if i == args.warmup and cuda:
                     torch.cuda.reset_peak_memory_stats()
                 sync()
                 t0 = time.perf_counter()
                 loss = engine(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                if args.breakdown:  # extra syncs: per-phase times (fwd incl. loss; step incl. clipping)
+                    sync()
+                    t1 = time.perf_counter()
                 engine.backward(loss)
+                if args.breakdown:
+                    sync()
+                    t2 = time.perf_counter()
                 engine.step()
                 losses.append(loss.item())
                 sync()
                 if i >= args.warmup:
-                    times.append(time.perf_counter() - t0)
+                    t3 = time.perf_counter()
+                    times.append(t3 - t0)
+                    if args.breakdown:
+                        for key, dt in (("fwd", t1 - t0), ("bwd", t2 - t1), ("step", t3 - t2)):
+                            phases[key].append(dt)
+            if args.breakdown:
+                row["breakdown_ms"] = {k: 1000 * statistics.median(v) for k, v in phases.items()}
             med = statistics.median(times)
             tok_s = tokens / med
             flops_per_token = 6 * n_params + 12 * config.num_hidden_layers * config.hidden_size * seq
@@ -173,6 +185,7 @@ def main() -> None:
                     "upft:16:200:33,full:8:200:824; tiny: upft:4:24:8,full:2:24:40)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per shape (3; tiny 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per shape (15; tiny 2)")
+    ap.add_argument("--breakdown", action="store_true", help="also time forward/backward/step apart")
     ap.add_argument("--peak-flops", type=float, default=H100_SXM_BF16_DENSE)
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for results.json/results.md")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -197,6 +210,7 @@ def main() -> None:
                    "--port", str(port), "--warmup", str(args.warmup), "--steps", str(args.steps),
                    "--peak-flops", str(args.peak_flops)]
             cmd += ["--tiny"] if args.tiny else []
+            cmd += ["--breakdown"] if args.breakdown else []
             cmd += ["--shapes", args.shapes] if args.shapes else []
             port += 1
             print(f"== ZeRO-{stage} grad_ckpt={bool(ckpt)}", flush=True)
@@ -205,7 +219,9 @@ def main() -> None:
             got = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             for r in got:
                 print(f"   {r['shape']}: " + (f"{1000 * r['median_s']:.1f} ms/step, {r['tokens_per_s']:,.0f} tok/s, "
-                      f"loss {r['loss_first']:.3f}->{r['loss_last']:.3f}" if r.get("ok") else r["error"]), flush=True)
+                      f"loss {r['loss_first']:.3f}->{r['loss_last']:.3f}"
+                      + (f", fwd/bwd/step ms {r['breakdown_ms']}" if "breakdown_ms" in r else "")
+                      if r.get("ok") else r["error"]), flush=True)
             if proc.returncode != 0 or not got:
                 print(proc.stdout[-4000:], flush=True)
                 got.append({"stage": stage, "ckpt": bool(ckpt), "shape": "all", "micro": 0, "seq": 0, "prompt": 0,
