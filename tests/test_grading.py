@@ -73,6 +73,10 @@ CASES = [
     ("So the answer is 15.", "15", True),
     ("Therefore, the answer is $\\frac{5}{6}$.", "\\frac{5}{6}", True),
     ("Final answer: 8", "8", True),
+    ("\\boxed{\\frac{1}{2}+\\frac{1}{3}}", "\\frac{5}{6}", True),
+    ("\\boxed{0.5}", "\\frac{1}{3}", False),
+    ("\\boxed{3.0}", "3", True),
+    ("x is \\boxed{\\{1,2\\}} or so", "\\{1,2\\}", True),
 ]
 
 

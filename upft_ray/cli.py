@@ -80,14 +80,23 @@ def run(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRI
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run directory")):
-    """(Re)write and print RUN/report.md from the stage files in a run directory."""
-    from upft_ray.report import write_report
+def report(run_dirs: list[Path] = typer.Argument(..., help="one or more run directories"),
+           out: Optional[Path] = typer.Option(None, help="where comparison.md/.png go (several runs); "
+                                                         "default: the first run's parent")):
+    """Print RUN/report.md for one run; for several, a comparison table + PNG chart."""
+    from upft_ray.report import write_comparison, write_report
 
-    if not run_dir.is_dir():
-        typer.echo(f"error: run directory not found: {run_dir}", err=True)
+    missing = [str(d) for d in run_dirs if not d.is_dir()]
+    if missing:
+        typer.echo(f"error: run directory not found: {', '.join(missing)}", err=True)
         raise typer.Exit(1)
-    typer.echo(write_report(run_dir.resolve()).read_text())
+    runs = [d.resolve() for d in run_dirs]
+    if len(runs) == 1:
+        typer.echo(write_report(runs[0]).read_text())
+        return
+    md, png = _guard(write_comparison, runs, out or runs[0].parent)
+    typer.echo(md.read_text())
+    typer.echo(f"wrote {md} and {png}")
 
 
 @models_app.command("list")

@@ -99,9 +99,15 @@ class TrainConfig:
 class EvalConfig:
     """Greedy evaluation with Ray Data + vLLM."""
 
-    benchmarks: list = _f(["bundled:arith-eval"], "question sets: bundled:NAME or .jsonl/.parquet paths")
+    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (NAME or NAME:PATH), "
+                          "bundled:SET, or .jsonl/.parquet paths")
     max_questions: int = _f(0, "use only the first N questions per benchmark (0 = all)", min=0)
     max_new_tokens: int = _f(512, "generation limit per answer", min=1)
+    decoding: str = _f("greedy", "greedy (paper) or sample (pass@k / maj@k over num_samples)",
+                       choices=("greedy", "sample"))
+    num_samples: int = _f(1, "k: samples per question when decoding is sample", min=1)
+    temperature: float = _f(0.6, "sampling temperature when decoding is sample", min=0.0)
+    top_p: float = _f(0.95, "nucleus sampling when decoding is sample", min=0.0, max=1.0)
     evaluate_base: bool = _f(True, "in `upft run`, also evaluate the base model for comparison")
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
 
@@ -222,6 +228,9 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     cfg = _build(PipelineConfig, data, "", problems)
     if isinstance(cfg.model, str) and (why := model_problem(cfg.model)):
         problems.append(f"model: {why}")
+    if cfg.eval.decoding == "greedy" and cfg.eval.num_samples != 1:
+        problems.append("eval.num_samples: greedy decoding gives one answer per question; set "
+                        "eval.decoding=sample for pass@k / maj@k")
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):

@@ -23,8 +23,10 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest} not found: run `upft sample` for this run_dir first")
     if "evaluate" in stages:
-        for source in cfg.eval.benchmarks:
-            resolve_source(source)
+        from upft_ray.evaluation.benchmarks import benchmark_exists
+
+        for spec in cfg.eval.benchmarks:
+            benchmark_exists(spec)
 
 
 def trained_model_dir(cfg: PipelineConfig) -> Path:

@@ -81,8 +81,12 @@ def load_questions(
     answer_field: str = "answer",
     id_field: str = "id",
     max_questions: int = 0,
+    extra_fields: tuple[str, ...] = (),
 ) -> QuestionSet:
     """Read and validate a question set; return its kept and rejected rows.
+
+    ``extra_fields`` (e.g. a multiple-choice set's wrong options) must be non-empty strings; their
+    values are kept, in order, as the row's ``extra`` list.
 
     Raises FileNotFoundError for a missing file and ValueError when ``question_field`` is absent
     from every row (a wrong column mapping, not bad rows)."""
@@ -97,7 +101,7 @@ def load_questions(
     out = QuestionSet(source=str(path))
     seen: set[str] = set()
     for number, record in records:
-        reason, row = _validate(record, question_field, answer_field, id_field)
+        reason, row = _validate(record, question_field, answer_field, id_field, extra_fields)
         if reason is None and row["id"] in seen:
             reason = f"duplicate id {row['id']!r}"
         if reason is not None:
@@ -109,7 +113,8 @@ def load_questions(
     return out
 
 
-def _validate(record: object, question_field: str, answer_field: str, id_field: str):
+def _validate(record: object, question_field: str, answer_field: str, id_field: str,
+              extra_fields: tuple[str, ...] = ()):
     """Return (None, row) for a usable record, else (reason, None)."""
     if isinstance(record, str):
         return record, None
@@ -136,4 +141,11 @@ def _validate(record: object, question_field: str, answer_field: str, id_field: 
         qid = str(qid)
     else:
         return f"field {id_field!r} is {type(qid).__name__}, not a string or integer", None
-    return None, {"id": qid, "question": question, "answer": answer}
+    extra = [record.get(name) for name in extra_fields]
+    for name, value in zip(extra_fields, extra):
+        if not isinstance(value, str) or not value.strip():
+            return f"field {name!r} is missing or not a non-empty string", None
+    row = {"id": qid, "question": question, "answer": answer}
+    if extra_fields:
+        row["extra"] = extra
+    return None, row

@@ -6,15 +6,89 @@ import json
 from pathlib import Path
 
 
+EVAL_DIRS = (("base", "eval_base"), ("UPFT", "eval"))
+
+
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def accuracy_rows(run_dirs: list[Path]) -> list[dict]:
+    """Return one row per evaluated model in ``run_dirs``: run, model label, accuracy per benchmark
+    (percent), tokens sampled and tuned (from the sample/train manifests, where they exist)."""
+    rows = []
+    for run_dir in run_dirs:
+        sample = _load(run_dir / "sample" / "manifest.json") or {}
+        train = _load(run_dir / "train" / "manifest.json") or {}
+        for label, sub in EVAL_DIRS:
+            metrics = _load(run_dir / sub / "metrics.json")
+            if not metrics:
+                continue
+            tuned = sampled = None
+            if label != "base":
+                sampled = sample.get("tokens", {}).get("generated")
+                tuned = train.get("counts", {}).get("tokens_tuned")
+            rows.append({"run": run_dir.name, "model": label, "sampled": sampled, "tuned": tuned,
+                         "accuracy": {b: 100 * m["accuracy"] for b, m in metrics["benchmarks"].items()}})
+    return rows
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """Return the Markdown table of ``accuracy_rows`` (the paper's Table 1 layout, plus tokens)."""
+    names = sorted({b for r in rows for b in r["accuracy"]})
+    lines = ["| run | model | " + " | ".join(names) + " | avg | tokens sampled | tokens tuned |",
+             "|---|---|" + "---|" * (len(names) + 3)]
+    for r in rows:
+        accs = [r["accuracy"].get(n) for n in names]
+        present = [a for a in accs if a is not None]
+        cells = [f"{a:.1f}" if a is not None else "-" for a in accs]
+        avg = f"{sum(present) / len(present):.1f}" if present else "-"
+        tokens = [f"{v:,}" if v is not None else "-" for v in (r["sampled"], r["tuned"])]
+        lines.append(f"| {r['run']} | {r['model']} | " + " | ".join(cells) + f" | {avg} | " + " | ".join(tokens) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(rows: list[dict], path: Path) -> Path:
+    """Write a grouped bar chart (benchmarks x models) of ``accuracy_rows`` to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({b for r in rows for b in r["accuracy"]})
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 2), 3.6))
+    for i, r in enumerate(rows):
+        xs = [j + i * width for j in range(len(names))]
+        ax.bar(xs, [r["accuracy"].get(n, 0.0) for n in names], width, label=f"{r['run']} / {r['model']}")
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(names))], names)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.png`` for several runs into ``out_dir``; return both.
+
+    Raises ValueError when none of the runs has an evaluation."""
+    rows = accuracy_rows(run_dirs)
+    if not rows:
+        raise ValueError(f"no eval/metrics.json or eval_base/metrics.json in {[str(d) for d in run_dirs]}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "comparison.md"
+    md.write_text("# UPFT comparison\n\nAccuracy in %; tokens from the runs' manifests.\n\n" + comparison_table(rows))
+    return md, plot_accuracy(rows, out_dir / "comparison.png")
 
 
 def build_report(run_dir: Path) -> str:
     """Return the Markdown report of the run in ``run_dir`` (stages that did not run are omitted)."""
     sample = _load(run_dir / "sample" / "manifest.json")
     train = _load(run_dir / "train" / "manifest.json")
-    evals = {label: _load(run_dir / sub / "metrics.json") for label, sub in (("base", "eval_base"), ("UPFT", "eval"))}
+    evals = {label: _load(run_dir / sub / "metrics.json") for label, sub in EVAL_DIRS}
     evals = {k: v for k, v in evals.items() if v}
     lines = [f"# UPFT run: {run_dir.name}", ""]
     if sample:

@@ -44,7 +44,8 @@ REJECTED_SCHEMA = pa.schema([
 EVAL_SCHEMA = pa.schema([
     ("benchmark", pa.string()),
     ("question_id", pa.string()),
-    ("question", pa.string()),
+    ("sample_index", pa.int64()),           # 0..k-1 with sampled decoding (0 for greedy)
+    ("question", pa.string()),              # as prompted (multiple choice: with its lettered options)
     ("prompt", pa.string()),
     ("output", pa.string()),
     ("extracted_answer", pa.string()),

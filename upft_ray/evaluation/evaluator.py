@@ -1,7 +1,8 @@
-"""Evaluation: benchmarks -> one Ray Dataset -> vLLM actors (greedy) -> grading tasks -> Parquet.
+"""Evaluation: benchmarks -> one Ray Dataset -> vLLM actors -> grading tasks (CPU) -> Parquet.
 
-Writes ``<out>/<benchmark>.parquet`` (EVAL_SCHEMA), ``<out>/rejected.parquet`` (unusable question
-rows, with reasons) and, last, ``<out>/metrics.json`` with accuracy per benchmark.
+Writes ``<out>/<benchmark>.parquet`` (EVAL_SCHEMA, one row per question and sample),
+``<out>/rejected.parquet`` (unusable question rows, with reasons) and, last, ``<out>/metrics.json``:
+accuracy per benchmark (mean over samples), and pass@k / maj@k when k > 1 samples are drawn.
 """
 
 from __future__ import annotations
@@ -15,25 +16,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from upft_ray.config import PipelineConfig, config_to_dict
-from upft_ray.grading import grade
+from upft_ray.evaluation.benchmarks import BENCHMARKS, GENERIC, load_benchmark
 from upft_ray.inference import PROMPT_TOO_LONG, add_generation
-from upft_ray.questions import load_questions, source_name
 from upft_ray.schema import EVAL_SCHEMA, package_versions, write_json_atomic, write_rejected
 from upft_ray.templates import chat_messages
 
 
 def grade_batch(batch: pd.DataFrame) -> pd.DataFrame:
-    """Return ``batch`` (generation output) graded, with exactly the EVAL_SCHEMA columns."""
-    graded = [grade(text, gold) for text, gold in zip(batch["response_text"], batch["answer"])]
+    """Return ``batch`` (generation output) graded by each row's benchmark, in EVAL_SCHEMA columns."""
+    graded = [BENCHMARKS.get(bench, GENERIC).grader(text, gold)
+              for bench, text, gold in zip(batch["benchmark"], batch["response_text"], batch["answer"])]
     return pd.DataFrame({
         "benchmark": batch["benchmark"],
         "question_id": batch["question_id"],
+        "sample_index": batch["sample_index"].astype("int64"),
         "question": batch["question"],
         "prompt": batch["prompt"],
         "output": batch["response_text"],
         "extracted_answer": [p if p is not None else "" for p, _ in graded],
         "gold": batch["answer"],
-        "correct": [ok for _, ok in graded],
+        "correct": [bool(ok) for _, ok in graded],
         "num_output_tokens": batch["num_response_tokens"].astype("int64"),
         "finish_reason": batch["finish_reason"],
     })
@@ -44,40 +46,77 @@ def build_eval_requests(cfg: PipelineConfig) -> tuple[list[dict], list[dict], di
 
     Each rejected row carries a ``benchmark`` key besides the REJECTED_SCHEMA columns."""
     e, s = cfg.eval, cfg.sample
+    sampled = e.decoding == "sample"
     requests, rejected, read = [], [], {}
-    for source in e.benchmarks:
-        name = source_name(source)
-        qs = load_questions(source, max_questions=e.max_questions)
+    for spec in e.benchmarks:
+        name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions)
         read[name] = qs.num_read
         rejected += [{**r, "benchmark": name} for r in qs.rejected]
         for row in qs.rows:
-            requests.append({
-                "benchmark": name, "question_id": row["id"], "question": row["question"],
-                "answer": row["answer"],
-                "messages": json.dumps(chat_messages(row["question"], s.system_prompt)),
-                "max_tokens": e.max_new_tokens, "temperature": 0.0, "top_p": 1.0,
-            })
+            for k in range(e.num_samples):
+                requests.append({
+                    "benchmark": name, "question_id": row["id"], "sample_index": k,
+                    "question": row["question"], "answer": row["answer"],
+                    "messages": json.dumps(chat_messages(row["question"], s.system_prompt)),
+                    "max_tokens": e.max_new_tokens,
+                    "temperature": e.temperature if sampled else 0.0,
+                    "top_p": e.top_p if sampled else 1.0,
+                })
     return requests, rejected, read
 
 
+def _majority_correct(group: pd.DataFrame) -> bool:
+    """Return whether the most frequent extracted answer (ties: earliest sample) was correct."""
+    answered = group[group["extracted_answer"] != ""]
+    if answered.empty:
+        return False
+    counts = answered.groupby("extracted_answer", sort=False)["sample_index"].agg(["size", "min"])
+    best = counts.sort_values(["size", "min"], ascending=[False, True]).index[0]
+    return bool(answered.loc[answered["extracted_answer"] == best, "correct"].iloc[0])
+
+
+def benchmark_metrics(part: pd.DataFrame, rows_read: int, rows_rejected: int, k: int) -> dict:
+    """Return the metrics of one benchmark's graded rows (accuracy = mean over all samples)."""
+    per_question = part.groupby("question_id")
+    metrics = {
+        "accuracy": float(part["correct"].mean()) if len(part) else 0.0,
+        "correct": int(part["correct"].sum()),
+        "graded": len(part),
+        "questions": int(per_question.ngroups),
+        "rows_read": rows_read,
+        "rows_rejected": rows_rejected,
+        "mean_output_tokens": float(part["num_output_tokens"].mean()) if len(part) else 0.0,
+        "answers_extracted": int((part["extracted_answer"] != "").sum()),
+    }
+    if k > 1 and len(part):
+        metrics[f"pass@{k}"] = float(per_question["correct"].any().mean())
+        metrics[f"maj@{k}"] = float(per_question.apply(_majority_correct, include_groups=False).mean())
+    return metrics
+
+
 def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str) -> dict:
-    """Evaluate the checkpoint at ``model_path`` greedily; write results to ``out_dir``; return metrics."""
+    """Evaluate the checkpoint at ``model_path``; write results to ``out_dir``; return the metrics.
+
+    Raises RuntimeError if a benchmark's counts do not balance (read != questions graded + rejected)."""
     import ray.data
 
     started = time.time()
+    e = cfg.eval
     requests, rejected, read = build_eval_requests(cfg)
-    print(f"[eval:{label}] {len(requests)} questions from {', '.join(read)}; model {model_path}")
+    print(f"[eval:{label}] {len(requests)} generations ({e.decoding}, k={e.num_samples}) over "
+          f"{', '.join(read)}; model {model_path}")
     out_dir.mkdir(parents=True, exist_ok=True)
     graded = EVAL_SCHEMA.empty_table().to_pandas()
     if requests:
         ds = ray.data.from_items(requests, override_num_blocks=max(1, min(len(requests) // 16, 64)))
-        ds = add_generation(ds, model_path, cfg.eval.engine, cfg.seed)
+        ds = add_generation(ds, model_path, e.engine, cfg.seed)
         graded = ds.map_batches(grade_batch, batch_format="pandas", num_cpus=0.5).to_pandas()
     too_long = graded["finish_reason"] == PROMPT_TOO_LONG
+    dropped = graded[too_long].drop_duplicates(["benchmark", "question_id"])
     rejected += [{"benchmark": r.benchmark, "source": r.benchmark, "line": -1,
-                  "reason": f"prompt does not fit max_model_len {cfg.eval.engine.max_model_len}",
-                  "raw": json.dumps({"id": r.question_id})} for r in graded[too_long].itertuples()]
-    graded = graded[~too_long].sort_values(["benchmark", "question_id"], kind="stable")
+                  "reason": f"prompt does not fit max_model_len {e.engine.max_model_len}",
+                  "raw": json.dumps({"id": r.question_id})} for r in dropped.itertuples()]
+    graded = graded[~too_long].sort_values(["benchmark", "question_id", "sample_index"], kind="stable")
     write_rejected(out_dir / "rejected.parquet", [{k: r[k] for k in ("source", "line", "reason", "raw")}
                                                   for r in rejected])
     metrics = {"label": label, "model_path": model_path, "benchmarks": {}}
@@ -86,21 +125,15 @@ def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str
         pq.write_table(pa.Table.from_pandas(part, schema=EVAL_SCHEMA, preserve_index=False),
                        out_dir / f"{name}.parquet")
         n_rej = sum(1 for r in rejected if r["benchmark"] == name)
-        if len(part) + n_rej != rows_read:
+        m = benchmark_metrics(part, rows_read, n_rej, e.num_samples)
+        if m["questions"] + n_rej != rows_read:
             raise RuntimeError(f"eval counts do not balance for {name}: read {rows_read}, "
-                               f"graded {len(part)}, rejected {n_rej}")
-        metrics["benchmarks"][name] = {
-            "accuracy": float(part["correct"].mean()) if len(part) else 0.0,
-            "correct": int(part["correct"].sum()),
-            "graded": len(part),
-            "rows_read": rows_read,
-            "rows_rejected": n_rej,
-            "mean_output_tokens": float(part["num_output_tokens"].mean()) if len(part) else 0.0,
-            "answers_extracted": int((part["extracted_answer"] != "").sum()),
-        }
-    metrics.update(config=config_to_dict(cfg.eval), versions=package_versions(),
+                               f"graded {m['questions']}, rejected {n_rej}")
+        metrics["benchmarks"][name] = m
+    metrics.update(config=config_to_dict(e), versions=package_versions(),
                    wall_time_s=round(time.time() - started, 2))
     write_json_atomic(out_dir / "metrics.json", metrics)
     for name, m in metrics["benchmarks"].items():
-        print(f"[eval:{label}] {name}: accuracy {m['accuracy']:.3f} ({m['correct']}/{m['graded']})")
+        extra = "".join(f", {key} {m[key]:.3f}" for key in m if key.startswith(("pass@", "maj@")))
+        print(f"[eval:{label}] {name}: accuracy {m['accuracy']:.3f} ({m['correct']}/{m['graded']}){extra}")
     return metrics

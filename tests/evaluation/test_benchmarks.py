@@ -1,0 +1,73 @@
+"""The benchmark registry: gold parsers, multiple-choice shuffling and letter grading, specs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from upft_ray.evaluation.benchmarks import (aime_gold, gpqa_choices, grade_letter, gsm8k_gold, load_benchmark,
+                                            math_gold, parse_benchmark_spec)
+from upft_ray.evaluation.evaluator import benchmark_metrics
+
+
+def test_gold_parsers():
+    assert gsm8k_gold("She makes 9 * 2 = $<<9*2=18>>18.\n#### 1,018") == "1018"
+    assert math_gold("so \\boxed{\\frac{1}{2}} is it") == "\\frac{1}{2}" and math_gold("42") == "42"
+    assert aime_gold("033") == "33" and aime_gold(" 7 ") == "7"
+
+
+def test_bundled_samples_load_with_parsed_gold():
+    name, _, qs = load_benchmark("gsm8k", seed=42)
+    assert name == "gsm8k" and len(qs.rows) == 20 and qs.rows[0]["answer"] == "18"
+    name, _, qs = load_benchmark("math500", seed=42, max_questions=3)
+    assert [r["answer"] for r in qs.rows][2] == "\\frac{14}{3}"
+
+
+def test_specs_name_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="gpqa:PATH"):
+        parse_benchmark_spec("gpqa")
+    assert parse_benchmark_spec("bundled:arith-eval")[0] == "arith-eval"
+    assert parse_benchmark_spec(f"aime2024:{tmp_path}/a.jsonl")[2] == f"{tmp_path}/a.jsonl"
+
+
+def _gpqa_file(tmp_path, n=12):
+    path = tmp_path / "gpqa.jsonl"
+    rows = [{"Record ID": f"r{i}", "Question": f"Which is {i}?", "Correct Answer": f"right {i}",
+             "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"} for i in range(n)]
+    rows.append({"Record ID": "bad", "Question": "Q?", "Correct Answer": "x", "Incorrect Answer 1": "w1"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gpqa_options_are_shuffled_with_a_fixed_seed(tmp_path):
+    path = _gpqa_file(tmp_path)
+    _, _, qs = load_benchmark(f"gpqa:{path}", seed=42)
+    assert len(qs.rows) == 12 and "Incorrect Answer 2" in qs.rejected[0]["reason"]
+    _, _, again = load_benchmark(f"gpqa:{path}", seed=42)
+    assert [r["answer"] for r in qs.rows] == [r["answer"] for r in again.rows]
+    assert len({r["answer"] for r in qs.rows}) > 1  # the correct option is not always in one place
+    for row in qs.rows:
+        correct_line = next(line for line in row["question"].splitlines() if "right" in line)
+        assert correct_line.startswith(f"({row['answer']})")
+    options, gold = gpqa_choices({"id": "x", "answer": "yes", "extra": ["a", "b", "c"]}, seed=1)
+    assert options["ABCD".index(gold)] == "yes"
+
+
+@pytest.mark.parametrize("output,gold,expected", [
+    ("The answer is \\boxed{C}.", "C", True), ("\\boxed{(B)}", "B", True), ("The answer is (A)", "A", True),
+    ("I think (D) is right", "D", True), ("\\boxed{B}", "C", False), ("no idea", "A", False),
+])
+def test_grade_letter(output, gold, expected):
+    assert grade_letter(output, gold)[1] is expected
+
+
+def test_pass_and_majority_at_k():
+    rows = []
+    for qid, answers, gold in [("q1", ["1", "2", "2"], "2"), ("q2", ["5", "5", "3"], "3"), ("q3", ["", "", ""], "1")]:
+        for k, a in enumerate(answers):
+            rows.append({"question_id": qid, "sample_index": k, "extracted_answer": a, "correct": a == gold,
+                         "num_output_tokens": 10})
+    m = benchmark_metrics(pd.DataFrame(rows), rows_read=3, rows_rejected=0, k=3)
+    assert m["questions"] == 3 and m["graded"] == 9
+    assert m["pass@3"] == pytest.approx(2 / 3) and m["maj@3"] == pytest.approx(1 / 3)
+    assert m["accuracy"] == pytest.approx(3 / 9)

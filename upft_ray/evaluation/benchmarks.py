@@ -1,0 +1,137 @@
+"""Benchmark registry: each benchmark = column mapping + prompt format + gold parser + grader.
+
+An ``eval.benchmarks`` entry is one of
+- ``NAME`` (a registered benchmark on its bundled offline sample, where one ships),
+- ``NAME:PATH`` (a registered benchmark on the user's file: the full GSM8K test set, GPQA-Diamond, ...),
+- ``bundled:SET`` or a plain ``.jsonl``/``.parquet`` path (a generic question/answer set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from upft_ray.grading import grade, last_boxed
+from upft_ray.questions import load_questions, source_name
+
+LETTERS = "ABCD"
+
+
+def gsm8k_gold(answer: str) -> str:
+    """Return the GSM8K gold number: the text after ``####``, without thousands separators."""
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+def math_gold(answer: str) -> str:
+    """Return a MATH gold answer: the ``answer`` field, or the last ``\\boxed{}`` of a solution."""
+    return last_boxed(answer) or answer.strip()
+
+
+def aime_gold(answer: str) -> str:
+    """Return an AIME gold answer as a plain integer string (``"033"`` -> ``"33"``)."""
+    text = answer.strip()
+    return str(int(text)) if text.lstrip("-").isdigit() else text
+
+
+def gpqa_choices(row: dict, seed: int) -> tuple[list[str], str]:
+    """Return (options in shuffled order, gold letter) for a GPQA row; the order is seeded per id."""
+    options = [row["answer"], *row["extra"]]
+    digest = hashlib.sha256(f"{seed}:{row['id']}".encode()).digest()
+    order = list(range(4))
+    random.Random(digest).shuffle(order)
+    shuffled = [options[i] for i in order]
+    return shuffled, LETTERS[order.index(0)]
+
+
+def gpqa_question(row: dict, seed: int) -> tuple[str, str]:
+    """Return (question with lettered options and an answer instruction, gold letter)."""
+    options, gold = gpqa_choices(row, seed)
+    lines = [row["question"].strip(), ""] + [f"({LETTERS[i]}) {opt.strip()}" for i, opt in enumerate(options)]
+    lines += ["", "Answer with the letter of the correct option, as \\boxed{X}."]
+    return "\n".join(lines), gold
+
+
+_LETTER_SAID = re.compile(r"answer is[:\s]*\(?([A-D])\b", re.IGNORECASE)
+_LETTER_ALONE = re.compile(r"\(([A-D])\)|\b([A-D])\b")
+
+
+def grade_letter(output: str, gold: str) -> tuple[str | None, bool]:
+    """Grade a multiple-choice output: boxed letter, else 'answer is X', else the last (X)/X."""
+    boxed = last_boxed(output or "")
+    letter = None
+    if boxed and boxed.strip("() ").upper() in LETTERS and len(boxed.strip("() ")) == 1:
+        letter = boxed.strip("() ").upper()
+    elif said := _LETTER_SAID.findall(output or ""):
+        letter = said[-1].upper()
+    elif alone := _LETTER_ALONE.findall(output or ""):
+        letter = next(x for x in alone[-1] if x)
+    return letter, letter == gold
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How to read, prompt and grade one benchmark."""
+
+    name: str
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    extra_fields: tuple[str, ...] = ()
+    default_source: str | None = None  # bundled offline sample, if one ships
+    gold: Callable[[str], str] = lambda a: a.strip()
+    grader: Callable[[str, str], tuple] = grade
+    choices: bool = False  # multiple choice: options shuffled into the question, letter gold
+    notes: str = field(default="", compare=False)
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "gsm8k": Benchmark("gsm8k", id_field="idx", gold=gsm8k_gold, default_source="bundled:gsm8k-test-20",
+                       notes="GSM8K test (1,319); gold after ####"),
+    "math500": Benchmark("math500", question_field="problem", id_field="unique_id", gold=math_gold,
+                         default_source="bundled:math500-test-20", notes="MATH-500; gold in answer/\\boxed{}"),
+    "aime2024": Benchmark("aime2024", question_field="problem", gold=aime_gold,
+                          notes="AIME 2024 (30); integer answers; bring the file"),
+    "gpqa": Benchmark("gpqa", question_field="Question", answer_field="Correct Answer", id_field="Record ID",
+                      extra_fields=("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
+                      grader=grade_letter, choices=True,
+                      notes="GPQA-Diamond (198); options shuffled with the run seed; bring the file"),
+}
+GENERIC = Benchmark("generic")
+
+
+def parse_benchmark_spec(spec: str) -> tuple[str, Benchmark, str]:
+    """Return (result name, benchmark, question source) for an ``eval.benchmarks`` entry.
+
+    Raises ValueError for a registered benchmark that has no bundled sample and no file given."""
+    name, _, path = spec.partition(":")
+    if name in BENCHMARKS:
+        bench = BENCHMARKS[name]
+        source = path or bench.default_source
+        if not source:
+            raise ValueError(f"eval.benchmarks: {name!r} ships no offline data; name a file as {name}:PATH")
+        return name, bench, source
+    return source_name(spec), GENERIC, spec
+
+
+def load_benchmark(spec: str, seed: int, max_questions: int = 0):
+    """Return (name, benchmark, QuestionSet) with questions in prompt form and gold answers parsed."""
+    name, bench, source = parse_benchmark_spec(spec)
+    qs = load_questions(source, bench.question_field, bench.answer_field, bench.id_field, max_questions,
+                        extra_fields=bench.extra_fields)
+    for row in qs.rows:
+        if bench.choices:
+            row["question"], row["answer"] = gpqa_question(row, seed)
+        else:
+            row["answer"] = bench.gold(row["answer"])
+    return name, bench, qs
+
+
+def benchmark_exists(spec: str) -> Path:
+    """Return the file behind a benchmark entry; raises FileNotFoundError/ValueError naming it."""
+    from upft_ray.questions import resolve_source
+
+    return resolve_source(parse_benchmark_spec(spec)[2])
