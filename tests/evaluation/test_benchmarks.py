@@ -71,3 +71,19 @@ def test_pass_and_majority_at_k():
     assert m["questions"] == 3 and m["graded"] == 9
     assert m["pass@3"] == pytest.approx(2 / 3) and m["maj@3"] == pytest.approx(1 / 3)
     assert m["accuracy"] == pytest.approx(3 / 9)
+
+
+def test_sampled_decoding_requests_k_samples_per_question():
+    from upft_ray.config import ConfigError, load_config
+    from upft_ray.evaluation.evaluator import build_eval_requests
+
+    cfg = load_config(None, ["eval.decoding=sample", "eval.num_samples=3", "eval.temperature=0.8",
+                             "eval.max_questions=5", "eval.benchmarks=[gsm8k]"])
+    requests, rejected, read = build_eval_requests(cfg)
+    assert read == {"gsm8k": 5} and not rejected and len(requests) == 15
+    assert sorted({r["sample_index"] for r in requests}) == [0, 1, 2]
+    assert {r["temperature"] for r in requests} == {0.8}
+    greedy, _, _ = build_eval_requests(load_config(None, ["eval.max_questions=5", "eval.benchmarks=[gsm8k]"]))
+    assert len(greedy) == 5 and {r["temperature"] for r in greedy} == {0.0}
+    with pytest.raises(ConfigError, match="eval.num_samples"):
+        load_config(None, ["eval.num_samples=4"])
