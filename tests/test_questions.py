@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from upft_ray.bundled_data import BUNDLED_SETS, bundled_path, generate, render_jsonl
-from upft_ray.questions import load_questions, question_id
+from upft_ray.questions import Columns, load_questions, question_id
 
 
 def test_bundled_files_match_their_generator():
@@ -56,7 +56,7 @@ def test_missing_column_names_file_and_column(tmp_path):
     pq.write_table(pa.table({"problem": ["1+1?"], "solution": ["2"]}), path)
     with pytest.raises(ValueError, match=r"q\.parquet: no column 'question'"):
         load_questions(str(path))
-    qs = load_questions(str(path), question_field="problem", answer_field="solution")
+    qs = load_questions(str(path), Columns(question="problem", answer="solution"))
     assert qs.rows[0]["question"] == "1+1?" and qs.rows[0]["answer"] == "2"
 
 

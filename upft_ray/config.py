@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 
 
@@ -50,26 +51,38 @@ class EngineConfig:
     num_replicas: int = _f(1, "vLLM actors (each one engine)", min=1)
     cpus_per_replica: float = _f(1.0, "CPUs reserved per vLLM actor", min=0.0)
     gpus_per_replica: float = _f(0.0, "GPUs per vLLM actor (0 on CPU; = tensor_parallel_size on GPU)", min=0.0)
-    batch_size: int = _f(64, "rows per map_batches call into the engine", min=1)
+    batch_size: int = _f(64, "rows per map_batches call into the engine when evaluating (sampling sends one "
+                         "chunk of sample.rows_per_shard questions per call)", min=1)
 
 
 @dataclass
 class SampleConfig:
     """Prefix sampling: which questions, how long a prefix, how many full solutions."""
 
-    questions: str = _f("bundled:arith-train", "question set: bundled:NAME or a .jsonl/.parquet path")
-    question_field: str = _f("question", "column holding the question text")
-    answer_field: str = _f("answer", "column holding the gold answer (kept for analysis; optional)")
-    id_field: str = _f("id", "column holding a question id (derived from the question when absent)")
+    questions: str = _f("bundled:arith-train", "question set: bundled:NAME, a .jsonl/.parquet file, a directory "
+                        "of them, a glob, an HF save_to_disk directory, or an s3:// / gs:// URI")
+    columns: str = _f("generic", "column preset: generic (question/answer/id), omi2 (problem/expected_answer, id "
+                      "derived), uhard (problem/answer/id)", choices=tuple(COLUMN_PRESETS))
+    question_field: str = _f("", "column holding the question text ('' = from the preset)")
+    answer_field: str = _f("", "column holding the gold answer, kept for analysis ('' = from the preset)")
+    id_field: str = _f("", "column holding a question id ('' = from the preset; ids are derived from the "
+                       "question text when the column is absent)")
     max_questions: int = _f(0, "use only the first N questions (0 = all)", min=0)
     prefix_tokens: int = _f(8, "t: generated tokens kept on prefix rows (paper: 8/32/128)", min=1)
     structure_ratio: float = _f(0.1, "p: share of rows that keep the full solution", min=0.0, max=1.0)
     max_new_tokens: int = _f(512, "generation limit for full (structure-tuning) rows", min=1)
+    num_samples: int = _f(1, "samples per question (sample_index 0..n-1; RFT and consistency analysis use n > 1)",
+                          min=1)
+    rows_per_shard: int = _f(1024, "questions per chunk; each chunk is one shard, the unit of resume", min=1)
     temperature: float = _f(0.6, "sampling temperature (paper: 0.6)", min=0.0)
     top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
     task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+    def columns_spec(self) -> Columns:
+        """Return the question/answer/id columns: the preset, with any field set here in its place."""
+        return preset_columns(self.columns, self.question_field, self.answer_field, self.id_field)
 
 
 @dataclass
@@ -258,6 +271,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
         source = str(path)
     return config_from_dict(apply_overrides(data, overrides or []), source)
+
+
+# Engine settings that only place work on hardware; a run resumed on other machines may change them.
+_RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu_memory_utilization",
+                    "cpu_kv_cache_gib", "batch_size", "enforce_eager", "tensor_parallel_size")
+
+
+def sample_config_hash(cfg: PipelineConfig) -> str:
+    """Return the hash that identifies a sampling run: model, seed and what shapes the samples."""
+    from upft_ray.schema import config_hash
+
+    sample = config_to_dict(cfg.sample)
+    sample["engine"] = {k: v for k, v in sample["engine"].items() if k not in _RESOURCE_FIELDS}
+    return config_hash({"model": cfg.model, "seed": cfg.seed, **sample})
 
 
 def config_to_dict(cfg: Any) -> dict:

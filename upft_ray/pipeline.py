@@ -14,10 +14,10 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
     """Fail fast, before Ray starts, on an input file the given stages would not find.
 
     Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set)."""
-    from upft_ray.questions import resolve_source
+    from upft_ray.sources import list_source_files
 
     if "sample" in stages:
-        resolve_source(cfg.sample.questions)
+        list_source_files(cfg.sample.questions)
     if "train" in stages and "sample" not in stages:
         manifest = cfg.run_path / "sample" / "manifest.json"
         if not manifest.is_file():

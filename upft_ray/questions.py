@@ -1,8 +1,10 @@
-"""Question sets: read JSONL/Parquet/bundled sets into validated rows, rejecting bad rows with reasons.
+"""Question rows: column presets, validation of one record, and whole small sets for evaluation.
 
-A valid row is ``{"id": str, "question": str, "answer": str}``. A row that cannot be used (missing or
-empty question, non-string field, bad JSON line) is returned separately with its line number and
-the reason, never dropped silently: rows read = rows kept + rows rejected.
+A valid row is ``{"id": str, "question": str, "answer": str}``. A record that cannot be used
+(missing or empty question, non-string field, bad JSON line, text that is not valid Unicode) gets a
+reason instead, and the caller keeps it with its line number: rows read = rows kept + rows rejected.
+Reading files (JSONL, Parquet, HF ``save_to_disk`` directories, object stores) lives in
+``upft_ray.sources``; large sets are streamed in chunks by the sampler, small ones loaded here.
 """
 
 from __future__ import annotations
@@ -10,14 +12,38 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from upft_ray.bundled_data import bundled_path
+# name -> (question field, answer field, id field); "" for the id field means "derive it".
+COLUMN_PRESETS: dict[str, tuple[str, str, str]] = {
+    "generic": ("question", "answer", "id"),           # the bundled sets, most JSONL files
+    "omi2": ("problem", "expected_answer", ""),         # nvidia/OpenMathInstruct-2 (no id column)
+    "uhard": ("problem", "answer", "id"),               # U-Hard-style math rows (problem/answer)
+}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which record fields hold the question, the gold answer and the id ("" = derive the id)."""
+
+    question: str = "question"
+    answer: str = "answer"
+    id: str = "id"
+    extra: tuple[str, ...] = ()  # further required text fields (a multiple-choice set's options)
+
+    def names(self) -> list[str]:
+        """Return the field names to read, in order, without empties or repeats."""
+        return list(dict.fromkeys(n for n in (self.question, self.answer, self.id, *self.extra) if n))
+
+
+def preset_columns(preset: str, question: str = "", answer: str = "", id: str = "") -> Columns:
+    """Return the Columns of ``preset`` with any non-empty field name given here taking its place."""
+    q, a, i = COLUMN_PRESETS[preset]
+    return Columns(question or q, answer or a, id or i)
 
 
 @dataclass
 class QuestionSet:
-    """The rows of one question file: ``rows`` kept, ``rejected`` with a reason each."""
+    """The rows of one question source: ``rows`` kept, ``rejected`` with a reason each."""
 
     source: str
     rows: list[dict] = field(default_factory=list)
@@ -25,25 +51,8 @@ class QuestionSet:
 
     @property
     def num_read(self) -> int:
-        """Rows read from the file (kept + rejected)."""
+        """Records read from the source (kept + rejected)."""
         return len(self.rows) + len(self.rejected)
-
-
-def resolve_source(source: str) -> Path:
-    """Return the file a question source names (``bundled:NAME`` or a path); raises if missing."""
-    if source.startswith("bundled:"):
-        return bundled_path(source.split(":", 1)[1])
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"question file not found: {path}")
-    return path
-
-
-def source_name(source: str) -> str:
-    """Return a short name for a question source (``arith-eval`` for ``bundled:arith-eval``)."""
-    if source.startswith("bundled:"):
-        return source.split(":", 1)[1]
-    return Path(source).stem
 
 
 def question_id(question: str) -> str:
@@ -51,101 +60,81 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha1(question.encode("utf-8")).hexdigest()[:16]
 
 
-def _raw_records(path: Path) -> list[tuple[int, object]]:
-    """Return (1-based line/row number, record or an error string) for every row in ``path``."""
-    if path.suffix == ".jsonl" or path.suffix == ".json":
-        records = []
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append((number, json.loads(line)))
-                except json.JSONDecodeError as err:
-                    records.append((number, f"invalid JSON: {err.msg}"))
-        return records
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as err:  # pyarrow raises several types for a damaged file
-            raise ValueError(f"cannot read Parquet file {path}: {err}") from err
-        return list(enumerate(table.to_pylist(), 1))
-    raise ValueError(f"{path}: unsupported question file type {path.suffix!r} (use .jsonl or .parquet)")
+def rejected_row(source: str, number: int, reason: str, record: object) -> dict:
+    """Return a REJECTED_SCHEMA row: where the record was, why it was not used, and the record."""
+    return {"source": source, "line": number, "reason": reason, "raw": json.dumps(record, default=str)[:2000]}
 
 
-def load_questions(
-    source: str,
-    question_field: str = "question",
-    answer_field: str = "answer",
-    id_field: str = "id",
-    max_questions: int = 0,
-    extra_fields: tuple[str, ...] = (),
-) -> QuestionSet:
-    """Read and validate a question set; return its kept and rejected rows.
-
-    ``extra_fields`` (e.g. a multiple-choice set's wrong options) must be non-empty strings; their
-    values are kept, in order, as the row's ``extra`` list.
-
-    Raises FileNotFoundError for a missing file and ValueError when ``question_field`` is absent
-    from every row (a wrong column mapping, not bad rows)."""
-    path = resolve_source(source)
-    records = _raw_records(path)
-    if max_questions:
-        records = records[:max_questions]
-    dict_rows = [r for _, r in records if isinstance(r, dict)]
-    if dict_rows and not any(question_field in r for r in dict_rows):
-        columns = sorted({k for r in dict_rows for k in r})
-        raise ValueError(f"{path}: no column {question_field!r} (columns: {columns}); set question_field")
-    out = QuestionSet(source=str(path))
-    seen: set[str] = set()
-    for number, record in records:
-        reason, row = _validate(record, question_field, answer_field, id_field, extra_fields)
-        if reason is None and row["id"] in seen:
-            reason = f"duplicate id {row['id']!r}"
-        if reason is not None:
-            out.rejected.append({"source": str(path), "line": number, "reason": reason,
-                                 "raw": json.dumps(record, default=str)[:2000]})
-            continue
-        seen.add(row["id"])
-        out.rows.append(row)
-    return out
+def _text_problem(value: object, name: str) -> str | None:
+    """Return why ``value`` is not usable text, or None."""
+    if not isinstance(value, str):
+        return f"field {name!r} is {type(value).__name__}, not a string"
+    if not value.strip():
+        return f"field {name!r} is empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"field {name!r} is not valid Unicode text (lone surrogate)"
+    return None
 
 
-def _validate(record: object, question_field: str, answer_field: str, id_field: str,
-              extra_fields: tuple[str, ...] = ()):
-    """Return (None, row) for a usable record, else (reason, None)."""
+def validate_record(record: object, columns: Columns) -> tuple[str | None, dict | None]:
+    """Return (None, row) for a usable record, else (reason, None). Never raises.
+
+    A record that is a string is an error found while reading it (bad JSON, bad UTF-8)."""
     if isinstance(record, str):
         return record, None
     if not isinstance(record, dict):
         return f"row is {type(record).__name__}, not an object", None
-    question = record.get(question_field)
+    question = record.get(columns.question)
     if question is None:
-        return f"missing field {question_field!r}", None
-    if not isinstance(question, str):
-        return f"field {question_field!r} is {type(question).__name__}, not a string", None
-    if not question.strip():
-        return f"field {question_field!r} is empty", None
-    answer = record.get(answer_field, "")
+        return f"missing field {columns.question!r}", None
+    if problem := _text_problem(question, columns.question):
+        return problem, None
+    answer = record.get(columns.answer, "") if columns.answer else ""
     if answer is None:
         answer = ""
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)
     if not isinstance(answer, str):
-        return f"field {answer_field!r} is {type(answer).__name__}, not a string or number", None
-    qid = record.get(id_field)
+        return f"field {columns.answer!r} is {type(answer).__name__}, not a string or number", None
+    if answer and (problem := _text_problem(answer, columns.answer)):
+        return problem, None
+    qid = record.get(columns.id) if columns.id else None
     if qid is None:
         qid = question_id(question)
     elif isinstance(qid, (int, str)) and not isinstance(qid, bool):
         qid = str(qid)
+        if problem := _text_problem(qid, columns.id):
+            return problem, None
     else:
-        return f"field {id_field!r} is {type(qid).__name__}, not a string or integer", None
-    extra = [record.get(name) for name in extra_fields]
-    for name, value in zip(extra_fields, extra):
-        if not isinstance(value, str) or not value.strip():
+        return f"field {columns.id!r} is {type(qid).__name__}, not a string or integer", None
+    extra = [record.get(name) for name in columns.extra]
+    for name, value in zip(columns.extra, extra):
+        if value is None or _text_problem(value, name):
             return f"field {name!r} is missing or not a non-empty string", None
     row = {"id": qid, "question": question, "answer": answer}
-    if extra_fields:
+    if columns.extra:
         row["extra"] = extra
     return None, row
+
+
+def load_questions(source: str, columns: Columns = Columns(), max_questions: int = 0) -> QuestionSet:
+    """Read and validate a whole (small) question set; return its kept and rejected rows.
+
+    Duplicate ids are rejected after their first occurrence. Raises FileNotFoundError for a missing
+    source and ValueError for an unreadable file or a question column no record has."""
+    from upft_ray.sources import iter_source_records
+
+    out = QuestionSet(source=source)
+    seen: set[str] = set()
+    for file, number, record in iter_source_records(source, columns, max_questions):
+        reason, row = validate_record(record, columns)
+        if reason is None and row["id"] in seen:
+            reason = f"duplicate id: {row['id']!r}"
+        if reason is not None:
+            out.rejected.append(rejected_row(file, number, reason, record))
+            continue
+        seen.add(row["id"])
+        out.rows.append(row)
+    return out

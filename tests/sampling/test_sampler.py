@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 
 from conftest import tiny_overrides
 from upft_ray.config import load_config
-from upft_ray.sampling.sampler import build_requests, draw_kind, run_sample
+from upft_ray.sampling.requests import build_requests, draw_kind
+from upft_ray.sampling.sampler import run_sample
 from upft_ray.schema import SAMPLE_SCHEMA
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 
@@ -26,7 +27,7 @@ def test_draw_kind_is_seeded_and_close_to_the_ratio():
 def test_requests_put_the_template_on_prefix_rows_only():
     cfg = load_config(None, ["sample.structure_ratio=0.5", "sample.prefix_tokens=8", "sample.max_new_tokens=99"])
     rows = [{"id": f"q{i}", "question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(40)]
-    for req in build_requests(rows, cfg):
+    for req in build_requests(rows, cfg.sample, cfg.seed):
         train_user = json.loads(req["train_messages"])[-1]["content"]
         sent_user = json.loads(req["messages"])[-1]["content"]
         assert sent_user == req["question"]  # the sampler sees the plain question
@@ -36,8 +37,19 @@ def test_requests_put_the_template_on_prefix_rows_only():
             assert req["max_tokens"] == 99 and train_user == req["question"] and req["task_template"] == ""
 
 
+def assert_readable_everywhere(shards, rows):
+    """The shards open as they are in pyarrow, pandas, DuckDB and HF datasets."""
+    import datasets
+
+    assert pq.read_table(shards).num_rows == rows == len(pd.read_parquet(shards))
+    assert duckdb.sql(f"select count(*) from '{shards}/*.parquet'").fetchall() == [(rows,)]
+    loaded = datasets.load_dataset("parquet", data_files=str(shards / "*.parquet"), split="train")
+    assert loaded.num_rows == rows
+
+
 def test_real_vllm_sampling_writes_readable_shards(tmp_path, tiny_model_dir, ray_local):
-    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + ["sample.prefix_tokens=4"])
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + ["sample.prefix_tokens=4",
+                                                                               "sample.rows_per_shard=5"])
     manifest = run_sample(cfg)
     shards = tmp_path / "run" / "sample" / "shards"
     table = pq.read_table(shards)
@@ -51,8 +63,69 @@ def test_real_vllm_sampling_writes_readable_shards(tmp_path, tiny_model_dir, ray
     assert ((prefix.num_response_tokens == 4) | (prefix.finish_reason == "stop")).all()
     assert (df.num_response_tokens == df.response_token_ids.map(len)).all()
     assert manifest["tokens"]["generated"] == int(df.num_response_tokens.sum())
-    assert duckdb.sql(f"select count(*) from '{shards}/*.parquet'").fetchall() == [(len(df),)]
-    import datasets
+    assert_readable_everywhere(shards, len(df))
 
-    loaded = datasets.load_dataset("parquet", data_files=str(shards / "*.parquet"), split="train")
-    assert loaded.num_rows == len(df)
+
+def _malformed_file(path):
+    """A JSONL file with valid rows and 14 kinds of bad ones; returns {line: expected reason start}."""
+    good = [{"id": f"ok{i}", "question": f"What is {i} + 2?", "answer": i + 2} for i in range(6)]
+    lines = [json.dumps(r) for r in good[:3]] + [
+        "{not json",                                                        # 4
+        json.dumps(["a", "list"]),                                          # 5
+        json.dumps({"id": "m1", "answer": "1"}),                            # 6
+        json.dumps({"id": "m2", "question": None}),                         # 7
+        json.dumps({"id": "m3", "question": ""}),                           # 8
+        json.dumps({"id": "m4", "question": "  \n "}),                      # 9
+        json.dumps({"id": "m5", "question": 42}),                           # 10
+        json.dumps({"id": "m6", "question": ["What?"]}),                    # 11
+        json.dumps({"id": "m7", "question": "Q?", "answer": {"x": 1}}),     # 12
+        json.dumps({"id": 1.5, "question": "Q?"}),                          # 13
+        json.dumps({"id": "ok1", "question": "Same id again?"}),            # 14
+        '{"id": "m8", "question": "bad \\ud800 text"}',                     # 15
+        json.dumps({"id": "m9", "question": "How many? " * 200}),           # 16: prompt too long
+        "",                                                                 # 17: blank, not a record
+    ] + [json.dumps(r) for r in good[3:]]
+    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(path.read_bytes() + b'{"id": "m10", "question": "caf\xe9?"}\n')  # 21: not UTF-8
+    return {4: "invalid JSON", 5: "row is list, not an object", 6: "missing field 'question'",
+            7: "missing field 'question'", 8: "field 'question' is empty", 9: "field 'question' is empty",
+            10: "field 'question' is int, not a string", 11: "field 'question' is list, not a string",
+            12: "field 'answer' is dict, not a string or number", 13: "field 'id' is float, not a string or integer",
+            14: "duplicate id: 'ok1', first at", 15: "field 'question' is not valid Unicode text",
+            16: "prompt too long: ", 21: "line is not valid UTF-8"}
+
+
+def test_malformed_rows_balance_and_say_why(tmp_path, tiny_model_dir, ray_local):
+    source = tmp_path / "bad.jsonl"
+    expected = _malformed_file(source)
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + [
+        f"sample.questions={source}", "sample.rows_per_shard=4", "sample.engine.max_model_len=256"])
+    manifest = run_sample(cfg)
+    c = manifest["counts"]
+    assert c["rows_in"] == 20 == c["questions_written"] + c["rows_rejected"]
+    assert c["questions_written"] == 6 and c["rows_rejected"] == len(expected) == 14
+    assert sum(c["rejected_by_reason"].values()) == 14 and c["rejected_by_reason"]["duplicate id"] == 1
+    rejected = pd.read_parquet(tmp_path / "run/sample/rejected.parquet").set_index("line")
+    assert sorted(rejected.index) == sorted(expected)
+    for line, reason in expected.items():
+        assert rejected.loc[line, "reason"].startswith(reason), (line, rejected.loc[line, "reason"])
+        assert rejected.loc[line, "source"] == str(source)
+    written = pd.read_parquet(tmp_path / "run/sample/shards")
+    assert sorted(written.question_id) == [f"ok{i}" for i in range(6)]
+    assert_readable_everywhere(tmp_path / "run/sample/shards", 6)  # one shard is empty: still readable
+
+
+def test_full_rows_follow_the_seeded_draw_and_carry_no_template(tmp_path, tiny_model_dir, ray_local):
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + [
+        "sample.structure_ratio=0.3", "sample.prefix_tokens=3", "sample.num_samples=2"])
+    run_sample(cfg)
+    df = pd.read_parquet(tmp_path / "run/sample/shards")
+    assert len(df) == 48 and (df.groupby("question_id").sample_index.nunique() == 2).all()
+    expected_full = {q for q in df.question_id if draw_kind(q, cfg.seed, 0.3) == "full"}
+    assert set(df[df.kind == "full"].question_id) == expected_full and expected_full
+    full, prefix = df[df.kind == "full"], df[df.kind == "prefix"]
+    assert (full.task_template == "").all()
+    assert all(json.loads(m)[-1]["content"] == q for m, q in zip(full.train_messages, full.question))
+    assert all(json.loads(m)[-1]["content"].endswith(UPFT_TASK_TEMPLATE) for m in prefix.train_messages)
+    assert ((prefix.num_response_tokens == 3) | ((prefix.num_response_tokens < 3) & (prefix.finish_reason == "stop"))).all()
+    assert (full.num_response_tokens > 3).any()

@@ -12,11 +12,11 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from upft_ray.grading import grade, last_boxed
-from upft_ray.questions import load_questions, source_name
+from upft_ray.questions import Columns, load_questions
+from upft_ray.sources import list_source_files, source_name
 
 LETTERS = "ABCD"
 
@@ -120,8 +120,8 @@ def parse_benchmark_spec(spec: str) -> tuple[str, Benchmark, str]:
 def load_benchmark(spec: str, seed: int, max_questions: int = 0):
     """Return (name, benchmark, QuestionSet) with questions in prompt form and gold answers parsed."""
     name, bench, source = parse_benchmark_spec(spec)
-    qs = load_questions(source, bench.question_field, bench.answer_field, bench.id_field, max_questions,
-                        extra_fields=bench.extra_fields)
+    columns = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
+    qs = load_questions(source, columns, max_questions)
     for row in qs.rows:
         if bench.choices:
             row["question"], row["answer"] = gpqa_question(row, seed)
@@ -130,8 +130,6 @@ def load_benchmark(spec: str, seed: int, max_questions: int = 0):
     return name, bench, qs
 
 
-def benchmark_exists(spec: str) -> Path:
-    """Return the file behind a benchmark entry; raises FileNotFoundError/ValueError naming it."""
-    from upft_ray.questions import resolve_source
-
-    return resolve_source(parse_benchmark_spec(spec)[2])
+def benchmark_exists(spec: str) -> None:
+    """Check that the files behind a benchmark entry exist; raises FileNotFoundError/ValueError naming them."""
+    list_source_files(parse_benchmark_spec(spec)[2])

@@ -1,155 +1,174 @@
-"""Prefix sampling: questions -> Ray Data -> vLLM actors -> Parquet shards + manifest.json.
+"""Prefix sampling: question chunks -> Ray Data -> vLLM actors -> one Parquet shard per chunk.
 
-Every question gets one sample. A seeded draw per question id makes a share ``structure_ratio``
-of the rows *full* (decoded up to ``max_new_tokens``, trained whole); the rest are *prefix* rows,
-decoded for only ``prefix_tokens`` tokens, so no token is sampled that UPFT will not train on.
+The run is a plan (``plan.json``: the source cut into chunks) and one shard per chunk. Ray Data
+streams the pending chunks: a CPU task reads and validates each chunk's records and builds the
+requests; an actor pool of engines (``ShardWriter``) generates them and writes the chunk's shard.
+Nothing holds the whole question set: the driver keeps only the plan and one summary per chunk.
+A killed run, rerun with the same command, skips the chunks whose shard exists and does the rest,
+so every question ends up in exactly one shard (once per sample index).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
-from upft_ray.config import PipelineConfig, config_to_dict
-from upft_ray.inference import PROMPT_TOO_LONG, add_generation
+from upft_ray.config import PipelineConfig, config_to_dict, sample_config_hash
+from upft_ray.inference import VLLMGenerator
 from upft_ray.models import resolve_model
-from upft_ray.questions import load_questions
-from upft_ray.schema import (SAMPLE_SCHEMA, config_hash, package_versions, write_json_atomic,
-                             write_rejected)
-from upft_ray.templates import chat_messages
+from upft_ray.sampling.plan import Plan, plan_for_run
+from upft_ray.sampling.requests import chunk_requests
+from upft_ray.sampling.shard_writer import ShardWriter, read_summary, rejected_part_path, summary_path
+from upft_ray.schema import REJECTED_SCHEMA, package_versions, write_json_atomic
 
 
-def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
-    """Return "full" for a seeded share ``structure_ratio`` of question ids, else "prefix".
-
-    The draw hashes (seed, id), so it does not depend on row order or on how the rows are split
-    across workers, and the same seed always gives the same split."""
-    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
-    uniform = int.from_bytes(digest[:8], "big") / 2**64
-    return "full" if uniform < structure_ratio else "prefix"
+def pending_chunks(plan: Plan, out_dir: Path) -> list:
+    """Return the chunks of ``plan`` not finished yet (no summary); remove temp files a kill left."""
+    for sub in ("shards", "rejected", "chunks"):
+        for tmp in (out_dir / sub).glob(".*"):
+            tmp.unlink(missing_ok=True)
+    return [c for c in plan.chunks if not summary_path(out_dir, c.index).is_file()]
 
 
-def build_requests(rows: list[dict], cfg: PipelineConfig) -> list[dict]:
-    """Return one generation request per question: kind, prompts and sampling params."""
-    s = cfg.sample
-    requests = []
-    for row in rows:
-        kind = draw_kind(row["id"], cfg.seed, s.structure_ratio)
-        template = s.task_template if kind == "prefix" else ""
-        requests.append({
-            "question_id": row["id"],
-            "question": row["question"],
-            "answer": row["answer"],
-            "sample_index": 0,
-            "kind": kind,
-            # The sampler sees the plain question: a prefix is the opening of the model's own
-            # natural solution. The task template is for training only (paper, App. A.1).
-            "messages": json.dumps(chat_messages(row["question"], s.system_prompt)),
-            "train_messages": json.dumps(chat_messages(row["question"], s.system_prompt, template)),
-            "task_template": template,
-            "max_tokens": s.prefix_tokens if kind == "prefix" else s.max_new_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-        })
-    return requests
+class Progress:
+    """Prints a line per finished shard (at most every ``every_s`` seconds): questions/s, tokens/s, ETA.
+
+    Rates are measured from the first finished shard, so engine start-up does not distort them."""
+
+    def __init__(self, total_chunks: int, total_records: int, done_chunks: int, done_records: int,
+                 every_s: float = 5.0):
+        self.total_chunks, self.total_records = total_chunks, total_records
+        self.chunks, self.records, self.tokens = done_chunks, done_records, 0
+        self.every_s, self.last, self.first = every_s, 0.0, None
+
+    def update(self, summary: dict) -> None:
+        """Count one finished chunk and print a progress line if it is time."""
+        now = time.time()
+        self.chunks += 1
+        self.records += summary["records"]
+        if self.first is None:
+            self.first = (now, self.records, summary["generated_tokens"])
+        self.tokens += summary["generated_tokens"]
+        if now - self.last < self.every_s and self.chunks < self.total_chunks:
+            return
+        self.last = now
+        t0, r0, k0 = self.first
+        elapsed = now - t0
+        rate = (self.records - r0) / elapsed if elapsed > 0 else 0.0
+        tok_rate = (self.tokens - k0) / elapsed if elapsed > 0 else 0.0
+        eta = f"{(self.total_records - self.records) / rate:,.0f}s" if rate > 0 else "-"
+        print(f"[sample] shards {self.chunks}/{self.total_chunks} | questions {self.records:,}/{self.total_records:,} "
+              f"| {rate:,.1f} q/s | {tok_rate:,.0f} gen tok/s | ETA {eta}", flush=True)
 
 
-def to_shard_table(batch: pd.DataFrame, model: str, seed: int) -> pa.Table:
-    """Return generated rows as a table in SAMPLE_SCHEMA (fails loudly if a column is off)."""
-    batch = batch.copy()
-    batch["model"] = model
-    batch["seed"] = seed
-    batch["sampling_params"] = [
-        json.dumps({"max_tokens": int(m), "temperature": float(t), "top_p": float(p)})
-        for m, t, p in zip(batch["max_tokens"], batch["temperature"], batch["top_p"])
-    ]
-    for col in ("prompt_token_ids", "response_token_ids"):
-        batch[col] = [list(map(int, ids)) for ids in batch[col]]
-    return pa.Table.from_pandas(batch[SAMPLE_SCHEMA.names], schema=SAMPLE_SCHEMA, preserve_index=False)
+def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
+    """Run (or finish) the sampling stage into ``RUN/sample/``; return the manifest it wrote.
 
-
-def run_sample(cfg: PipelineConfig) -> dict:
-    """Run the sampling stage into ``RUN/sample/``; return the manifest it wrote.
-
-    Writes ``shards/*.parquet`` (SAMPLE_SCHEMA), ``rejected.parquet`` and, last, ``manifest.json``.
-    Raises RuntimeError if counts do not balance (rows in != rows written + rows rejected)."""
-    import pyarrow.parquet as pq
+    Writes ``plan.json``, ``shards/shard-*.parquet`` (SAMPLE_SCHEMA), ``rejected/`` parts merged into
+    ``rejected.parquet`` and, last, ``manifest.json``. ``engine_cls`` is VLLMGenerator except in the
+    scale benchmark. Raises ValueError for a run directory that holds another config's samples and
+    RuntimeError if counts do not balance (records in != questions written + records rejected)."""
     import ray.data
 
     started = time.time()
     s = cfg.sample
     out_dir = cfg.run_path / "sample"
+    out_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model(cfg.model)
-    questions = load_questions(s.questions, s.question_field, s.answer_field, s.id_field, s.max_questions)
-    print(f"[sample] {questions.num_read} rows read from {questions.source}; "
-          f"{len(questions.rejected)} rejected; model {cfg.model}")
-    rejected = list(questions.rejected)
-    staging = out_dir / ".shards-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    if questions.rows:
-        requests = build_requests(questions.rows, cfg)
-        blocks = max(1, min(len(requests) // max(1, s.engine.batch_size), 64))
-        ds = ray.data.from_items(requests, override_num_blocks=blocks)
-        ds = add_generation(ds, model_path, s.engine, cfg.seed).materialize()
-        too_long = ds.filter(lambda r: r["finish_reason"] == PROMPT_TOO_LONG).take_all()
-        rejected += [{"source": questions.source, "line": -1, "raw": json.dumps({"id": r["question_id"]}),
-                      "reason": f"prompt of {r['num_prompt_tokens']} tokens does not fit "
-                                f"max_model_len {s.engine.max_model_len}"} for r in too_long]
-        kept = ds.filter(lambda r: r["finish_reason"] != PROMPT_TOO_LONG)
-        kept.map_batches(to_shard_table, batch_format="pandas", fn_kwargs={"model": cfg.model, "seed": cfg.seed}
-                         ).write_parquet(str(staging))
-    shards_dir = out_dir / "shards"
-    shutil.rmtree(shards_dir, ignore_errors=True)
-    staging.rename(shards_dir)
-    write_rejected(out_dir / "rejected.parquet", rejected)
-    table = pq.read_table(shards_dir, schema=SAMPLE_SCHEMA) if any(shards_dir.iterdir()) else SAMPLE_SCHEMA.empty_table()
-    manifest = sample_manifest(cfg, model_path, questions.num_read, table, rejected, time.time() - started)
+    run_hash = sample_config_hash(cfg)
+    plan, resumed = plan_for_run(out_dir, s.questions, s.columns_spec(), s.rows_per_shard, s.max_questions, run_hash)
+    todo = pending_chunks(plan, out_dir)
+    reused = len(plan.chunks) - len(todo)
+    print(f"[sample] {plan.records:,} records from {plan.source} in {len(plan.chunks)} chunks; "
+          f"{'resuming: ' if resumed else ''}{reused} shards done, {len(todo)} to write; model {cfg.model}")
+    if todo:
+        progress = Progress(len(plan.chunks), plan.records, reused, plan.records - sum(c.records for c in todo))
+        ds = ray.data.from_items([{"chunk": c.to_json()} for c in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(chunk_requests, batch_size=1, batch_format="pandas", num_cpus=0.25,
+                            fn_kwargs={"sample": s, "seed": cfg.seed})
+        e = s.engine
+        ds = ds.map_batches(
+            ShardWriter, batch_size=None, batch_format="pandas",
+            fn_constructor_kwargs={"out_dir": str(out_dir), "model_path": model_path, "engine": config_to_dict(e),
+                                   "seed": cfg.seed, "model_name": cfg.model, "engine_cls": engine_cls},
+            compute=ray.data.ActorPoolStrategy(size=e.num_replicas), num_cpus=e.cpus_per_replica,
+            num_gpus=e.gpus_per_replica)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for summary in batch.to_dict("records"):
+                progress.update(summary)
+    manifest = sample_manifest(cfg, model_path, plan, out_dir, run_hash, reused, time.time() - started)
     write_json_atomic(out_dir / "manifest.json", manifest)
-    c = manifest["counts"]
-    print(f"[sample] wrote {c['rows_written']} rows ({c['prefix_rows']} prefix, {c['full_rows']} full), "
-          f"{c['rows_rejected']} rejected; {manifest['tokens']['generated']} tokens generated "
-          f"in {manifest['wall_time_s']:.1f}s -> {out_dir}")
+    c, t = manifest["counts"], manifest["tokens"]
+    print(f"[sample] wrote {c['rows_written']:,} rows ({c['prefix_rows']:,} prefix, {c['full_rows']:,} full) for "
+          f"{c['questions_written']:,} questions, {c['rows_rejected']:,} rejected; {t['generated']:,} tokens "
+          f"generated in {manifest['wall_time_s']:.1f}s -> {out_dir}")
     return manifest
 
 
-def sample_manifest(cfg: PipelineConfig, model_path: str, rows_in: int, table: pa.Table,
-                    rejected: list[dict], wall_time_s: float) -> dict:
-    """Return the sample manifest: counts that balance, tokens sampled, config and versions."""
-    df = table.select(["kind", "num_prompt_tokens", "num_response_tokens"]).to_pandas()
-    by_kind = df.groupby("kind")["num_response_tokens"].sum().to_dict()
+def merge_rejected(out_dir: Path, chunks: list[int]) -> pd.Series:
+    """Merge the rejected parts of ``chunks`` into ``rejected.parquet``; return the count per reason kind."""
+    import pyarrow.parquet as pq
+
+    reasons: dict[str, int] = {}
+    tmp = out_dir / ".rejected.parquet.tmp"
+    with pq.ParquetWriter(tmp, REJECTED_SCHEMA) as writer:
+        for index in chunks:
+            part = pq.read_table(rejected_part_path(out_dir, index), schema=REJECTED_SCHEMA)
+            writer.write_table(part)
+            for reason in part.column("reason").to_pylist():
+                key = reason.split(":", 1)[0]  # "kind: detail" -> kind
+                reasons[key] = reasons.get(key, 0) + 1
+    tmp.replace(out_dir / "rejected.parquet")
+    return pd.Series(reasons, dtype="int64")
+
+
+def sample_manifest(cfg: PipelineConfig, model_path: str, plan: Plan, out_dir: Path, run_hash: str,
+                    reused: int, wall_time_s: float) -> dict:
+    """Return the sample manifest, built from the chunks' summaries: counts that balance, tokens, versions.
+
+    Raises RuntimeError if a chunk is unfinished or the counts do not balance."""
+    missing = [c.index for c in plan.chunks if not summary_path(out_dir, c.index).is_file()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} chunk(s) unfinished after the run (first: {missing[:5]}); rerun "
+                           "the same command to finish them")
+    summaries = pd.DataFrame([read_summary(out_dir, c.index) for c in plan.chunks])
+    total = summaries.sum(numeric_only=True) if len(summaries) else pd.Series(dtype="int64")
+    reasons = merge_rejected(out_dir, [int(i) for i in summaries.loc[summaries["rejected"] > 0, "chunk"]]
+                             if len(summaries) else [])
     counts = {
-        "rows_in": rows_in,
-        "rows_written": len(df),
-        "rows_rejected": len(rejected),
-        "prefix_rows": int((df["kind"] == "prefix").sum()),
-        "full_rows": int((df["kind"] == "full").sum()),
-        "rejected_by_reason": pd.Series([r["reason"] for r in rejected], dtype=object).value_counts().to_dict(),
+        "rows_in": plan.records,
+        "questions_written": int(total.get("questions", 0)),
+        "rows_written": int(total.get("rows", 0)),
+        "rows_rejected": int(total.get("rejected", 0)),
+        "samples_per_question": cfg.sample.num_samples,
+        "prefix_rows": int(total.get("prefix_rows", 0)),
+        "full_rows": int(total.get("full_rows", 0)),
+        "rejected_by_reason": {k: int(v) for k, v in reasons.items()},
     }
-    if counts["rows_written"] + counts["rows_rejected"] != rows_in:
+    if counts["questions_written"] + counts["rows_rejected"] != plan.records or \
+            int(reasons.sum()) != counts["rows_rejected"]:
         raise RuntimeError(f"sample counts do not balance: {counts}")
     sample_cfg = config_to_dict(cfg.sample)
+    gen_window = (summaries["finished"].max() - summaries["started"].min()) if len(summaries) else 0.0
     return {
         "stage": "sample",
         "model": cfg.model,
         "model_path": model_path,
         "seed": cfg.seed,
         "config": sample_cfg,
-        "config_hash": config_hash({"model": cfg.model, "seed": cfg.seed, **sample_cfg}),
+        "config_hash": run_hash,
         "counts": counts,
         "tokens": {
-            "prompt": int(df["num_prompt_tokens"].sum()),
-            "generated": int(df["num_response_tokens"].sum()),
-            "generated_prefix": int(by_kind.get("prefix", 0)),
-            "generated_full": int(by_kind.get("full", 0)),
+            "prompt": int(total.get("prompt_tokens", 0)),
+            "generated": int(total.get("generated_tokens", 0)),
+            "generated_prefix": int(total.get("generated_prefix", 0)),
+            "generated_full": int(total.get("generated_full", 0)),
         },
-        "shards": sorted(p.name for p in (cfg.run_path / "sample" / "shards").glob("*.parquet")),
+        "shards": {"total": len(plan.chunks), "reused": reused, "written": len(plan.chunks) - reused,
+                   "rows_per_shard": cfg.sample.rows_per_shard},
         "versions": package_versions(),
+        "generation_window_s": round(float(gen_window), 2),
         "wall_time_s": round(wall_time_s, 2),
     }

@@ -60,6 +60,9 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
 
     shards = cfg.run_path / "sample" / "shards"
     read_json(cfg.run_path / "sample" / "manifest.json")  # the sample stage must have finished
+    if not any(shards.glob("*.parquet")):
+        raise ValueError(f"no sampled rows in {shards}: every question was rejected (see "
+                         f"{cfg.run_path / 'sample' / 'rejected.parquet'})")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     table = build_examples(shards, tokenizer, cfg.train.max_length)
     usable = pc.greater(table["num_response_tokens"], 0)

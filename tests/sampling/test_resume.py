@@ -1,0 +1,59 @@
+"""Exactly-once sampling: a run killed with SIGKILL part way, rerun with the same command, ends with
+every question once, and the rerun leaves the shards that were complete untouched."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from conftest import REPO
+
+
+def _sample_command(run_dir, model_dir):
+    return [sys.executable, "-m", "upft_ray.cli", "sample", f"run_dir={run_dir}", f"model={model_dir}",
+            "sample.rows_per_shard=2", "sample.max_questions=200", "sample.max_new_tokens=16",
+            "sample.engine.max_model_len=512", "ray.num_cpus=4"]
+
+
+def _finished_shards(sample_dir):
+    """(inode, mtime) of the shard of every chunk whose summary (commit mark) is written."""
+    done = [p.stem.split("-")[1] for p in (sample_dir / "chunks").glob("chunk-*.json")]
+    shards = [sample_dir / "shards" / f"shard-{index}.parquet" for index in done]
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards if p.exists()}
+
+
+def test_killed_run_resumes_exactly_once(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    sample_dir, shards = run / "sample", run / "sample" / "shards"
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    first = subprocess.Popen(_sample_command(run, tiny_model_dir), cwd=REPO, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(_finished_shards(sample_dir)) < 3 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and every process of its session, no clean-up
+    first.wait()
+    time.sleep(2)  # Ray's processes share the driver's fate; let them go before counting
+    before = _finished_shards(sample_dir)
+    assert 3 <= len(before) < 100, f"kill did not land part way: {len(before)} of 100 shards"
+    assert not (run / "sample" / "manifest.json").exists()
+
+    rerun = subprocess.run(_sample_command(run, tiny_model_dir), cwd=REPO, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming: {len(before)} shards done, {100 - len(before)} to write" in rerun.stdout
+
+    after = _finished_shards(sample_dir)
+    assert len(after) == 100
+    assert {name: after[name] for name in before} == before  # complete shards were not rewritten
+    df = pd.read_parquet(shards)
+    expected = [json.loads(line)["id"] for line in (REPO / "upft_ray/data/arith_train.jsonl").read_text().splitlines()]
+    assert sorted(df.question_id) == sorted(expected[:200]) and df.question_id.is_unique
+    manifest = json.loads((run / "sample" / "manifest.json").read_text())
+    assert manifest["shards"] == {"total": 100, "reused": len(before), "written": 100 - len(before),
+                                  "rows_per_shard": 2}
+    assert manifest["counts"]["rows_in"] == 200 == manifest["counts"]["questions_written"]
+    assert not list((run / "sample").rglob(".*.tmp-*"))

@@ -1,0 +1,88 @@
+"""From a chunk of question records to generation requests (the Ray Data read step of sampling).
+
+A seeded draw per question id makes a share ``structure_ratio`` of the questions *full* (decoded up
+to ``max_new_tokens``, trained whole); the rest are *prefix* questions, decoded for only
+``prefix_tokens`` tokens, so no token is sampled that UPFT will not train on. Each question gets
+``num_samples`` requests (sample_index 0..n-1). Records that cannot be used become rows with a
+``reject_reason`` and travel with their chunk, so the shard writer accounts for every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+from upft_ray.config import SampleConfig
+from upft_ray.questions import rejected_row, validate_record
+from upft_ray.sampling.plan import Chunk
+from upft_ray.sources import SourceFile, scan_records
+from upft_ray.templates import chat_messages
+
+REQUEST_COLUMNS = ["chunk", "chunk_records", "number", "question_id", "question", "answer", "sample_index",
+                   "kind", "messages", "train_messages", "task_template", "max_tokens", "temperature", "top_p",
+                   "reject_reason", "source", "raw"]
+
+
+def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
+    """Return "full" for a seeded share ``structure_ratio`` of question ids, else "prefix".
+
+    The draw hashes (seed, id), so it does not depend on row order or on how the rows are split
+    across workers, and the same seed always gives the same split."""
+    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
+    uniform = int.from_bytes(digest[:8], "big") / 2**64
+    return "full" if uniform < structure_ratio else "prefix"
+
+
+def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
+    """Return ``s.num_samples`` generation requests per question row: kind, prompts, sampling params."""
+    requests = []
+    for row in rows:
+        kind = draw_kind(row["id"], seed, s.structure_ratio)
+        template = s.task_template if kind == "prefix" else ""
+        # The sampler sees the plain question: a prefix is the opening of the model's own natural
+        # solution. The task template is part of the training prompt only (paper, App. A.1).
+        messages = json.dumps(chat_messages(row["question"], s.system_prompt))
+        train_messages = json.dumps(chat_messages(row["question"], s.system_prompt, template))
+        for k in range(s.num_samples):
+            requests.append({
+                "question_id": row["id"], "question": row["question"], "answer": row["answer"],
+                "sample_index": k, "kind": kind, "messages": messages, "train_messages": train_messages,
+                "task_template": template,
+                "max_tokens": s.prefix_tokens if kind == "prefix" else s.max_new_tokens,
+                "temperature": s.temperature, "top_p": s.top_p,
+            })
+    return requests
+
+
+def chunk_requests(batch: pd.DataFrame, sample: SampleConfig, seed: int) -> pd.DataFrame:
+    """Ray Data UDF: read each chunk named in ``batch["chunk"]``; return its requests and rejects.
+
+    Every record of the chunk yields rows: ``num_samples`` requests, or one row with its
+    ``reject_reason``. Rows carry the chunk index, the chunk's record count and the record number
+    so the shard writer can check it holds whole chunks."""
+    out: list[dict] = []
+    columns = sample.columns_spec()
+    for spec in batch["chunk"]:
+        chunk = Chunk(**json.loads(spec))
+        file = SourceFile(chunk.file, chunk.format, 0, "")
+        base = {"chunk": chunk.index, "chunk_records": chunk.records}
+        for number, record, _ in scan_records(file, columns, chunk.start, chunk.stop, chunk.first_number):
+            reason, row = validate_record(record, columns)
+            if reason is None and str(number) in chunk.duplicates:
+                reason = f"duplicate id: {row['id']!r}, first at {chunk.duplicates[str(number)]}"
+            if reason is not None:
+                out.append({**base, **_reject_fields(rejected_row(chunk.file, number, reason, record))})
+                continue
+            for req in build_requests([row], sample, seed):
+                out.append({**base, "number": number, "reject_reason": "", "source": chunk.file, "raw": "", **req})
+    return pd.DataFrame(out, columns=REQUEST_COLUMNS)
+
+
+def _reject_fields(rejected: dict) -> dict:
+    """Return a request-shaped row for a rejected record (empty request fields)."""
+    return {"number": rejected["line"], "question_id": "", "question": "", "answer": "", "sample_index": 0,
+            "kind": "", "messages": "", "train_messages": "", "task_template": "", "max_tokens": 0,
+            "temperature": 0.0, "top_p": 1.0, "reject_reason": rejected["reason"], "source": rejected["source"],
+            "raw": rejected["raw"]}
