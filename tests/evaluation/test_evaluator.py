@@ -1,6 +1,6 @@
 """Distributed evaluation gives the same per-question results as one engine in one process."""
 
-import json
+import asyncio
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
     requests, _, _ = build_eval_requests(cfg)
     batch = {key: np.array([r[key] for r in requests], dtype=object) for key in requests[0]}
     engine = VLLMGenerator(str(tiny_model_dir), config_to_dict(cfg.eval.engine), cfg.seed)
-    single = grade_batch(pd.DataFrame(engine(batch))).set_index("question_id")
+    single = grade_batch(pd.DataFrame(asyncio.run(engine(batch)))).set_index("question_id")
     joined = distributed.join(single, rsuffix="_single")
     assert (joined["output"] == joined["output_single"]).all()
     assert (joined["correct"] == joined["correct_single"]).all()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from upft_ray.config import PipelineConfig, config_to_dict, sample_config_hash
-from upft_ray.inference import VLLMGenerator
+from upft_ray.inference import VLLMGenerator, engine_actor_options
 from upft_ray.models import resolve_model
 from upft_ray.sampling.plan import Plan, plan_for_run
 from upft_ray.sampling.requests import chunk_requests
@@ -86,15 +86,16 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
     if todo:
         progress = Progress(len(plan.chunks), plan.records, reused, plan.records - sum(c.records for c in todo))
         ds = ray.data.from_items([{"chunk": c.to_json()} for c in todo], override_num_blocks=len(todo))
+        # Reading a chunk takes milliseconds next to generating it: two readers per engine keep
+        # the engines fed without a crowd of idle worker processes.
         ds = ds.map_batches(chunk_requests, batch_size=1, batch_format="pandas", num_cpus=0.25,
+                            compute=ray.data.TaskPoolStrategy(size=2 * s.engine.num_replicas),
                             fn_kwargs={"sample": s, "seed": cfg.seed})
-        e = s.engine
         ds = ds.map_batches(
             ShardWriter, batch_size=None, batch_format="pandas",
-            fn_constructor_kwargs={"out_dir": str(out_dir), "model_path": model_path, "engine": config_to_dict(e),
+            fn_constructor_kwargs={"out_dir": str(out_dir), "model_path": model_path, "engine": config_to_dict(s.engine),
                                    "seed": cfg.seed, "model_name": cfg.model, "engine_cls": engine_cls},
-            compute=ray.data.ActorPoolStrategy(size=e.num_replicas), num_cpus=e.cpus_per_replica,
-            num_gpus=e.gpus_per_replica)
+            **engine_actor_options(s.engine))
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             for summary in batch.to_dict("records"):
                 progress.update(summary)

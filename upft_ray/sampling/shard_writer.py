@@ -80,10 +80,10 @@ class ShardWriter:
         self.out_dir, self.model_name, self.seed = Path(out_dir), model_name, seed
         self.max_model_len = engine["max_model_len"]
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame([self._write_chunk(part) for _, part in batch.groupby("chunk", sort=False)])
+    async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame([await self._write_chunk(part) for _, part in batch.groupby("chunk", sort=False)])
 
-    def _write_chunk(self, part: pd.DataFrame) -> dict:
+    async def _write_chunk(self, part: pd.DataFrame) -> dict:
         started = time.time()
         chunk, expected = int(part["chunk"].iloc[0]), int(part["chunk_records"].iloc[0])
         if part["number"].nunique() != expected:
@@ -93,7 +93,7 @@ class ShardWriter:
         todo = part[part["reject_reason"] == ""].reset_index(drop=True)
         rejected = [{"source": r.source, "line": int(r.number), "reason": r.reject_reason, "raw": r.raw}
                     for r in bad.itertuples()]
-        generated = self._generate(todo)
+        generated = await self._generate(todo)
         too_long = generated["finish_reason"] == PROMPT_TOO_LONG
         for r in generated[too_long].drop_duplicates("question_id").itertuples():
             rejected.append({"source": r.source, "line": int(r.number), "raw": json.dumps({"id": r.question_id}),
@@ -123,11 +123,11 @@ class ShardWriter:
         write_json_atomic(summary_path(self.out_dir, chunk), summary)
         return summary
 
-    def _generate(self, todo: pd.DataFrame) -> pd.DataFrame:
+    async def _generate(self, todo: pd.DataFrame) -> pd.DataFrame:
         """Return ``todo`` with the engine's generated columns added (empty in, empty out)."""
         if todo.empty:
             return todo.assign(**{c: pd.Series(dtype=object) for c in GENERATED_COLUMNS})
         batch = {c: todo[c].to_numpy() for c in todo.columns}
-        out = self.engine(batch)
+        out = await self.engine(batch)
         return pd.DataFrame({c: list(v) if isinstance(v, np.ndarray) and v.dtype == object else v
                              for c, v in out.items()})
