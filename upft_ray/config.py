@@ -80,6 +80,9 @@ class SampleConfig:
     top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
     task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
+    method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: the SFT baseline, "
+                     "one unfiltered full solution per question (prefix_tokens and structure_ratio unused)",
+                     choices=("upft", "sft"))
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
 
     def columns_spec(self) -> Columns:
@@ -95,18 +98,28 @@ class TrainConfig:
     cpus_per_worker: float = _f(1.0, "CPUs per worker", min=0.0)
     use_gpu: bool = _f(False, "one GPU per worker (NCCL) instead of CPU (gloo)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
-    precision: str = _f("fp32", "training precision", choices=("fp32", "bf16"))
+    precision: str = _f("fp32", "training precision (bf16 keeps fp32 master weights in DeepSpeed)",
+                        choices=("fp32", "bf16"))
     learning_rate: float = _f(1e-5, "AdamW peak learning rate", min=0.0)
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
-    warmup_ratio: float = _f(0.03, "share of steps with linear warm-up, then constant", min=0.0, max=1.0)
+    lr_schedule: str = _f("constant", "after warm-up: constant (paper) or cosine decay to min_lr_ratio x lr",
+                          choices=("constant", "cosine"))
+    warmup_ratio: float = _f(0.03, "share of steps with linear warm-up (paper: 0.03)", min=0.0, max=1.0)
+    min_lr_ratio: float = _f(0.0, "cosine schedule: final lr as a share of the peak", min=0.0, max=1.0)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm", min=0.0)
     epochs: int = _f(1, "passes over the training rows", min=1)
-    micro_batch_size: int = _f(4, "rows per worker per forward pass", min=1)
+    micro_batch_size: int = _f(4, "rows per worker per forward pass (a packed row holds several examples)", min=1)
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
-    max_length: int = _f(1024, "prompt + response tokens kept per row (longer rows are cut)", min=8)
+    max_length: int = _f(1024, "tokens per example (longer ones are cut) and per packed row", min=8)
+    packing: bool = _f(True, "pack short examples into rows of max_length tokens (no cross-example attention)")
+    loss_normalization: str = _f("token", "token: NLL summed over the global batch / its loss tokens (paper); "
+                                 "example: mean of each example's mean NLL", choices=("token", "example"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    offload_optimizer: bool = _f(False, "ZeRO-Offload: optimizer state and step on the CPU (GPU training only)")
     checkpoint_every_steps: int = _f(0, "report a checkpoint every N optimizer steps (0 = at the end)", min=0)
     keep_last_k: int = _f(2, "checkpoints kept", min=1)
     max_failures: int = _f(1, "worker failures tolerated (restart from last checkpoint)", min=0)
+    tensorboard: bool = _f(False, "also write metrics to RUN/train/tensorboard")
     log_every_steps: int = _f(1, "print/write metrics every N steps", min=1)
 
 
@@ -246,6 +259,11 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     if cfg.eval.decoding == "greedy" and cfg.eval.num_samples != 1:
         problems.append("eval.num_samples: greedy decoding gives one answer per question; set "
                         "eval.decoding=sample for pass@k / maj@k")
+    if cfg.train.offload_optimizer and not cfg.train.use_gpu:
+        problems.append("train.offload_optimizer: moves optimizer state from GPU to CPU memory; training on CPU "
+                        "has nothing to offload (set train.use_gpu: true on GPU workers)")
+    if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
+        problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):

@@ -1,11 +1,13 @@
-"""Training data: response-only loss masks, the prefix target, and the deterministic batch plan."""
+"""Training data: response-only loss masks, the prefix target, packing, and the deterministic row plan."""
 
 import json
 
 import numpy as np
 
 from upft_ray.training.examples import build_example
-from upft_ray.training.loop import IGNORE_INDEX, batch_plan, collate, micro_batch_indices
+from upft_ray.training.loop import lr_lambda, micro_batch_rows, step_rows
+from upft_ray.training.packing import IGNORE_INDEX as I
+from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows, packing_efficiency
 
 
 def _row(kind, response, finish="length"):
@@ -27,17 +29,46 @@ def test_prefix_example_trains_on_t_tokens_plus_eos(smollm2_dir):
     assert short["truncated"] and short["num_response_tokens"] == 10
 
 
-def test_collate_masks_prompt_and_padding():
-    examples = [{"input_ids": [1, 2, 3, 4], "num_prompt_tokens": 2}, {"input_ids": [5, 6, 7], "num_prompt_tokens": 2}]
-    ids, mask, labels = collate(examples, pad_id=0)
-    assert labels.tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 3, 4], [IGNORE_INDEX, IGNORE_INDEX, 7, IGNORE_INDEX]]
-    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]] and ids[1, 3] == 0
+def _store(rows):
+    """An ExampleStore from (input_ids, num_prompt_tokens) pairs."""
+    lengths = [len(ids) for ids, _ in rows]
+    return ExampleStore(np.array([t for ids, _ in rows for t in ids], dtype=np.int64),
+                        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                        np.array([p for _, p in rows], dtype=np.int64))
 
 
-def test_batch_plan_partitions_each_epoch_across_ranks():
-    plan = batch_plan(103, seed=1, epoch=0, global_batch=8)
-    assert plan.shape == (12, 8) and len(set(plan.ravel())) == 96
-    assert (plan == batch_plan(103, seed=1, epoch=0, global_batch=8)).all()
-    assert not (plan == batch_plan(103, seed=1, epoch=1, global_batch=8)).all()
-    parts = [micro_batch_indices(plan[0], r, world=2, micro=2, m=m) for m in range(2) for r in range(2)]
-    assert sorted(np.concatenate(parts).tolist()) == sorted(plan[0].tolist())
+def test_collate_masks_prompt_and_padding_and_restarts_positions():
+    store = _store([([1, 2, 3, 4], 2), ([5, 6, 7], 2), ([8, 9], 1)])
+    ids, pos, labels, ex = collate_rows([[0, 2], [1]], store, pad_id=0)
+    assert ids.tolist() == [[1, 2, 3, 4, 8, 9], [5, 6, 7, 0, 0, 0]]
+    assert pos.tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 1, 2]]  # padding is a segment of its own
+    assert labels.tolist() == [[I, I, 3, 4, I, 9], [I, I, 7, I, I, I]]
+    assert ex.tolist() == [[0, 0, 0, 0, 1, 1], [2, 2, 2, -1, -1, -1]]
+
+
+def test_epoch_rows_are_seeded_cover_every_example_once_and_fit():
+    lengths = np.random.default_rng(0).integers(40, 90, size=500)
+    for pack in (0, 512):
+        rows = epoch_rows(lengths, seed=1, epoch=0, pack_length=pack)
+        assert rows == epoch_rows(lengths, seed=1, epoch=0, pack_length=pack)
+        assert rows != epoch_rows(lengths, seed=1, epoch=1, pack_length=pack)
+        assert sorted(i for r in rows for i in r) == list(range(500))
+        if pack:
+            assert all(lengths[r].sum() <= pack for r in rows)
+            assert packing_efficiency(rows, lengths, pack) >= 0.95
+        else:
+            assert all(len(r) == 1 for r in rows)
+
+
+def test_micro_batches_partition_each_step_across_ranks():
+    rows = [[i] for i in range(16)]
+    step = step_rows(rows, 1, rows_per_step=8)
+    parts = [micro_batch_rows(step, r, world=2, micro=2, m=m) for m in range(2) for r in range(2)]
+    assert sorted(i for p in parts for r in p for i in r) == list(range(8, 16))
+
+
+def test_lr_schedules():
+    constant = lr_lambda("constant", warmup_steps=4, total_steps=20, min_ratio=0.0)
+    assert [constant(k) for k in (0, 3, 4, 19)] == [0.25, 1.0, 1.0, 1.0]
+    cosine = lr_lambda("cosine", warmup_steps=0, total_steps=11, min_ratio=0.1)
+    assert cosine(0) == 1.0 and abs(cosine(10) - 0.1) < 1e-9 and 0.1 < cosine(5) < 1.0

@@ -39,7 +39,7 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
     """Return ``s.num_samples`` generation requests per question row: kind, prompts, sampling params."""
     requests = []
     for row in rows:
-        kind = draw_kind(row["id"], seed, s.structure_ratio)
+        kind = "full" if s.method == "sft" else draw_kind(row["id"], seed, s.structure_ratio)
         template = s.task_template if kind == "prefix" else ""
         # The sampler sees the plain question: a prefix is the opening of the model's own natural
         # solution. The task template is part of the training prompt only (paper, App. A.1).

@@ -1,9 +1,11 @@
 """The per-worker training loop: DeepSpeed ZeRO on a Ray Train worker, resumable from checkpoints.
 
-Data order is a pure function of (seed, epoch, step): each epoch is a seeded permutation of the
-examples; optimizer step k of an epoch takes the k-th global batch, and rank r's micro-batch m is
-a fixed slice of it. A worker restarted from a checkpoint at step s therefore continues with exactly
-the batches an uninterrupted run would have seen, and no example is trained twice or skipped.
+Data order is a pure function of (seed, epoch, step): each epoch's rows come from
+``packing.epoch_rows`` (a seeded permutation, packed or not); optimizer step k of an epoch takes the
+k-th block of ``micro x accumulation x world`` rows, and rank r's micro-batch m is a fixed slice of
+it. A worker restarted from a checkpoint at step s (model, optimizer, scheduler, RNG restored)
+therefore continues with exactly the rows an uninterrupted run would have seen: nothing is trained
+twice or skipped, and the final weights are the same.
 """
 
 from __future__ import annotations
@@ -11,69 +13,69 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
+from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
 
 
-def batch_plan(num_examples: int, seed: int, epoch: int, global_batch: int) -> np.ndarray:
-    """Return the example indices of each optimizer step of ``epoch``: shape (steps, global_batch).
-
-    The last incomplete global batch is dropped (the caller reports how many rows that is)."""
-    order = np.random.default_rng(seed + epoch).permutation(num_examples)
-    steps = num_examples // global_batch
-    return order[: steps * global_batch].reshape(steps, global_batch)
+def plan_epochs(lengths: np.ndarray, seed: int, epochs: int, pack_length: int, rows_per_step: int) -> list[int]:
+    """Return the optimizer steps of each epoch (the last incomplete block of rows is dropped)."""
+    return [len(epoch_rows(lengths, seed, e, pack_length)) // rows_per_step for e in range(epochs)]
 
 
-def micro_batch_indices(step_indices: np.ndarray, rank: int, world: int, micro: int, m: int) -> np.ndarray:
-    """Return rank ``rank``'s ``m``-th micro-batch out of one optimizer step's indices."""
+def step_rows(rows: list[list[int]], step_in_epoch: int, rows_per_step: int) -> list[list[int]]:
+    """Return the rows of one optimizer step."""
+    return rows[step_in_epoch * rows_per_step:(step_in_epoch + 1) * rows_per_step]
+
+
+def micro_batch_rows(rows_of_step: list[list[int]], rank: int, world: int, micro: int, m: int) -> list[list[int]]:
+    """Return rank ``rank``'s ``m``-th micro-batch out of one optimizer step's rows."""
     start = (m * world + rank) * micro
-    return step_indices[start : start + micro]
+    return rows_of_step[start:start + micro]
 
 
-def collate(examples: list[dict], pad_id: int):
-    """Return (input_ids, attention_mask, labels) tensors, right-padded; prompt and pad masked."""
-    import torch
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float):
+    """Return the LR multiplier for step k: linear warm-up, then constant or cosine down to ``min_ratio``.
 
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        ids = torch.tensor(e["input_ids"], dtype=torch.long)
-        input_ids[i, : len(ids)] = ids
-        mask[i, : len(ids)] = 1
-        labels[i, e["num_prompt_tokens"] : len(ids)] = ids[e["num_prompt_tokens"] :]
-    return input_ids, mask, labels
+    Step 0 already trains at lr/warmup_steps (DeepSpeed's WarmupLR would start at 0 and waste it)."""
+    def multiplier(k: int) -> float:
+        if k < warmup_steps:
+            return (k + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (k - warmup_steps) / max(1, total_steps - warmup_steps - 1)  # the last step ends at min_ratio
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return multiplier
 
 
 def deepspeed_config(cfg: dict, world: int) -> dict:
     """Return the DeepSpeed config for the train section ``cfg`` of a PipelineConfig dict."""
+    zero: dict = {"stage": cfg["zero_stage"]}
+    if cfg["offload_optimizer"]:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return {
         "train_micro_batch_size_per_gpu": cfg["micro_batch_size"],
         "gradient_accumulation_steps": cfg["gradient_accumulation_steps"],
         "train_batch_size": cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] * world,
-        "zero_optimization": {"stage": cfg["zero_stage"]},
+        "zero_optimization": zero,
         "bf16": {"enabled": cfg["precision"] == "bf16"},
-        "gradient_clipping": 1.0,
-        # torch_adam: the fused Adam kernel would be compiled at start-up (minutes) for no gain here.
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg["learning_rate"],
-                                                  "weight_decay": cfg["weight_decay"], "torch_adam": True}},
+        "gradient_clipping": cfg["max_grad_norm"],
+        # torch_adam: the fused Adam kernel would be compiled at start-up (minutes) for no gain here;
+        # with optimizer offload DeepSpeed's CPU Adam runs the step instead.
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg["learning_rate"], "weight_decay": cfg["weight_decay"],
+                                                  "torch_adam": not cfg["offload_optimizer"]}},
+        "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
-
-
-def warmup_then_constant(warmup_steps: int):
-    """Return the LR multiplier for step k: linear warm-up over ``warmup_steps``, then 1.
-
-    Step 0 already trains at lr/warmup_steps (DeepSpeed's WarmupLR would start at 0 and waste it)."""
-    return lambda k: min(1.0, (k + 1) / max(1, warmup_steps))
 
 
 def _set_dist_env(ctx) -> None:
@@ -82,6 +84,52 @@ def _set_dist_env(ctx) -> None:
     os.environ["WORLD_SIZE"] = str(ctx.get_world_size())
     os.environ["LOCAL_RANK"] = str(ctx.get_local_rank())
     os.environ["LOCAL_WORLD_SIZE"] = str(ctx.get_local_world_size())
+
+
+def say(message: str) -> None:
+    """Print one line from a train worker exactly once (Ray Train's patched ``print`` would also send
+    it through its logger, and the driver would show every line twice)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def _rng_state() -> dict:
+    import torch
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class MetricsLog:
+    """Rank 0's per-step metrics: console line, ``metrics.jsonl`` and TensorBoard when enabled."""
+
+    def __init__(self, path: str, tensorboard_dir: str | None, resumed_step: int):
+        self.path = Path(path)
+        if self.path.is_file():  # steps after the checkpoint we resume from are redone: drop their rows
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = None
+        if tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(tensorboard_dir)
+
+    def write(self, row: dict, total_steps: int) -> None:
+        say(f"[train] step {row['step']}/{total_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+            f"grad_norm {row['grad_norm']:.3f} tok/s {row['tokens_per_s']:.0f}")
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                self.writer.add_scalar(f"train/{key}", row[key], row["step"])
+            self.writer.flush()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -93,73 +141,89 @@ def train_loop_per_worker(config: dict) -> None:
     if not cfg["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
-    import pyarrow.parquet as pq
+    import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _set_dist_env(ctx)
     deepspeed.init_distributed(dist_backend="nccl" if cfg["use_gpu"] else "gloo")
-    torch.manual_seed(config["seed"])
+    seed = config["seed"]
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
-    examples = pq.read_table(config["examples_path"]).to_pylist()
+    store = ExampleStore.from_parquet(config["examples_path"])
     micro, accum = cfg["micro_batch_size"], cfg["gradient_accumulation_steps"]
-    global_batch = micro * accum * world
-    steps_per_epoch = len(examples) // global_batch
-    total_steps = steps_per_epoch * cfg["epochs"]
+    rows_per_step = micro * accum * world
+    pack_length = cfg["max_length"] if cfg["packing"] else 0
+    epoch_steps = plan_epochs(store.lengths, seed, cfg["epochs"], pack_length, rows_per_step)
+    total_steps = sum(epoch_steps)
 
     dtype = torch.bfloat16 if cfg["precision"] == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype)
     if cfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
-    warmup_steps = math.ceil(cfg["warmup_ratio"] * total_steps)
+    schedule = lr_lambda(cfg["lr_schedule"], math.ceil(cfg["warmup_ratio"] * total_steps), total_steps,
+                         cfg["min_lr_ratio"])
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, world),
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_constant(warmup_steps)),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
     )
 
-    step = 0
+    step, consumed = 0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             _, client_state = engine.load_checkpoint(ckpt_dir)
-        step = client_state["step"]
+            _set_rng_state(torch.load(Path(ckpt_dir) / f"rng_rank{rank}.pt", weights_only=False))
+        step, consumed = client_state["step"], client_state["consumed_examples"]
         if rank == 0:
-            print(f"[train] resumed from checkpoint at step {step}/{total_steps}")
+            say(f"[train] resumed from checkpoint at step {step}/{total_steps}")
+            with open(config["events_path"], "a") as fh:  # an audit trail of restarts, beside the metrics
+                fh.write(json.dumps({"event": "resumed", "step": step, "time": time.time()}) + "\n")
+    log = MetricsLog(config["metrics_path"], config["tensorboard_dir"], step) if rank == 0 else None
 
-    metrics_file = Path(config["metrics_path"]) if rank == 0 else None
-    pad_id = config["pad_token_id"]
-    tokens_since, loss_sum, loss_n, t_last = 0, 0.0, 0, time.time()
+    mode, pad_id = cfg["loss_normalization"], config["pad_token_id"]
+    rows, rows_epoch = None, -1
+    tokens_since, t_last = 0, time.time()
     engine.train()
     while step < total_steps:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        step_indices = batch_plan(len(examples), config["seed"], epoch, global_batch)[step_in_epoch]
+        epoch = int(np.searchsorted(np.cumsum(epoch_steps), step, side="right"))
+        if epoch != rows_epoch:
+            rows, rows_epoch = epoch_rows(store.lengths, seed, epoch, pack_length), epoch
+        rows_of_step = step_rows(rows, step - sum(epoch_steps[:epoch]), rows_per_step)
+        normaliser = global_normaliser(rows_of_step, store, mode)
+        loss_sum = torch.zeros((), dtype=torch.float64)
         for m in range(accum):
-            idx = micro_batch_indices(step_indices, rank, world, micro, m)
-            input_ids, mask, labels = collate([examples[i] for i in idx], pad_id)
-            input_ids, mask, labels = (t.to(engine.device) for t in (input_ids, mask, labels))
-            loss = engine(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            engine.backward(loss)
+            micro_rows = micro_batch_rows(rows_of_step, rank, world, micro, m)
+            batch = collate_rows(micro_rows, store, pad_id)
+            input_ids, position_ids, labels, example_ids = (t.to(engine.device) for t in batch)
+            logits = forward_logits(engine, input_ids, position_ids)
+            part = summed_loss(logits, labels, example_ids, mode)
+            # DeepSpeed divides by accumulation steps and averages over ranks: undo both, so the
+            # gradient is that of (sum over the global batch) / normaliser.
+            engine.backward(part * (world * accum / normaliser))
             engine.step()
-            loss_sum += loss.item()
-            loss_n += 1
-            tokens_since += int(mask.sum())
+            loss_sum += part.detach().double().cpu()
+            tokens_since += sum(int(store.lengths[r].sum()) for r in micro_rows)  # real tokens, no padding
         step += 1
+        consumed += sum(len(r) for r in rows_of_step)
+        dist.all_reduce(loss_sum)  # every rank, every step: the logged loss is the global one
         if step % cfg["log_every_steps"] == 0 or step == total_steps:
-            elapsed = time.time() - t_last
-            row = {"step": step, "epoch": epoch, "loss": loss_sum / max(1, loss_n),
-                   "lr": engine.get_lr()[0], "grad_norm": _grad_norm(engine),
-                   "tokens_per_s_per_worker": tokens_since / max(elapsed, 1e-9),
-                   "consumed_samples": step * global_batch}
-            if metrics_file is not None:
-                print(f"[train] step {step}/{total_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-                      f"tok/s/worker {row['tokens_per_s_per_worker']:.0f}", flush=True)
-                with metrics_file.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            tokens_since, loss_sum, loss_n, t_last = 0, 0.0, 0, time.time()
+            elapsed = max(time.time() - t_last, 1e-9)
+            tokens = torch.tensor([tokens_since], dtype=torch.float64)
+            dist.all_reduce(tokens)
+            if log is not None:
+                log.write({"step": step, "epoch": epoch, "loss": float(loss_sum) / normaliser,
+                           "lr": engine.get_lr()[0], "grad_norm": _grad_norm(engine),
+                           "tokens_per_s": float(tokens) / elapsed, "loss_normaliser": normaliser,
+                           "consumed_rows": step * rows_per_step, "consumed_examples": consumed}, total_steps)
+            tokens_since, t_last = 0, time.time()
         every = cfg["checkpoint_every_steps"]
         if step == total_steps or (every and step % every == 0):
-            _report_checkpoint(engine, step, global_batch, total_steps)
+            _report_checkpoint(engine, rank, {"step": step, "consumed_examples": consumed,
+                                              "consumed_rows": step * rows_per_step, "total_steps": total_steps})
 
 
 def _grad_norm(engine) -> float:
@@ -167,14 +231,17 @@ def _grad_norm(engine) -> float:
     return float(norm) if norm is not None else float("nan")
 
 
-def _report_checkpoint(engine, step: int, global_batch: int, total_steps: int) -> None:
-    """Save DeepSpeed state on every rank and report it; Ray Train merges the ranks' files."""
+def _report_checkpoint(engine, rank: int, client_state: dict) -> None:
+    """Save DeepSpeed state and this rank's RNG on every rank and report it; Ray Train merges the files
+    and registers the checkpoint only once every rank has reported it (a half-saved one is never used)."""
     import ray.train
+    import torch
 
     tmp = Path(tempfile.mkdtemp(prefix="upft-ckpt-"))
-    client_state = {"step": step, "consumed_samples": step * global_batch}
-    engine.save_checkpoint(str(tmp), tag=f"step_{step:08d}", client_state=client_state)
-    (tmp / "upft_state.json").write_text(json.dumps({**client_state, "total_steps": total_steps}))
-    ray.train.report({"step": step, "consumed_samples": step * global_batch},
+    engine.save_checkpoint(str(tmp), tag=f"step_{client_state['step']:08d}", client_state=client_state)
+    torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
+    if rank == 0:
+        (tmp / "upft_state.json").write_text(json.dumps(client_state))
+    ray.train.report({k: client_state[k] for k in ("step", "consumed_examples")},
                      checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
     shutil.rmtree(tmp, ignore_errors=True)

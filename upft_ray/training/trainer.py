@@ -7,6 +7,8 @@ transformers and vLLM load) and, last, ``manifest.json``.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ from upft_ray.config import PipelineConfig, config_to_dict
 from upft_ray.models import resolve_model
 from upft_ray.schema import config_hash, package_versions, read_json, write_json_atomic
 from upft_ray.training.examples import build_examples
-from upft_ray.training.loop import train_loop_per_worker
+from upft_ray.training.loop import plan_epochs, train_loop_per_worker
+from upft_ray.training.packing import epoch_rows, packing_efficiency
 
 RUN_NAME = "upft-train"
 
@@ -96,6 +99,8 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_path: Path, pad
         "model_path": model_path,
         "examples_path": str(examples_path),
         "metrics_path": str(cfg.run_path / "train" / "metrics.jsonl"),
+        "events_path": str(cfg.run_path / "train" / "events.jsonl"),
+        "tensorboard_dir": str(cfg.run_path / "train" / "tensorboard") if t.tensorboard else None,
         "pad_token_id": pad_token_id,
     }
     resources = {"CPU": t.cpus_per_worker}
@@ -129,6 +134,13 @@ def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
     write_json_atomic(owner, {"config_hash": run_hash})
 
 
+def _resumed_steps(events: Path) -> list[int]:
+    """Return the steps this run resumed from (after worker failures or a rerun), in order."""
+    if not events.is_file():
+        return []
+    return [json.loads(line)["step"] for line in events.read_text().splitlines() if '"resumed"' in line]
+
+
 def run_train(cfg: PipelineConfig) -> dict:
     """Run the training stage; return the manifest written to ``RUN/train/manifest.json``.
 
@@ -141,16 +153,27 @@ def run_train(cfg: PipelineConfig) -> dict:
     train_cfg = config_to_dict(t)
     sample_hash = read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"]
     run_hash = config_hash({"model": cfg.model, "seed": cfg.seed, "sample": sample_hash, **train_cfg})
+    if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("train.tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     claim_train_dir(cfg, run_hash)
     examples_path, counts = prepare_examples(cfg, model_path)
-    global_batch = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
-    if counts["examples"] < global_batch:
-        raise ValueError(f"{counts['examples']} training examples, fewer than one global batch "
-                         f"({global_batch} = micro_batch_size x gradient_accumulation_steps x num_workers)")
-    steps_per_epoch = counts["examples"] // global_batch
+    rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
+    lengths = pc.list_value_length(pq.read_table(examples_path, columns=["input_ids"])["input_ids"]).to_numpy()
+    pack_length = t.max_length if t.packing else 0
+    epoch_steps = plan_epochs(lengths, cfg.seed, t.epochs, pack_length, rows_per_step)
+    first_rows = epoch_rows(lengths, cfg.seed, 0, pack_length)
+    counts.update(rows_per_step=rows_per_step, rows_first_epoch=len(first_rows), steps=sum(epoch_steps),
+                  rows_dropped_last_step_first_epoch=len(first_rows) - epoch_steps[0] * rows_per_step)
+    if t.packing:
+        counts["packing_efficiency"] = round(packing_efficiency(first_rows, lengths, t.max_length), 4)
+    if counts["steps"] == 0:
+        raise ValueError(f"{counts['examples']} training examples make {len(first_rows)} rows, fewer than one "
+                         f"optimizer step ({rows_per_step} = micro_batch_size x gradient_accumulation_steps x "
+                         f"num_workers)")
     print(f"[train] {counts['examples']} examples ({counts['prefix_examples']} prefix, {counts['full_examples']} "
-          f"full), {counts['tokens_tuned']} tokens tuned; {steps_per_epoch} steps/epoch x {t.epochs}, "
-          f"{t.num_workers} workers, ZeRO-{t.zero_stage}")
+          f"full), {counts['tokens_tuned']} tokens tuned; {len(first_rows)} rows"
+          f"{' (packed, efficiency ' + str(counts['packing_efficiency']) + ')' if t.packing else ''}; "
+          f"{counts['steps']} steps over {t.epochs} epoch(s), {t.num_workers} workers, ZeRO-{t.zero_stage}")
     result = build_trainer(cfg, model_path, examples_path, counts.pop("pad_token_id")).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
@@ -163,8 +186,8 @@ def run_train(cfg: PipelineConfig) -> dict:
         "seed": cfg.seed,
         "config": train_cfg,
         "config_hash": run_hash,
-        "counts": {**counts, "global_batch": global_batch, "steps": steps_per_epoch * t.epochs,
-                   "rows_dropped_last_batch_per_epoch": counts["examples"] - steps_per_epoch * global_batch},
+        "counts": counts,
+        "resumed_at_steps": _resumed_steps(train_dir / "events.jsonl"),
         "checkpoint": result.checkpoint.path,
         "final_model": str(final),
         "versions": package_versions(),
