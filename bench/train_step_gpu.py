@@ -1,21 +1,25 @@
 """Benchmark one DeepSpeed training step of our trainer (ZeRO 1/2/3, optional gradient checkpointing).
 
-Reuses the real pieces of ``upft_ray/training/loop.py`` (``deepspeed_config``, ``collate``,
-``warmup_then_constant``) on a randomly initialised Qwen2.5-0.5B-shaped model (no downloads) and
-random token sequences of two shapes: UPFT-like (prompt + short prefix response) and a full-solution
-length. Each (ZeRO stage, gradient checkpointing) combination runs in its own process (world size 1)
-so that engines never share GPU memory; each process times every shape.
+Reuses the real pieces of the trainer (``deepspeed_config``, ``lr_lambda``, the packing collate
+``collate_rows``, ``forward_logits`` and ``summed_loss``) on a randomly initialised
+Qwen2.5-0.5B-shaped model (no downloads) and random token sequences of three shapes: UPFT-like
+examples one per row (prompt + short prefix response), the same examples packed into long rows
+(position ids restart per example; block-diagonal attention), and full-solution length. Each
+(ZeRO stage, gradient checkpointing) combination runs in its own process (world size 1) so that
+engines never share GPU memory; each process times every shape.
 
 GPU:  python3 bench/train_step_gpu.py                 (H100, bf16, NCCL)
 CPU:  python bench/train_step_gpu.py --tiny           (2-layer model, fp32, gloo; checks it works)
 
 Per shape: 3 warm-up steps (--warmup), then --steps timed steps, each bracketed by
 torch.cuda.synchronize(). A step is what loop.py does per micro-batch with gradient accumulation 1:
-forward, engine.backward, engine.step, loss.item().
+forward (no KV cache), the summed token NLL / the step's loss tokens, engine.backward, engine.step,
+loss.item().
 Reported: median step time, tokens/s (all tokens, prompt + response), peak GPU memory
 (torch.cuda.max_memory_allocated over the timed steps) and
 MFU = tokens/s * (6 * N_params + 12 * n_layers * hidden * seq_len) / peak_flops
-(the PaLM-appendix estimate; attention counted without the causal-mask halving; gradient-checkpoint
+(the PaLM-appendix estimate; attention counted without the causal-mask halving over each example's own
+length, not the packed row's, since packed examples do not attend to each other; gradient-checkpoint
 recomputation not counted, so it is model FLOPs, not hardware FLOPs).
 """
 
@@ -33,9 +37,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 H100_SXM_BF16_DENSE = 989e12
 
-# (name, micro batch, prompt tokens, response tokens)
-GPU_SHAPES = [("upft", 16, 200, 33), ("full", 8, 200, 824)]
-TINY_SHAPES = [("upft", 4, 24, 8), ("full", 2, 24, 40)]
+# (name, micro batch rows, prompt tokens, response tokens, packed row length or 0 for one example per row)
+GPU_SHAPES = [("upft", 16, 200, 33, 0), ("upft-packed", 2, 200, 33, 4096), ("full", 8, 200, 824, 0)]
+TINY_SHAPES = [("upft", 4, 24, 8, 0), ("upft-packed", 1, 24, 8, 128), ("full", 2, 24, 40, 0)]
 
 
 def model_config(tiny: bool):
@@ -55,9 +59,9 @@ def parse_shapes(text: str | None, tiny: bool):
     if not text:
         return TINY_SHAPES if tiny else GPU_SHAPES
     shapes = []
-    for item in text.split(","):  # name:micro:prompt:response
-        name, micro, prompt, resp = item.split(":")
-        shapes.append((name, int(micro), int(prompt), int(resp)))
+    for item in text.split(","):  # name:micro:prompt:response[:pack]
+        name, micro, prompt, resp, *pack = item.split(":")
+        shapes.append((name, int(micro), int(prompt), int(resp), int(pack[0]) if pack else 0))
     return shapes
 
 
@@ -74,7 +78,9 @@ def worker(args) -> None:
     import deepspeed
     from transformers import AutoModelForCausalLM
 
-    from upft_ray.training.loop import collate, deepspeed_config, warmup_then_constant
+    from upft_ray.training.loop import deepspeed_config, lr_lambda
+    from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
+    from upft_ray.training.packing import ExampleStore, collate_rows
 
     cuda = torch.cuda.is_available() and not args.tiny
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
@@ -91,10 +97,11 @@ def worker(args) -> None:
     if args.ckpt:
         model.gradient_checkpointing_enable()
     cfg = {"micro_batch_size": shapes[0][1], "gradient_accumulation_steps": 1, "zero_stage": args.stage,
-           "precision": precision, "learning_rate": 1e-5, "weight_decay": 0.0}
+           "precision": precision, "learning_rate": 1e-5, "weight_decay": 0.0, "offload_optimizer": False,
+           "max_grad_norm": 1.0}
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, 1),
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_constant(10)),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("constant", 10, 1000, 0.0)),
     )
     engine.train()
     rng = np.random.default_rng(0)
@@ -104,15 +111,19 @@ def worker(args) -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    for name, micro, prompt, resp in shapes:
+    for name, micro, prompt, resp, pack in shapes:
         seq = prompt + resp
-        examples = [{"input_ids": rng.integers(1, config.vocab_size, seq).tolist(), "num_prompt_tokens": prompt}
-                    for _ in range(micro)]
-        input_ids, mask, labels = (t.to(engine.device) for t in collate(examples, pad_id))
-        tokens = int(mask.sum())
+        per_row = pack // seq if pack else 1
+        n = micro * per_row
+        store = ExampleStore(rng.integers(1, config.vocab_size, n * seq), np.arange(n + 1) * seq, np.full(n, prompt))
+        rows = [list(range(r * per_row, (r + 1) * per_row)) for r in range(micro)]
+        input_ids, position_ids, labels, example_ids = (t.to(engine.device) for t in collate_rows(rows, store, pad_id))
+        normaliser = global_normaliser(rows, store, "token")
+        tokens = n * seq
         row = {"stage": args.stage, "ckpt": bool(args.ckpt), "shape": name, "micro": micro, "seq": seq,
-               "prompt": prompt, "response": resp, "tokens_per_step": tokens, "n_params": n_params,
-               "n_layers": config.num_hidden_layers, "hidden": config.hidden_size}
+               "prompt": prompt, "response": resp, "pack": pack, "examples_per_row": per_row,
+               "tokens_per_step": tokens, "n_params": n_params, "n_layers": config.num_hidden_layers,
+               "hidden": config.hidden_size}
         try:
             times, losses, phases = [], [], {"fwd": [], "bwd": [], "step": []}
             for i in range(args.warmup + args.steps):
@@ -120,7 +131,8 @@ def worker(args) -> None:
                     torch.cuda.reset_peak_memory_stats()
                 sync()
                 t0 = time.perf_counter()
-                loss = engine(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                loss = summed_loss(forward_logits(engine, input_ids, position_ids), labels, example_ids,
+                                   "token") / normaliser
                 if args.breakdown:  # extra syncs: per-phase times (fwd incl. loss; step incl. clipping)
                     sync()
                     t1 = time.perf_counter()
@@ -164,6 +176,8 @@ def table(rows) -> str:
     lines = []
     for r in rows:
         shape = f"{r['micro']} x {r['seq']} ({r['prompt']}+{r['response']})"
+        if r.get("pack"):
+            shape = f"{r['micro']} rows x {r['examples_per_row']} examples of {r['seq']} ({r['prompt']}+{r['response']})"
         if not r.get("ok"):
             lines.append(f"| {r['stage']} | {'yes' if r['ckpt'] else 'no'} | {r['shape']} | {shape} "
                          f"| failed: {r.get('error', '?')} | | | | |")
@@ -181,8 +195,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="2-layer fp32 model on CPU (gloo): checks it runs")
     ap.add_argument("--stages", default="1,2,3", help="ZeRO stages, comma separated")
     ap.add_argument("--ckpt", default="0", help="gradient checkpointing variants: 0, 1 or 0,1")
-    ap.add_argument("--shapes", default=None, help="name:micro:prompt:response,... (default: "
-                    "upft:16:200:33,full:8:200:824; tiny: upft:4:24:8,full:2:24:40)")
+    ap.add_argument("--shapes", default=None, help="name:micro:prompt:response[:pack],... (default: "
+                    "upft:16:200:33,upft-packed:2:200:33:4096,full:8:200:824; tiny: smaller)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per shape (3; tiny 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per shape (15; tiny 2)")
     ap.add_argument("--breakdown", action="store_true", help="also time forward/backward/step apart")
