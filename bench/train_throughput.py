@@ -69,6 +69,7 @@ def plain_loop(cfg, model_dir: Path, steps: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from upft_ray.training.examples import example_parts
     from upft_ray.training.loop import step_rows
     from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
     from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
@@ -76,7 +77,7 @@ def plain_loop(cfg, model_dir: Path, steps: int) -> dict:
     t = cfg.train
     torch.set_num_threads(2)
     torch.manual_seed(cfg.seed)
-    store = ExampleStore.from_parquet(str(cfg.run_path / "train" / "examples.parquet"))
+    store = ExampleStore.from_parts(example_parts(cfg.run_path / "train" / "examples"))
     rows = epoch_rows(store.lengths, cfg.seed, 0, t.max_length if t.packing else 0)
     rows_per_step = t.micro_batch_size * t.num_workers
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
@@ -133,11 +134,9 @@ def main() -> None:
         unpacked = trainer_run(unpacked_cfg)
         print(f"[bench] trainer unpacked: {unpacked}", flush=True)
 
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+        from upft_ray.training.trainer import example_lengths
 
-        lengths = pc.list_value_length(pq.read_table(packed_cfg.run_path / "train" / "examples.parquet",
-                                                     columns=["input_ids"])["input_ids"]).to_numpy()
+        lengths = example_lengths(packed_cfg.run_path / "train" / "examples")
         efficiency = {n: packing_efficiency(epoch_rows(lengths, 42, 0, n), lengths, n) for n in (256, 512, 1024, 2048)}
         # 400 examples fill few rows, so the last, half-empty row weighs a lot: also pack 50,000
         # examples drawn from the same length distribution.

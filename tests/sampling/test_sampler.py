@@ -37,6 +37,15 @@ def test_requests_put_the_template_on_prefix_rows_only():
             assert req["max_tokens"] == 99 and train_user == req["question"] and req["task_template"] == ""
 
 
+def test_sft_baseline_requests_are_full_solutions_without_template():
+    cfg = load_config(None, ["sample.method=sft", "sample.structure_ratio=0.1", "sample.max_new_tokens=99"])
+    rows = [{"id": f"q{i}", "question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(40)]
+    requests = build_requests(rows, cfg.sample, cfg.seed)
+    assert len(requests) == 40 and {r["kind"] for r in requests} == {"full"}
+    assert all(r["max_tokens"] == 99 and r["task_template"] == "" for r in requests)
+    assert all(json.loads(r["train_messages"])[-1]["content"] == r["question"] for r in requests)
+
+
 def assert_readable_everywhere(shards, rows):
     """The shards open as they are in pyarrow, pandas, DuckDB and HF datasets."""
     import datasets

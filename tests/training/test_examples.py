@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from upft_ray.training.examples import build_example
+from upft_ray.training.examples import build_example, example_parts, tokenize_shard
 from upft_ray.training.loop import lr_lambda, micro_batch_rows, step_rows
 from upft_ray.training.packing import IGNORE_INDEX as I
 from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows, packing_efficiency
@@ -27,6 +27,23 @@ def test_prefix_example_trains_on_t_tokens_plus_eos(smollm2_dir):
     assert full_done["input_ids"][-3:] == [7, 8, tok.eos_token_id] and full_done["num_response_tokens"] == 3
     short = build_example(tok, _row("prefix", [5] * 50), max_length=ex["num_prompt_tokens"] + 10)
     assert short["truncated"] and short["num_response_tokens"] == 10
+
+
+def test_tokenize_shard_writes_a_part_and_counts_dropped_rows(tmp_path, smollm2_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [_row("prefix", [100, 101]), _row("full", [7, 8, 9]), _row("prefix", [5] * 3)]
+    rows[2]["train_messages"] = json.dumps([{"role": "user", "content": "long " * 400}])  # prompt > max_length
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shard-000001.parquet")
+    out = tmp_path / "examples" / "part-shard-000001.parquet"
+    out.parent.mkdir()
+    counts = tokenize_shard(str(tmp_path / "shard-000001.parquet"), str(out), str(smollm2_dir), max_length=256)
+    assert counts == {"part": out.name, "rows_in": 3, "examples": 2}
+    assert example_parts(out.parent) == [out] and not list(out.parent.glob("*.tmp-*"))
+    table = pq.read_table(out)
+    assert table.column("kind").to_pylist() == ["prefix", "full"]
+    assert table.column("num_response_tokens").to_pylist() == [3, 3]
 
 
 def _store(rows):

@@ -8,6 +8,7 @@ stop mid-sentence). Prompt tokens never carry loss.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from upft_ray.templates import render_prompt
 EXAMPLES_SCHEMA = pa.schema([
     ("question_id", pa.string()),
     ("kind", pa.string()),
-    ("input_ids", pa.list_(pa.int64())),
+    ("input_ids", pa.list_(pa.int32())),
     ("num_prompt_tokens", pa.int64()),    # labels are input_ids with the first this-many masked
     ("num_response_tokens", pa.int64()),  # tokens that carry loss ("tokens tuned")
     ("truncated", pa.bool_()),            # cut to max_length
@@ -49,14 +50,39 @@ def build_example(tokenizer, row: dict, max_length: int) -> dict:
     }
 
 
-def build_examples(shards_dir: Path, tokenizer, max_length: int) -> pa.Table:
-    """Return the training examples (EXAMPLES_SCHEMA) for every row in the sample shards.
+@functools.lru_cache(maxsize=2)
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
 
-    A row whose prompt alone fills ``max_length`` keeps no response token (``num_response_tokens``
-    is 0); the caller drops and counts those (rows in = examples + dropped)."""
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def tokenize_shard(shard: str, out: str, model_path: str, max_length: int) -> dict:
+    """Write the training examples of one sample shard to ``out`` (EXAMPLES_SCHEMA, shard order); return counts.
+
+    Rows whose prompt alone fills ``max_length`` keep no response token: they are dropped and
+    counted (rows in = examples + dropped). The part is written to a temporary name and renamed."""
+    import os
+
     import pyarrow.parquet as pq
 
+    tokenizer = _tokenizer(model_path)
     columns = ["question_id", "kind", "train_messages", "response_token_ids", "finish_reason"]
-    rows = pq.read_table(shards_dir, columns=columns).to_pylist()
+    rows = pq.read_table(shard, columns=columns).to_pylist()
     examples = [build_example(tokenizer, row, max_length) for row in rows]
-    return pa.Table.from_pylist(examples, schema=EXAMPLES_SCHEMA)
+    kept = [e for e in examples if e["num_response_tokens"] > 0]
+    tmp = f"{out}.tmp-{os.getpid()}"
+    pq.write_table(pa.Table.from_pylist(kept, schema=EXAMPLES_SCHEMA), tmp)
+    os.replace(tmp, out)
+    return {"part": Path(out).name, "rows_in": len(rows), "examples": len(kept)}
+
+
+def tokenize_shards(batch: dict, model_path: str, max_length: int) -> dict:
+    """Ray Data UDF: tokenise each (shard, out) pair of ``batch``; return one count row per shard."""
+    counts = [tokenize_shard(shard, out, model_path, max_length) for shard, out in zip(batch["shard"], batch["out"])]
+    return {key: [c[key] for c in counts] for key in ("part", "rows_in", "examples")}
+
+
+def example_parts(examples_dir: Path) -> list[Path]:
+    """Return the example parts in shard order (the order every training worker indexes)."""
+    return sorted(examples_dir.glob("part-*.parquet"))

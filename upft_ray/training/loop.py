@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from upft_ray.training.examples import example_parts
 from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
 from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
 
@@ -112,6 +113,7 @@ class MetricsLog:
 
     def __init__(self, path: str, tensorboard_dir: str | None, resumed_step: int):
         self.path = Path(path)
+        self.start_step, self.started = resumed_step, time.time()
         if self.path.is_file():  # steps after the checkpoint we resume from are redone: drop their rows
             kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
             self.path.write_text("".join(line + "\n" for line in kept))
@@ -122,8 +124,10 @@ class MetricsLog:
             self.writer = SummaryWriter(tensorboard_dir)
 
     def write(self, row: dict, total_steps: int) -> None:
+        per_step = (time.time() - self.started) / max(1, row["step"] - self.start_step)
         say(f"[train] step {row['step']}/{total_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-            f"grad_norm {row['grad_norm']:.3f} tok/s {row['tokens_per_s']:.0f}")
+            f"grad_norm {row['grad_norm']:.3f} tok/s {row['tokens_per_s']:.0f} "
+            f"ETA {per_step * (total_steps - row['step']):.0f}s")
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         if self.writer is not None:
@@ -133,7 +137,7 @@ class MetricsLog:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: train config["train"] on config["examples_path"]; report checkpoints."""
+    """Ray Train entry point: train config["train"] on the parts in config["examples_dir"]; report checkpoints."""
     import ray.train
     import torch
 
@@ -153,7 +157,7 @@ def train_loop_per_worker(config: dict) -> None:
     np.random.seed(seed)
     random.seed(seed)
 
-    store = ExampleStore.from_parquet(config["examples_path"])
+    store = ExampleStore.from_parts(example_parts(Path(config["examples_dir"])))
     micro, accum = cfg["micro_batch_size"], cfg["gradient_accumulation_steps"]
     rows_per_step = micro * accum * world
     pack_length = cfg["max_length"] if cfg["packing"] else 0

@@ -42,14 +42,15 @@ class ExampleStore:
         return len(self.num_prompt)
 
     @classmethod
-    def from_parquet(cls, path: str) -> "ExampleStore":
-        """Load ``examples.parquet`` (EXAMPLES_SCHEMA) into flat arrays."""
+    def from_parts(cls, parts: list) -> "ExampleStore":
+        """Load example parts (EXAMPLES_SCHEMA), in the order given, into flat arrays (int32 tokens)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=["input_ids", "num_prompt_tokens"])
+        table = pa.concat_tables([pq.read_table(p, columns=["input_ids", "num_prompt_tokens"]) for p in parts])
         ids = table.column("input_ids").combine_chunks()
         offsets = ids.offsets.to_numpy().astype(np.int64)
-        tokens = ids.values.to_numpy().astype(np.int64)
+        tokens = ids.values.to_numpy().astype(np.int32)
         return cls(tokens, offsets - offsets[0], table.column("num_prompt_tokens").to_numpy().astype(np.int64))
 
 
@@ -104,7 +105,7 @@ def collate_rows(rows: list[list[int]], store: ExampleStore, pad_id: int, width:
     for b, row in enumerate(rows):
         at = 0
         for i in row:
-            ids = torch.from_numpy(store.tokens[store.offsets[i]:store.offsets[i + 1]])
+            ids = torch.from_numpy(store.tokens[store.offsets[i]:store.offsets[i + 1]].astype(np.int64))
             n, p = len(ids), int(store.num_prompt[i])
             input_ids[b, at:at + n] = ids
             position_ids[b, at:at + n] = torch.arange(n)

@@ -1,6 +1,6 @@
-"""Training stage driver: sample shards -> examples.parquet -> Ray Train + DeepSpeed -> HF export.
+"""Training stage driver: sample shards -> tokenised examples -> Ray Train + DeepSpeed -> HF export.
 
-Writes under ``RUN/train/``: ``examples.parquet`` (what is trained on), ``ray/`` (Ray Train's run
+Writes under ``RUN/train/``: ``examples/part-*.parquet`` (what is trained on, one part per sample shard), ``ray/`` (Ray Train's run
 and DeepSpeed checkpoints), ``metrics.jsonl``, ``final/`` (safetensors HF checkpoint that
 transformers and vLLM load) and, last, ``manifest.json``.
 """
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from upft_ray.config import PipelineConfig, config_to_dict
 from upft_ray.models import resolve_model
 from upft_ray.schema import config_hash, package_versions, read_json, write_json_atomic
-from upft_ray.training.examples import build_examples
+from upft_ray.training.examples import example_parts, tokenize_shards
 from upft_ray.training.loop import plan_epochs, train_loop_per_worker
 from upft_ray.training.packing import epoch_rows, packing_efficiency
 
@@ -57,37 +57,67 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, z
     return out_dir
 
 
+def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> dict:
+    """Return what the tokenised examples depend on; a different key means they are rebuilt."""
+    return {"model_path": model_path, "max_length": cfg.train.max_length,
+            "sample_config_hash": read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"],
+            "shards": [[s.name, s.stat().st_size] for s in shards]}
+
+
 def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
-    """Tokenise the sample shards into ``RUN/train/examples.parquet``; return (path, counts)."""
+    """Tokenise the sample shards into ``RUN/train/examples/part-*.parquet`` with Ray Data; return (dir, counts).
+
+    One part per sample shard, written by parallel Ray tasks; a finished set (``_done.json``
+    matching model, max_length and shards) is reused, so a rerun after a crash does not tokenise
+    again."""
+    import ray.data
     from transformers import AutoTokenizer
 
-    shards = cfg.run_path / "sample" / "shards"
+    shards_dir = cfg.run_path / "sample" / "shards"
     read_json(cfg.run_path / "sample" / "manifest.json")  # the sample stage must have finished
-    if not any(shards.glob("*.parquet")):
-        raise ValueError(f"no sampled rows in {shards}: every question was rejected (see "
+    shards = sorted(shards_dir.glob("*.parquet"))
+    if not shards:
+        raise ValueError(f"no sampled rows in {shards_dir}: every question was rejected (see "
                          f"{cfg.run_path / 'sample' / 'rejected.parquet'})")
+    out_dir = cfg.run_path / "train" / "examples"
+    done = out_dir / "_done.json"
+    key = _examples_key(cfg, model_path, shards)
+    if not (done.is_file() and read_json(done)["key"] == key):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+        items = [{"shard": str(s), "out": str(out_dir / f"part-{s.stem}.parquet")} for s in shards]
+        print(f"[train] tokenising {len(shards)} sample shard(s) into {out_dir}")
+        per_part = (ray.data.from_items(items)
+                    .map_batches(tokenize_shards, batch_size=1,
+                                 fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length})
+                    .take_all())
+        rows_in = sum(p["rows_in"] for p in per_part)
+        write_json_atomic(done, {"key": key, "rows_in": rows_in})
+    rows_in = read_json(done)["rows_in"]
+    table = pq.read_table(example_parts(out_dir), columns=["kind", "num_prompt_tokens", "num_response_tokens",
+                                                           "truncated"])
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    table = build_examples(shards, tokenizer, cfg.train.max_length)
-    usable = pc.greater(table["num_response_tokens"], 0)
-    kept = table.filter(usable)
-    path = cfg.run_path / "train" / "examples.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(kept, path)
     counts = {
-        "rows_in": table.num_rows,
-        "examples": kept.num_rows,
-        "rows_dropped_no_response_token": table.num_rows - kept.num_rows,
-        "examples_truncated": int(pc.sum(kept["truncated"]).as_py() or 0),
-        "prefix_examples": int(pc.sum(pc.equal(kept["kind"], "prefix")).as_py() or 0),
-        "full_examples": int(pc.sum(pc.equal(kept["kind"], "full")).as_py() or 0),
-        "tokens_tuned": int(pc.sum(kept["num_response_tokens"]).as_py() or 0),
-        "tokens_total": int(pc.sum(pc.list_value_length(kept["input_ids"])).as_py() or 0),
+        "rows_in": rows_in,
+        "examples": table.num_rows,
+        "rows_dropped_no_response_token": rows_in - table.num_rows,
+        "examples_truncated": int(pc.sum(table["truncated"]).as_py() or 0),
+        "prefix_examples": int(pc.sum(pc.equal(table["kind"], "prefix")).as_py() or 0),
+        "full_examples": int(pc.sum(pc.equal(table["kind"], "full")).as_py() or 0),
+        "tokens_tuned": int(pc.sum(table["num_response_tokens"]).as_py() or 0),
+        "tokens_total": int(pc.sum(pc.add(table["num_prompt_tokens"], table["num_response_tokens"])).as_py() or 0),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     }
-    return path, counts
+    return out_dir, counts
 
 
-def build_trainer(cfg: PipelineConfig, model_path: str, examples_path: Path, pad_token_id: int):
+def example_lengths(examples_dir: Path):
+    """Return every example's token count (prompt + response), in the order the workers index them."""
+    table = pq.read_table(example_parts(examples_dir), columns=["num_prompt_tokens", "num_response_tokens"])
+    return pc.add(table["num_prompt_tokens"], table["num_response_tokens"]).to_numpy()
+
+
+def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_token_id: int):
     """Return the Ray Train TorchTrainer for this run (not started), for inspection or ``fit()``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -97,7 +127,7 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_path: Path, pad
         "train": config_to_dict(t),
         "seed": cfg.seed,
         "model_path": model_path,
-        "examples_path": str(examples_path),
+        "examples_dir": str(examples_dir),
         "metrics_path": str(cfg.run_path / "train" / "metrics.jsonl"),
         "events_path": str(cfg.run_path / "train" / "events.jsonl"),
         "tensorboard_dir": str(cfg.run_path / "train" / "tensorboard") if t.tensorboard else None,
@@ -156,9 +186,9 @@ def run_train(cfg: PipelineConfig) -> dict:
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("train.tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     claim_train_dir(cfg, run_hash)
-    examples_path, counts = prepare_examples(cfg, model_path)
+    examples_dir, counts = prepare_examples(cfg, model_path)
     rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
-    lengths = pc.list_value_length(pq.read_table(examples_path, columns=["input_ids"])["input_ids"]).to_numpy()
+    lengths = example_lengths(examples_dir)
     pack_length = t.max_length if t.packing else 0
     epoch_steps = plan_epochs(lengths, cfg.seed, t.epochs, pack_length, rows_per_step)
     first_rows = epoch_rows(lengths, cfg.seed, 0, pack_length)
@@ -174,7 +204,7 @@ def run_train(cfg: PipelineConfig) -> dict:
           f"full), {counts['tokens_tuned']} tokens tuned; {len(first_rows)} rows"
           f"{' (packed, efficiency ' + str(counts['packing_efficiency']) + ')' if t.packing else ''}; "
           f"{counts['steps']} steps over {t.epochs} epoch(s), {t.num_workers} workers, ZeRO-{t.zero_stage}")
-    result = build_trainer(cfg, model_path, examples_path, counts.pop("pad_token_id")).fit()
+    result = build_trainer(cfg, model_path, examples_dir, counts.pop("pad_token_id")).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
