@@ -1,10 +1,15 @@
 """Ray job entry point: the same library calls as `upft`, on the cluster the job was submitted to.
 
     ray job submit --working-dir . -- python jobs/upft_pipeline.py --config configs/quickstart.yaml \
-        [--stage run|sample|train|evaluate] [key=value ...]
+        [--config OTHER.yaml ...] [--stage run|sample|train|evaluate|sweep] [key=value ...]
+
+Each --config runs in turn (a UPFT run, then its SFT baseline); the overrides apply to every one.
+A rerun of the same job resumes each stage from what its run directory holds.
 """
 
 import argparse
+import json
+from pathlib import Path
 
 from upft_ray import pipeline
 from upft_ray.config import load_config
@@ -12,14 +17,16 @@ from upft_ray.config import load_config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="pipeline YAML")
-    parser.add_argument("--stage", default="run", choices=["run", "sample", "train", "evaluate"])
+    parser.add_argument("--config", required=True, action="append", help="pipeline YAML (repeatable)")
+    parser.add_argument("--stage", default="run", choices=["run", "sample", "train", "evaluate", "sweep"])
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args()
+    # Load every config first: a typo in the second must not surface after a day of the first.
     # A submitted job joins the cluster it runs on rather than starting a private Ray.
-    cfg = load_config(args.config, ["ray.address=auto", *args.overrides])
-    result = getattr(pipeline, args.stage)(cfg)
-    print(result.read_text() if args.stage == "run" else result)
+    configs = [load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
+    for cfg in configs:
+        result = getattr(pipeline, args.stage)(cfg)
+        print(result.read_text() if isinstance(result, Path) else json.dumps(result, indent=2, default=str), flush=True)
 
 
 if __name__ == "__main__":

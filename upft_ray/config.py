@@ -70,7 +70,9 @@ class SampleConfig:
     id_field: str = _f("", "column holding a question id ('' = from the preset; ids are derived from the "
                        "question text when the column is absent)")
     max_questions: int = _f(0, "use only the first N questions (0 = all)", min=0)
-    prefix_tokens: int = _f(8, "t: generated tokens kept on prefix rows (paper: 8/32/128)", min=1)
+    prefix_tokens: int | str = _f(8, "t: generated tokens kept on prefix rows (paper: 8/32/128); 'auto' picks t "
+                                  "from a prefix self-consistency measurement (analyze section, README)",
+                                  min=1, allow_auto=True)
     structure_ratio: float = _f(0.1, "p: share of rows that keep the full solution", min=0.0, max=1.0)
     max_new_tokens: int = _f(512, "generation limit for full (structure-tuning) rows", min=1)
     num_samples: int = _f(1, "samples per question (sample_index 0..n-1; RFT and consistency analysis use n > 1)",
@@ -80,9 +82,11 @@ class SampleConfig:
     top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
     task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
-    method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: the SFT baseline, "
-                     "one unfiltered full solution per question (prefix_tokens and structure_ratio unused)",
-                     choices=("upft", "sft"))
+    method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered "
+                     "full solution per question; rft: num_samples full solutions per question, only those the "
+                     "grader finds correct are trained on; label_filter: UPFT's mix, but decoded whole and kept "
+                     "only when correct (prefix rows then train on their first prefix_tokens tokens)",
+                     choices=("upft", "sft", "rft", "label_filter"))
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
 
     def columns_spec(self) -> Columns:
@@ -98,8 +102,9 @@ class TrainConfig:
     cpus_per_worker: float = _f(1.0, "CPUs per worker", min=0.0)
     use_gpu: bool = _f(False, "one GPU per worker (NCCL) instead of CPU (gloo)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
-    precision: str = _f("fp32", "training precision (bf16 keeps fp32 master weights in DeepSpeed)",
-                        choices=("fp32", "bf16"))
+    precision: str = _f("fp32", "training precision (bf16 keeps fp32 master weights in DeepSpeed); auto: bf16 where "
+                        "the hardware has fast bf16 matmuls (GPUs from Ampere on, CPUs with AVX-512 BF16/AMX), "
+                        "else fp32", choices=("fp32", "bf16", "auto"))
     learning_rate: float = _f(1e-5, "AdamW peak learning rate", min=0.0)
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
     lr_schedule: str = _f("constant", "after warm-up: constant (paper) or cosine decay to min_lr_ratio x lr",
@@ -141,6 +146,33 @@ class EvalConfig:
 
 
 @dataclass
+class AnalyzeConfig:
+    """Prefix self-consistency and error-localisation measurements (``upft analyze``, ``prefix_tokens: auto``)."""
+
+    num_samples: int = _f(16, "n: full solutions sampled per question (temperature and engine from sample)", min=2)
+    max_questions: int = _f(64, "questions of sample.questions measured (0 = all)", min=0)
+    prefix_lengths: list = _f([1, 2, 4, 8, 16, 32, 64, 128], "prefix lengths t at which agreement is measured")
+    max_new_tokens: int = _f(256, "generation limit of the measured solutions (they are graded when gold exists)",
+                             min=1)
+    auto_min_agreement: float = _f(0.5, "prefix_tokens auto: the longest t whose mean modal-prefix share is at "
+                                   "least this", min=0.0, max=1.0)
+    rollout_questions: int = _f(16, "analyze rollouts: questions whose first sampled solutions are rolled out",
+                                min=1)
+    rollout_positions: list = _f([0.0, 0.25, 0.5, 0.75], "analyze rollouts: cut points, as shares of each "
+                                 "solution's length, from which completions are rolled out")
+    rollouts_per_position: int = _f(8, "analyze rollouts: m completions per cut point", min=1)
+
+
+@dataclass
+class SweepConfig:
+    """Several runs from one config (``upft sweep``): variants x seeds, reported in one table."""
+
+    seeds: list = _f([], "seeds each variant runs with ([] = the config's seed only)")
+    variants: list = _f([], "runs, each {name: NAME, overrides: [key=value, ...]} on top of this config "
+                        "(e.g. sample.method=sft, sample.prefix_tokens=16)")
+
+
+@dataclass
 class RayConfig:
     """Where Ray runs."""
 
@@ -159,6 +191,8 @@ class PipelineConfig:
     sample: SampleConfig = _f(SampleConfig(), "prefix sampling stage")
     train: TrainConfig = _f(TrainConfig(), "training stage")
     eval: EvalConfig = _f(EvalConfig(), "evaluation stage")
+    analyze: AnalyzeConfig = _f(AnalyzeConfig(), "prefix self-consistency / rollout analyses")
+    sweep: SweepConfig = _f(SweepConfig(), "variants x seeds for upft sweep (ablations, baselines, reproduction)")
 
     @property
     def run_path(self) -> Path:
@@ -211,6 +245,11 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
         if name not in data:
             continue
         tp, where = hints[name], f"{prefix}{name}"
+        if f.metadata.get("allow_auto"):  # an int field that may also say "auto"
+            if data[name] == "auto":
+                kwargs[name] = "auto"
+                continue
+            tp = int
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, data[name], f"{where}.", problems)
         else:
@@ -264,6 +303,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
                         "has nothing to offload (set train.use_gpu: true on GPU workers)")
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
+    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):
@@ -273,6 +313,65 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     return cfg
 
 
+def _analyze_problems(a: AnalyzeConfig) -> list[str]:
+    problems = []
+    if not a.prefix_lengths or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1
+                                       for t in a.prefix_lengths):
+        problems.append(f"analyze.prefix_lengths: expected a non-empty list of positive integers, got {a.prefix_lengths!r}")
+    if not a.rollout_positions or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in a.rollout_positions):
+        problems.append(f"analyze.rollout_positions: expected shares in [0, 1), got {a.rollout_positions!r}")
+    return problems
+
+
+def _sweep_problems(s: SweepConfig) -> list[str]:
+    problems = []
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in s.seeds):
+        problems.append(f"sweep.seeds: expected a list of integers, got {s.seeds!r}")
+    names = []
+    for i, v in enumerate(s.variants):
+        if not (isinstance(v, dict) and set(v) <= {"name", "overrides"} and isinstance(v.get("name"), str)
+                and re.fullmatch(r"[A-Za-z0-9_.-]+", v["name"]) and isinstance(v.get("overrides", []), list)
+                and all(isinstance(o, str) and "=" in o for o in v.get("overrides", []))):
+            problems.append(f"sweep.variants[{i}]: expected {{name: NAME (letters, digits, _ . -), overrides: "
+                            f"[key=value, ...]}}, got {v!r}")
+            continue
+        names.append(v["name"])
+    if len(names) != len(set(names)):
+        problems.append(f"sweep.variants: names must be unique, got {names}")
+    return problems
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Return ``base`` with ``over`` laid on top (mappings merge key by key; anything else replaces)."""
+    out = _deep_copy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_data(path: Path, seen: tuple = ()) -> dict:
+    """Return the YAML mapping in ``path``, laid over the file its ``base:`` key names (relative to it).
+
+    ``base`` lets a variant (an SFT baseline, a sweep point) state only what differs from its parent.
+    Raises FileNotFoundError naming a missing file, ConfigError for bad YAML or a cycle of bases."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError([f"base: {path} includes itself"], str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], str(path)) from err
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError([f"base: expected a file path, got {base!r}"], str(path))
+    return _merge(read_config_data(path.parent / base, (*seen, path.resolve())), data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load a PipelineConfig from YAML (or the defaults when ``path`` is None) plus overrides.
 
@@ -280,15 +379,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError([f"not valid YAML: {err}"], str(path)) from err
-        if not isinstance(data, dict):
-            raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
+        data = read_config_data(Path(path))
         source = str(path)
     return config_from_dict(apply_overrides(data, overrides or []), source)
 

@@ -1,0 +1,163 @@
+"""Write the KubeRay manifests in cluster/ from one description, so they cannot drift apart.
+
+    python cluster/render.py           rewrite cluster/raycluster.yaml, cluster/rayjob-*.yaml and
+                                       jobs/runtime-env-gpu.yaml
+    python cluster/render.py --check   exit 1 if a committed manifest differs from what this writes
+
+Edit the constants here (image, code URI, storage, node shape) or RUNS, then re-render. The pip list
+of the jobs' runtime environment comes from pyproject.toml (the base dependencies + the gpu extra).
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RAY_VERSION = "2.60.0"
+IMAGE = f"rayproject/ray:{RAY_VERSION}-py311-gpu"   # the same Python environment on head and workers
+CODE_URI = "https://github.com/YOUR-ORG/upft-ray/archive/refs/heads/main.zip"   # what `working_dir` unpacks
+SHARED_PVC = "upft-shared"        # a ReadWriteMany claim: data, HF cache, run directories, checkpoints
+HF_SECRET = "hf-token"            # kubectl create secret generic hf-token --from-literal=token=...
+S3_SECRET = "upft-s3-credentials"  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION keys
+GPU_NODE = {"cpu": "160", "memory": "1500Gi", "nvidia.com/gpu": "8"}   # one 8xH100 node per worker pod
+
+# name: (configs run in turn, GPU nodes, activeDeadlineSeconds)
+RUNS = {
+    "qwen-math-omi2": (["jobs/configs/qwen-math-omi2.yaml", "jobs/configs/qwen-math-omi2-sft.yaml"], 2, 4 * 86400),
+    "qwen-math-uhard": (["jobs/configs/qwen-math-uhard.yaml", "jobs/configs/qwen-math-uhard-sft.yaml"], 2, 2 * 86400),
+    "llama-prm12k": (["jobs/configs/llama-prm12k.yaml", "jobs/configs/llama-prm12k-sft.yaml"], 2, 86400),
+    "r1distill-limo": (["jobs/configs/r1distill-limo.yaml", "jobs/configs/r1distill-limo-sft.yaml"], 1, 86400),
+}
+
+
+def pod_template(name: str, resources: dict) -> dict:
+    """Return a Ray pod template: shared storage, /dev/shm for NCCL and vLLM, credentials from secrets."""
+    return {"spec": {
+        "containers": [{
+            "name": name,
+            "image": IMAGE,
+            "resources": {"requests": dict(resources), "limits": dict(resources)},
+            "env": [
+                {"name": "HF_HOME", "value": "/mnt/shared/hf-cache"},
+                {"name": "UPFT_CACHE", "value": "/mnt/shared/upft-cache"},
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": HF_SECRET, "key": "token",
+                                                                    "optional": True}}},
+            ],
+            "envFrom": [{"secretRef": {"name": S3_SECRET, "optional": True}}],
+            "volumeMounts": [{"name": "shared", "mountPath": "/mnt/shared"},
+                             {"name": "dshm", "mountPath": "/dev/shm"}],
+        }],
+        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }}
+
+
+def cluster_spec(min_nodes: int, max_nodes: int, nodes: int, autoscale: bool) -> dict:
+    """Return a RayClusterSpec: a CPU-only head (the job driver, no tasks) and a GPU worker group."""
+    return {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": autoscale,
+        # Ray 2.60 heads want token auth; KubeRay (>= 1.5.1) makes one token Secret per cluster and
+        # gives it to the head, the workers and a RayJob's submitter.
+        "authOptions": {"mode": "token"},
+        "headGroupSpec": {
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "template": pod_template("ray-head", {"cpu": "8", "memory": "64Gi"}),
+        },
+        "workerGroupSpecs": [{
+            "groupName": "gpu",
+            "replicas": nodes,
+            "minReplicas": min_nodes,
+            "maxReplicas": max_nodes,
+            "rayStartParams": {},
+            "template": pod_template("ray-worker", GPU_NODE),
+        }],
+    }
+
+
+def pip_requirements() -> list[str]:
+    """Return the packages the jobs' runtime environment installs: pyproject's dependencies + gpu extra."""
+    project = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]
+    # The image already has this Ray; reinstalling it per job would only risk a mismatch.
+    deps = [d for d in project["dependencies"] if not d.startswith("ray[")]
+    return deps + project["optional-dependencies"]["gpu"]
+
+
+def runtime_env() -> dict:
+    """Return the jobs' runtime environment without the code (RayJobs add CODE_URI, `ray job submit` --working-dir)."""
+    return {"pip": pip_requirements(), "env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+
+
+def rayjob(name: str, configs: list[str], nodes: int, deadline_s: int) -> dict:
+    """Return the RayJob for one large run: its own cluster, torn down after the job."""
+    env = {"working_dir": CODE_URI, **runtime_env()}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": f"upft-{name}", "labels": {"app.kubernetes.io/name": "upft-ray"}},
+        "spec": {
+            "entrypoint": "python jobs/upft_pipeline.py " + " ".join(f"--config {c}" for c in configs),
+            "runtimeEnvYAML": yaml.safe_dump(env, sort_keys=False),
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 3600,
+            "activeDeadlineSeconds": deadline_s,
+            # A retry gets a new cluster; the run directory on shared storage lets it resume.
+            "backoffLimit": 2,
+            "rayClusterSpec": cluster_spec(nodes, nodes, nodes, autoscale=False),
+        },
+    }
+
+
+def raycluster() -> dict:
+    """Return the long-lived RayCluster that `ray job submit` targets (GPU workers autoscale 0-4)."""
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": {"name": "upft-ray", "labels": {"app.kubernetes.io/name": "upft-ray"}},
+            "spec": cluster_spec(0, 4, 0, autoscale=True)}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (runtimeEnvYAML) as literal blocks, long lines unwrapped."""
+
+
+_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+
+
+def _dump(doc: dict) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1 << 16)
+
+
+def manifests() -> dict[str, str]:
+    """Return {path relative to the repository: YAML text} for every file this script writes."""
+    header = "# Written by cluster/render.py from one description; edit that file and re-render.\n"
+    out = {"jobs/runtime-env-gpu.yaml": header + "# Use: ray job submit --working-dir . --runtime-env "
+                                                 "jobs/runtime-env-gpu.yaml -- python jobs/upft_pipeline.py ...\n"
+           + _dump(runtime_env()),
+           "cluster/raycluster.yaml": header + "# Apply: kubectl apply -f cluster/raycluster.yaml (see cluster/README.md)\n"
+           + _dump(raycluster())}
+    for name, (configs, nodes, deadline) in RUNS.items():
+        out[f"cluster/rayjob-{name}.yaml"] = (header + f"# Apply: kubectl apply -f cluster/rayjob-{name}.yaml\n"
+                                      + _dump(rayjob(name, configs, nodes, deadline)))
+    return out
+
+
+def main() -> int:
+    stale = []
+    for name, text in manifests().items():
+        path = HERE.parent / name
+        if "--check" in sys.argv:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale manifests (run python cluster/render.py): {', '.join(stale)}", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""KubeRay manifests validate against the RayCluster/RayJob schemas; job configs load and fit their clusters."""
+
+import re
+import shlex
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import REPO
+from kuberay_schema import SCHEMAS
+from upft_ray.config import load_config
+
+MANIFESTS = sorted((REPO / "cluster").glob("*.yaml"))
+JOB_CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+GPUS_PER_NODE = 8
+
+
+def schema_errors(doc: dict) -> list[str]:
+    """Return every schema violation in one manifest as 'path: message'."""
+    validator = jsonschema.Draft202012Validator(SCHEMAS[doc["kind"]])
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_every_manifest_kind_is_covered():
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in MANIFESTS}
+    assert kinds == {"RayCluster", "RayJob"} and len(MANIFESTS) >= 5
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_validates_against_the_kuberay_schema(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) == 1
+    assert schema_errors(docs[0]) == []
+
+
+def test_schema_rejects_what_the_api_server_would_drop_or_refuse():
+    doc = yaml.safe_load((REPO / "cluster" / "raycluster.yaml").read_text())
+    doc["spec"]["workerGroupSpecs"][0]["replica"] = 2                      # misspelt: would be pruned silently
+    doc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0         # must be a string
+    del doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"]
+    doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "lots"
+    errors = "\n".join(schema_errors(doc))
+    for expected in ("'replica' was unexpected", "num-cpus: 0 is not of type 'string'", "'image' is a required",
+                     "limits/cpu"):
+        assert expected in errors, errors
+
+
+def test_manifests_are_rendered_from_their_description():
+    out = subprocess.run([sys.executable, str(REPO / "cluster" / "render.py"), "--check"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def _env_entries(doc):
+    spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"]:
+            yield container, group
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_no_secret_values_in_manifests(path):
+    doc = yaml.safe_load(path.read_text())
+    for container, _ in _env_entries(doc):
+        for env in container.get("env", []):
+            if re.search(r"TOKEN|SECRET|PASSWORD|KEY", env["name"]):
+                assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+    assert not re.search(r"(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})", path.read_text())
+
+
+RAYJOBS = [p for p in MANIFESTS if p.name.startswith("rayjob-")]
+
+
+@pytest.mark.parametrize("path", RAYJOBS, ids=lambda p: p.name)
+def test_rayjob_runs_job_configs_that_fit_its_cluster(path):
+    spec = yaml.safe_load(path.read_text())["spec"]
+    assert spec["shutdownAfterJobFinishes"] and spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"]
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert runtime_env["working_dir"] and any(p.startswith("vllm") for p in runtime_env["pip"])
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:2] == ["python", "jobs/upft_pipeline.py"] and (REPO / argv[1]).is_file()
+    configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
+    assert len(configs) == 2 and configs[1].endswith("-sft.yaml")   # the run and its SFT baseline
+    cluster = spec["rayClusterSpec"]
+    gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+               * g["maxReplicas"] for g in cluster["workerGroupSpecs"])
+    mounts = {m["mountPath"] for c, _ in _env_entries({"spec": spec}) for m in c["volumeMounts"]}
+    for name in configs:
+        cfg = load_config(REPO / name)
+        assert cfg.sample.engine.num_replicas * cfg.sample.engine.gpus_per_replica <= gpus
+        assert cfg.eval.engine.num_replicas * cfg.eval.engine.gpus_per_replica <= gpus
+        assert cfg.train.use_gpu and cfg.train.num_workers <= gpus and cfg.train.num_workers % GPUS_PER_NODE == 0
+        assert any(cfg.run_dir.startswith(m + "/") for m in mounts), "run_dir must be on storage every pod mounts"
+    assert load_config(REPO / configs[1]).sample.method == "sft"
+
+
+@pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
+def test_job_config_loads_and_says_how_to_launch(path):
+    cfg = load_config(path)
+    assert cfg.ray.address == "auto" and cfg.run_dir.startswith("/mnt/shared/runs/")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#") and "upft run -c jobs/configs/" + path.name in lines[1]
+
+
+def test_job_configs_follow_the_paper():
+    expect = {"qwen-math-omi2": (32, 0.1, 1), "qwen-math-uhard": (32, 0.1, 1), "llama-prm12k": (8, 0.1, 2),
+              "r1distill-limo": (128, 0.3, 3)}
+    for name, (t, p, epochs) in expect.items():
+        cfg = load_config(REPO / "jobs" / "configs" / f"{name}.yaml")
+        assert (cfg.sample.prefix_tokens, cfg.sample.structure_ratio, cfg.train.epochs) == (t, p, epochs)
+        assert cfg.train.zero_stage == 3 and cfg.train.precision == "bf16"
