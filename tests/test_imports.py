@@ -21,5 +21,18 @@ def test_help_lists_commands_quickly():
     start = time.time()
     out = subprocess.run(upft, capture_output=True, text=True, check=True, cwd=REPO)
     assert time.time() - start < 3.0
-    for command in ("sample", "train", "evaluate", "run", "models"):
+    for command in ("sample", "train", "evaluate", "run", "report", "sweep", "analyze", "models"):
         assert command in out.stdout
+
+
+def test_readme_cli_block_lists_every_command():
+    import typer.main
+
+    from upft_ray.cli import app
+
+    readme = (REPO / "README.md").read_text()
+    lines = [line.split() for line in readme[readme.index("## CLI"):].split("```")[1].splitlines() if line]
+    for name, command in typer.main.get_command(app).commands.items():
+        subs = sorted(getattr(command, "commands", {}) or [None])
+        for sub in subs:  # `upft analyze consistency`, or `upft models list | prepare [NAME]`
+            assert any(words[:2] == ["upft", name] and (sub is None or sub in words) for words in lines), (name, sub)

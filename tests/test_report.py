@@ -29,6 +29,7 @@ def test_report_compares_runs_and_writes_png(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert "| run-a | UPFT | 60.0 | 30.0 | 45.0 | 1,234 | 345 |" in out
     assert "| run-b | base | 50.0 | 25.0 | 37.5 | - | - |" in out
+    assert "| UPFT | 2 | 10 x 1 | 1,234 | 345 | - | - | - | - |" in out  # token efficiency, no RFT/SFT run
     png = tmp_path / "cmp" / "comparison.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

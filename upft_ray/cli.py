@@ -14,6 +14,9 @@ app = typer.Typer(help="UPFT on Ray: sample prefixes with vLLM, fine-tune with D
 models_app = typer.Typer(help="Bundled models: list them, prepare HF checkpoints from their GGUF files.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+analyze_app = typer.Typer(help="Measure prefix self-consistency and where errors arise, on your model and data.",
+                          no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
 
 CONFIG = typer.Option(None, "--config", "-c", help="pipeline YAML (configs/quickstart.yaml); defaults if absent")
 OVERRIDES = typer.Argument(None, help="overrides as dotted key=value, e.g. sample.prefix_tokens=16")
@@ -77,6 +80,38 @@ def run(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRI
     report = _guard(pipeline.run, _load(config, overrides, run_dir))
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
+
+
+@app.command()
+def sweep(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+          run_dir: Optional[Path] = RUN_DIR):
+    """Run sweep.variants x sweep.seeds (baselines, ablations, reproduction) and write RUN/report.md."""
+    from upft_ray import pipeline
+
+    report_path, failures = _guard(pipeline.sweep, _load(config, overrides, run_dir))
+    typer.echo(report_path.read_text())
+    typer.echo(f"report: {report_path}")
+    if failures:
+        typer.echo(f"error: {len(failures)} run(s) failed: {', '.join(failures)}", err=True)
+        raise typer.Exit(1)
+
+
+@analyze_app.command("consistency")
+def analyze_consistency(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+                        run_dir: Optional[Path] = RUN_DIR):
+    """Sample analyze.num_samples solutions per question; agreement on the first t tokens, per t (table + PNG)."""
+    from upft_ray import pipeline
+
+    _guard(pipeline.analyze_consistency, _load(config, overrides, run_dir))
+
+
+@analyze_app.command("rollouts")
+def analyze_rollouts(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+                     run_dir: Optional[Path] = RUN_DIR):
+    """Roll out completions from points along correct and incorrect solutions: success rate by position."""
+    from upft_ray import pipeline
+
+    _guard(pipeline.analyze_rollouts, _load(config, overrides, run_dir))
 
 
 @app.command()

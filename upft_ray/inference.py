@@ -1,6 +1,7 @@
 """vLLM inside Ray Data: one engine per actor, shared by the batches in flight, for sampling and evaluation.
 
-Input columns: ``messages`` (JSON chat messages), ``max_tokens``, ``temperature``, ``top_p``. Output
+Input columns: ``messages`` (JSON chat messages), ``max_tokens``, ``temperature``, ``top_p``, and
+optionally ``continue_from_token_ids`` (response tokens the generation continues from). Output
 adds ``prompt``, ``prompt_token_ids``, ``num_prompt_tokens``, ``response_text``,
 ``response_token_ids``, ``num_response_tokens``, ``finish_reason``. A prompt that does not fit the
 engine's context is not sent: its ``finish_reason`` is ``prompt_too_long`` and the caller rejects it.
@@ -117,6 +118,9 @@ class VLLMGenerator:
 
         n = len(batch["messages"])
         prompts = [render_prompt(self.tokenizer, json.loads(m)) for m in batch["messages"]]
+        if "continue_from_token_ids" in batch:  # rollouts: generation resumes inside a given response
+            prompts = [(text, ids + [int(x) for x in cont])
+                       for (text, ids), cont in zip(prompts, batch["continue_from_token_ids"])]
         texts, ids, reasons = [""] * n, [[] for _ in range(n)], [PROMPT_TOO_LONG] * n
         todo = [i for i in range(n) if len(prompts[i][1]) < self.max_model_len]
         futures = [

@@ -84,3 +84,28 @@ def run(cfg: PipelineConfig) -> Path:
             run_evaluate(cfg, resolve_model(cfg.model), cfg.run_path / "eval_base", "base")
         run_evaluate(cfg, str(trained_model_dir(cfg)), cfg.run_path / "eval", "upft")
     return write_report(cfg.run_path)
+
+
+def analyze_consistency(cfg: PipelineConfig) -> dict:
+    """Measure prefix self-consistency on ``sample.questions`` into RUN/analysis/consistency; return the result."""
+    from upft_ray.analysis.runner import run_consistency
+
+    check_inputs(cfg, ("sample",))
+    with ray_session(cfg.ray):
+        return run_consistency(cfg)
+
+
+def analyze_rollouts(cfg: PipelineConfig) -> dict:
+    """Roll out completions from cut points of sampled solutions into RUN/analysis/rollouts; return the summary."""
+    from upft_ray.analysis.rollouts import run_rollouts
+
+    check_inputs(cfg, ("sample",))
+    with ray_session(cfg.ray):
+        return run_rollouts(cfg)
+
+
+def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
+    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed runs."""
+    from upft_ray.sweep import run_sweep
+
+    return run_sweep(cfg)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from upft_ray.efficiency import METHOD_LABELS, efficiency_table
+
 
 EVAL_DIRS = (("base", "eval_base"), ("UPFT", "eval"))
 
@@ -28,6 +30,8 @@ def accuracy_rows(run_dirs: list[Path]) -> list[dict]:
             if label != "base":
                 sampled = sample.get("tokens", {}).get("generated")
                 tuned = train.get("counts", {}).get("tokens_tuned")
+            if label != "base":  # the trained model is named by its method (SFT, RFT, ...)
+                label = METHOD_LABELS.get(sample.get("config", {}).get("method", "upft"), label)
             rows.append({"run": run_dir.name, "model": label, "sampled": sampled, "tuned": tuned,
                          "accuracy": {b: 100 * m["accuracy"] for b, m in metrics["benchmarks"].items()}})
     return rows
@@ -80,7 +84,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
         raise ValueError(f"no eval/metrics.json or eval_base/metrics.json in {[str(d) for d in run_dirs]}")
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "comparison.md"
-    md.write_text("# UPFT comparison\n\nAccuracy in %; tokens from the runs' manifests.\n\n" + comparison_table(rows))
+    efficiency = efficiency_table(run_dirs)
+    md.write_text("# UPFT comparison\n\nAccuracy in %; tokens from the runs' manifests.\n\n" + comparison_table(rows)
+                  + (f"\n## Token efficiency\n\n{efficiency}" if efficiency else ""))
     return md, plot_accuracy(rows, out_dir / "comparison.png")
 
 
@@ -88,7 +94,8 @@ def build_report(run_dir: Path) -> str:
     """Return the Markdown report of the run in ``run_dir`` (stages that did not run are omitted)."""
     sample = _load(run_dir / "sample" / "manifest.json")
     train = _load(run_dir / "train" / "manifest.json")
-    evals = {label: _load(run_dir / sub / "metrics.json") for label, sub in EVAL_DIRS}
+    trained = METHOD_LABELS.get((sample or {}).get("config", {}).get("method", "upft"), "UPFT")
+    evals = {label if label == "base" else trained: _load(run_dir / sub / "metrics.json") for label, sub in EVAL_DIRS}
     evals = {k: v for k, v in evals.items() if v}
     lines = [f"# UPFT run: {run_dir.name}", ""]
     if sample:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import psutil
+import pytest
 
 from conftest import REPO
 
@@ -64,6 +65,7 @@ def test_guide_shows_a_head_command_and_the_submission():
     assert "ray job submit" in client and "--working-dir ." in client
 
 
+@pytest.mark.slow  # ~5 min: run by CI through `scripts/test.sh -m slow` (.ci/run)
 def test_local_guide_runs_the_pipeline_through_ray_job_submit():
     head_block, client_block = guide_blocks()
     options = {a.split("=")[0]: a.split("=", 1)[1] for a in head_argv(head_block) if a.startswith("--") and "=" in a}

@@ -46,6 +46,20 @@ def test_sft_baseline_requests_are_full_solutions_without_template():
     assert all(json.loads(r["train_messages"])[-1]["content"] == r["question"] for r in requests)
 
 
+def test_rft_and_label_filter_requests_decode_whole_solutions():
+    rows = [{"id": f"q{i}", "question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(40)]
+    rft = load_config(None, ["sample.method=rft", "sample.num_samples=4", "sample.max_new_tokens=99"]).sample
+    requests = build_requests(rows, rft, 42)
+    assert len(requests) == 160 and {r["kind"] for r in requests} == {"full"}
+    assert {r["sample_index"] for r in requests} == {0, 1, 2, 3} and {r["max_tokens"] for r in requests} == {99}
+    upft = load_config(None, ["sample.structure_ratio=0.3", "sample.max_new_tokens=99"]).sample
+    label = load_config(None, ["sample.method=label_filter", "sample.structure_ratio=0.3",
+                               "sample.max_new_tokens=99"]).sample
+    for a, b in zip(build_requests(rows, upft, 42), build_requests(rows, label, 42)):
+        assert a["kind"] == b["kind"] and a["train_messages"] == b["train_messages"]  # UPFT's draw and template
+        assert b["max_tokens"] == 99  # ... but decoded whole, to be graded
+
+
 def assert_readable_everywhere(shards, rows):
     """The shards open as they are in pyarrow, pandas, DuckDB and HF datasets."""
     import datasets

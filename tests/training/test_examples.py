@@ -10,9 +10,10 @@ from upft_ray.training.packing import IGNORE_INDEX as I
 from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows, packing_efficiency
 
 
-def _row(kind, response, finish="length"):
+def _row(kind, response, finish="length", text="", answer="2"):
     return {"question_id": "q", "kind": kind, "finish_reason": finish, "response_token_ids": response,
-            "train_messages": json.dumps([{"role": "user", "content": "What is 1+1?"}])}
+            "train_messages": json.dumps([{"role": "user", "content": "What is 1+1?"}]),
+            "response_text": text, "answer": answer}
 
 
 def test_prefix_example_trains_on_t_tokens_plus_eos(smollm2_dir):
@@ -39,11 +40,28 @@ def test_tokenize_shard_writes_a_part_and_counts_dropped_rows(tmp_path, smollm2_
     out = tmp_path / "examples" / "part-shard-000001.parquet"
     out.parent.mkdir()
     counts = tokenize_shard(str(tmp_path / "shard-000001.parquet"), str(out), str(smollm2_dir), max_length=256)
-    assert counts == {"part": out.name, "rows_in": 3, "examples": 2}
+    assert counts == {"part": out.name, "rows_in": 3, "incorrect": 0, "examples": 2}
     assert example_parts(out.parent) == [out] and not list(out.parent.glob("*.tmp-*"))
     table = pq.read_table(out)
     assert table.column("kind").to_pylist() == ["prefix", "full"]
     assert table.column("num_response_tokens").to_pylist() == [3, 3]
+
+
+def test_rft_and_label_filter_keep_correct_solutions_and_cut_prefixes(tmp_path, smollm2_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [_row("prefix", list(range(100, 120)), "stop", "1 + 1 = 2. The answer is 2."),
+            _row("prefix", list(range(100, 120)), "stop", "1 + 1 = 3. The answer is 3."),
+            _row("full", [7, 8, 9], "stop", "\\boxed{2}"), _row("full", [7, 8], "length", "so it is 11")]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shard-000000.parquet")
+    out = tmp_path / "part-shard-000000.parquet"
+    counts = tokenize_shard(str(tmp_path / "shard-000000.parquet"), str(out), str(smollm2_dir), max_length=256,
+                            prefix_tokens=4, correct_only=True)
+    assert counts["rows_in"] == 4 and counts["incorrect"] == 2 and counts["examples"] == 2
+    table = pq.read_table(out).to_pylist()
+    assert [r["kind"] for r in table] == ["prefix", "full"]
+    assert table[0]["num_response_tokens"] == 5 and table[0]["input_ids"][-5:-1] == [100, 101, 102, 103]
 
 
 def _store(rows):

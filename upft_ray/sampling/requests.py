@@ -2,7 +2,9 @@
 
 A seeded draw per question id makes a share ``structure_ratio`` of the questions *full* (decoded up
 to ``max_new_tokens``, trained whole); the rest are *prefix* questions, decoded for only
-``prefix_tokens`` tokens, so no token is sampled that UPFT will not train on. Each question gets
+``prefix_tokens`` tokens, so no token is sampled that UPFT will not train on. The baselines: ``sft``
+and ``rft`` decode every row whole (kind full); ``label_filter`` keeps UPFT's draw but decodes whole
+solutions, so they can be graded before their prefixes are trained on. Each question gets
 ``num_samples`` requests (sample_index 0..n-1). Records that cannot be used become rows with a
 ``reject_reason`` and travel with their chunk, so the shard writer accounts for every record.
 """
@@ -39,8 +41,10 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
     """Return ``s.num_samples`` generation requests per question row: kind, prompts, sampling params."""
     requests = []
     for row in rows:
-        kind = "full" if s.method == "sft" else draw_kind(row["id"], seed, s.structure_ratio)
+        kind = "full" if s.method in ("sft", "rft") else draw_kind(row["id"], seed, s.structure_ratio)
         template = s.task_template if kind == "prefix" else ""
+        # label_filter must see whole solutions to grade them; its prefixes are cut at training time.
+        decode_whole = kind == "full" or s.method == "label_filter"
         # The sampler sees the plain question: a prefix is the opening of the model's own natural
         # solution. The task template is part of the training prompt only (paper, App. A.1).
         messages = json.dumps(chat_messages(row["question"], s.system_prompt))
@@ -50,7 +54,7 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
                 "question_id": row["id"], "question": row["question"], "answer": row["answer"],
                 "sample_index": k, "kind": kind, "messages": messages, "train_messages": train_messages,
                 "task_template": template,
-                "max_tokens": s.prefix_tokens if kind == "prefix" else s.max_new_tokens,
+                "max_tokens": s.max_new_tokens if decode_whole else s.prefix_tokens,
                 "temperature": s.temperature, "top_p": s.top_p,
             })
     return requests

@@ -35,13 +35,15 @@ def pending_chunks(plan: Plan, out_dir: Path) -> list:
 class Progress:
     """Prints a line per finished shard (at most every ``every_s`` seconds): questions/s, tokens/s, ETA.
 
-    Rates are measured from the first finished shard, so engine start-up does not distort them."""
+    Rates are measured from the first finished shard, so engine start-up does not distort them; until
+    a second shard finishes they are measured from the start (start-up included) rather than shown as 0."""
 
     def __init__(self, total_chunks: int, total_records: int, done_chunks: int, done_records: int,
                  every_s: float = 5.0):
         self.total_chunks, self.total_records = total_chunks, total_records
         self.chunks, self.records, self.tokens = done_chunks, done_records, 0
         self.every_s, self.last, self.first = every_s, 0.0, None
+        self.start = (time.time(), done_records, 0)
 
     def update(self, summary: dict) -> None:
         """Count one finished chunk and print a progress line if it is time."""
@@ -54,7 +56,7 @@ class Progress:
         if now - self.last < self.every_s and self.chunks < self.total_chunks:
             return
         self.last = now
-        t0, r0, k0 = self.first
+        t0, r0, k0 = self.first if self.records > self.first[1] else self.start
         elapsed = now - t0
         rate = (self.records - r0) / elapsed if elapsed > 0 else 0.0
         tok_rate = (self.tokens - k0) / elapsed if elapsed > 0 else 0.0
@@ -72,12 +74,15 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
     RuntimeError if counts do not balance (records in != questions written + records rejected)."""
     import ray.data
 
+    from upft_ray.analysis.runner import resolve_prefix_tokens
+
     started = time.time()
-    s = cfg.sample
     out_dir = cfg.run_path / "sample"
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model(cfg.model)
-    run_hash = sample_config_hash(cfg)
+    run_hash = sample_config_hash(cfg)  # of the config as written: "auto" stays "auto" on a rerun
+    cfg, prefix_choice = resolve_prefix_tokens(cfg)
+    s = cfg.sample
     plan, resumed = plan_for_run(out_dir, s.questions, s.columns_spec(), s.rows_per_shard, s.max_questions, run_hash)
     todo = pending_chunks(plan, out_dir)
     reused = len(plan.chunks) - len(todo)
@@ -100,6 +105,9 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
             for summary in batch.to_dict("records"):
                 progress.update(summary)
     manifest = sample_manifest(cfg, model_path, plan, out_dir, run_hash, reused, time.time() - started)
+    manifest["prefix_tokens"] = s.prefix_tokens
+    if prefix_choice:
+        manifest["prefix_tokens_choice"] = prefix_choice
     write_json_atomic(out_dir / "manifest.json", manifest)
     c, t = manifest["counts"], manifest["tokens"]
     print(f"[sample] wrote {c['rows_written']:,} rows ({c['prefix_rows']:,} prefix, {c['full_rows']:,} full) for "

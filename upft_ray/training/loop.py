@@ -57,6 +57,18 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
     return multiplier
 
 
+def resolve_precision(precision: str, use_gpu: bool) -> str:
+    """Return "bf16" or "fp32" for ``precision`` on this worker's hardware ("auto" picks bf16 only where
+    bf16 matmuls are fast: on a CPU without AVX-512 BF16 they run ~30x slower than fp32)."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if use_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 def deepspeed_config(cfg: dict, world: int) -> dict:
     """Return the DeepSpeed config for the train section ``cfg`` of a PipelineConfig dict."""
     zero: dict = {"stage": cfg["zero_stage"]}
@@ -143,7 +155,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     cfg = config["train"]
     if not cfg["use_gpu"]:
+        from upft_ray.ray_runtime import torch_extensions_dir
+
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # Workers of a joined cluster do not get the local session's env: find the op set-up compiled.
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     import deepspeed
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM
@@ -164,6 +180,9 @@ def train_loop_per_worker(config: dict) -> None:
     epoch_steps = plan_epochs(store.lengths, seed, cfg["epochs"], pack_length, rows_per_step)
     total_steps = sum(epoch_steps)
 
+    cfg = {**cfg, "precision": resolve_precision(cfg["precision"], cfg["use_gpu"])}
+    if rank == 0:
+        say(f"[train] precision {cfg['precision']}")
     dtype = torch.bfloat16 if cfg["precision"] == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["model_path"], dtype=dtype)
     if cfg["gradient_checkpointing"]:

@@ -61,7 +61,12 @@ def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> d
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
             "sample_config_hash": read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"],
-            "shards": [[s.name, s.stat().st_size] for s in shards]}
+            "shards": [[s.name, s.stat().st_size] for s in shards], "filter": "correct-v1"}
+
+
+def sampled_prefix_tokens(sample_manifest: dict) -> int:
+    """Return the prefix length the sample stage used (``prefix_tokens: auto`` resolved)."""
+    return int(sample_manifest.get("prefix_tokens", sample_manifest["config"]["prefix_tokens"]))
 
 
 def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
@@ -74,7 +79,8 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
     from transformers import AutoTokenizer
 
     shards_dir = cfg.run_path / "sample" / "shards"
-    read_json(cfg.run_path / "sample" / "manifest.json")  # the sample stage must have finished
+    sample_manifest = read_json(cfg.run_path / "sample" / "manifest.json")  # the sample stage must have finished
+    method = sample_manifest["config"]["method"]
     shards = sorted(shards_dir.glob("*.parquet"))
     if not shards:
         raise ValueError(f"no sampled rows in {shards_dir}: every question was rejected (see "
@@ -89,18 +95,26 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
         print(f"[train] tokenising {len(shards)} sample shard(s) into {out_dir}")
         per_part = (ray.data.from_items(items)
                     .map_batches(tokenize_shards, batch_size=1,
-                                 fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length})
+                                 fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length,
+                                            "prefix_tokens": sampled_prefix_tokens(sample_manifest),
+                                            "correct_only": method in ("rft", "label_filter")})
                     .take_all())
-        rows_in = sum(p["rows_in"] for p in per_part)
-        write_json_atomic(done, {"key": key, "rows_in": rows_in})
-    rows_in = read_json(done)["rows_in"]
+        write_json_atomic(done, {"key": key, "rows_in": sum(p["rows_in"] for p in per_part),
+                                 "incorrect": sum(p["incorrect"] for p in per_part)})
+    rows_in, incorrect = read_json(done)["rows_in"], read_json(done).get("incorrect", 0)
     table = pq.read_table(example_parts(out_dir), columns=["kind", "num_prompt_tokens", "num_response_tokens",
                                                            "truncated"])
+    if table.num_rows == 0:
+        raise ValueError(f"no training example left in {out_dir}: of {rows_in} sampled rows, {incorrect} were graded "
+                         f"incorrect (method {method}) and {rows_in - incorrect} had no response token within "
+                         f"train.max_length")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     counts = {
+        "method": method,
         "rows_in": rows_in,
         "examples": table.num_rows,
-        "rows_dropped_no_response_token": rows_in - table.num_rows,
+        "rows_dropped_incorrect": incorrect,
+        "rows_dropped_no_response_token": rows_in - incorrect - table.num_rows,
         "examples_truncated": int(pc.sum(table["truncated"]).as_py() or 0),
         "prefix_examples": int(pc.sum(pc.equal(table["kind"], "prefix")).as_py() or 0),
         "full_examples": int(pc.sum(pc.equal(table["kind"], "full")).as_py() or 0),

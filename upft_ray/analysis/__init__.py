@@ -1,0 +1,1 @@
+"""Measurements on the model's own samples: prefix self-consistency, error localisation."""

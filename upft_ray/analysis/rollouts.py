@@ -1,0 +1,116 @@
+"""Error localisation (the paper's Mechanism 2): where along a solution does it go wrong?
+
+From sampled, graded solutions (the consistency measurement's), up to ``analyze.rollout_questions``
+correct and as many incorrect trajectories are taken (the first of each kind per question). Each is
+cut at ``analyze.rollout_positions`` (shares of its length); from every cut, m completions are
+sampled through the vLLM actors, and graded. Success rate by cut position, for correct and
+incorrect trajectories, shows where a trajectory's fate is decided: along correct ones it rises
+towards 1, along incorrect ones it falls once the error is in the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from upft_ray.config import PipelineConfig
+from upft_ray.schema import write_json_atomic
+
+
+def pick_trajectories(samples: pd.DataFrame, per_kind: int) -> pd.DataFrame:
+    """Return up to ``per_kind`` correct and ``per_kind`` incorrect solutions, the first of each kind per
+    question, questions in id order. Raises ValueError when the samples are not graded."""
+    if "correct" not in samples.columns:
+        raise ValueError("rollouts need graded solutions: the questions have no gold answers")
+    firsts = samples.sort_values(["question_id", "sample_index"]).drop_duplicates(["question_id", "correct"])
+    return pd.concat([firsts[firsts["correct"] == kind].head(per_kind) for kind in (True, False)],
+                     ignore_index=True)
+
+
+def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int, max_new_tokens: int,
+                     temperature: float, top_p: float) -> pd.DataFrame:
+    """Return one generation request per (trajectory, cut position, rollout): the question's messages,
+    the response tokens before the cut to continue from, and what is left of the token budget."""
+    rows = []
+    for traj_id, t in enumerate(trajectories.itertuples()):
+        response = [int(x) for x in t.response_token_ids]
+        for share in positions:
+            cut = int(share * len(response))
+            for k in range(m):
+                rows.append({"trajectory": traj_id, "question_id": t.question_id, "answer": t.answer,
+                             "trajectory_correct": bool(t.correct), "position": float(share), "cut_tokens": cut,
+                             "rollout": k, "messages": t.train_messages, "continue_from_token_ids": response[:cut],
+                             "max_tokens": max(1, max_new_tokens - cut), "temperature": temperature, "top_p": top_p})
+    return pd.DataFrame(rows)
+
+
+def success_by_position(graded: pd.DataFrame) -> pd.DataFrame:
+    """Return the success rate (and counts) per (trajectory_correct, position) of graded rollouts."""
+    out = graded.groupby(["trajectory_correct", "position"]).agg(
+        success_rate=("correct", "mean"), rollouts=("correct", "size"),
+        trajectories=("trajectory", "nunique")).reset_index()
+    return out.sort_values(["trajectory_correct", "position"], ascending=[False, True]).reset_index(drop=True)
+
+
+def plot_rollouts(summary: pd.DataFrame, path, title: str):
+    """Write the success-rate-by-position PNG to ``path``; return ``path``."""
+    from upft_ray.analysis.figures import line_figure
+
+    with line_figure(path, title, "rollout starts after this share of the solution (%)",
+                     "rollouts reaching the right answer (%)", (0, 102)) as ax:
+        for kind, label in ((True, "along correct solutions"), (False, "along incorrect solutions")):
+            part = summary[summary["trajectory_correct"] == kind]
+            if len(part):
+                ax.plot(100 * part["position"], 100 * part["success_rate"], marker="o", label=label)
+    return path
+
+
+def run_rollouts(cfg: PipelineConfig) -> dict:
+    """Run the error-localisation analysis (Ray must be up); write ``RUN/analysis/rollouts/``
+    ``rollouts.parquet`` (every graded rollout), ``summary.parquet``, ``rollouts.png`` and
+    ``result.json``; return the result. Measures consistency first if it has not run."""
+    import ray.data
+    from transformers import AutoTokenizer
+
+    from upft_ray.analysis.runner import consistency_config, graded_samples, run_consistency
+    from upft_ray.grading import grade
+    from upft_ray.inference import add_generation
+    from upft_ray.models import resolve_model
+
+    a = cfg.analyze
+    if not (consistency_config(cfg).run_path / "result.json").is_file():
+        run_consistency(cfg)
+    samples = graded_samples(consistency_config(cfg).run_path / "sample")
+    trajectories = pick_trajectories(samples, a.rollout_questions)
+    if trajectories.empty:
+        raise ValueError("no sampled solution to roll out from")
+    requests = rollout_requests(trajectories, sorted(set(a.rollout_positions)), a.rollouts_per_position,
+                                a.max_new_tokens, cfg.sample.temperature, cfg.sample.top_p)
+    model_path = resolve_model(cfg.model)
+    print(f"[analyze] rolling out {len(requests):,} completions from {len(trajectories)} trajectories "
+          f"({int(trajectories['correct'].sum())} correct) at positions {sorted(set(a.rollout_positions))}")
+    ds = add_generation(ray.data.from_pandas(requests), model_path, cfg.sample.engine, cfg.seed)
+    out = ds.to_pandas()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # The answer is judged on the whole solution: the kept prefix followed by the rollout.
+    texts = [tokenizer.decode(list(p), skip_special_tokens=True) + r
+             for p, r in zip(out["continue_from_token_ids"], out["response_text"])]
+    out["correct"] = [grade(text, gold)[1] for text, gold in zip(texts, out["answer"])]
+    out_dir = cfg.run_path / "analysis" / "rollouts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keep = ["trajectory", "question_id", "trajectory_correct", "position", "cut_tokens", "rollout", "response_text",
+            "num_response_tokens", "finish_reason", "correct"]
+    out[keep].to_parquet(out_dir / "rollouts.parquet", index=False)
+    summary = success_by_position(out)
+    summary.to_parquet(out_dir / "summary.parquet", index=False)
+    plot_rollouts(summary, out_dir / "rollouts.png",
+                  f"{cfg.model}: {len(trajectories)} trajectories x {a.rollouts_per_position} rollouts per cut")
+    result = {"model": cfg.model, "trajectories": len(trajectories),
+              "correct_trajectories": int(trajectories["correct"].sum()), "rollouts": len(out),
+              "tokens_generated": int(out["num_response_tokens"].sum()),
+              "summary": json.loads(summary.to_json(orient="records"))}
+    write_json_atomic(out_dir / "result.json", result)
+    print("[analyze] success rate by position\n" + summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"[analyze] wrote {out_dir}")
+    return result
