@@ -42,7 +42,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class EngineConfig:
     """vLLM engine options, shared by sampling and evaluation."""
 
-    dtype: str = _f("bfloat16", "weights/activations dtype for vLLM", choices=("bfloat16", "float16", "float32", "auto"))
+    dtype: str = _f("auto", "weights/activations dtype for vLLM; auto: the checkpoint's on GPUs, on CPUs bfloat16 "
+                    "only with AVX-512 BF16/AMX, else float32", choices=("bfloat16", "float16", "float32", "auto"))
     max_model_len: int = _f(2048, "context length the engine reserves KV cache for", min=16)
     enforce_eager: bool = _f(True, "skip CUDA-graph/compile warm-up (faster start; CPU always eager)")
     tensor_parallel_size: int = _f(1, "GPUs per vLLM replica (tensor parallel)", min=1)

@@ -60,13 +60,11 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
 def resolve_precision(precision: str, use_gpu: bool) -> str:
     """Return "bf16" or "fp32" for ``precision`` on this worker's hardware ("auto" picks bf16 only where
     bf16 matmuls are fast: on a CPU without AVX-512 BF16 they run ~30x slower than fp32)."""
-    import torch
+    from upft_ray.hardware import bf16_is_fast
 
     if precision != "auto":
         return precision
-    if use_gpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if bf16_is_fast(use_gpu) else "fp32"
 
 
 def deepspeed_config(cfg: dict, world: int) -> dict:
