@@ -9,33 +9,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
-
-
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-class ConfigError(ValueError):
-    """A config with problems; ``problems`` lists each as 'dotted.field: what is wrong'."""
-
-    def __init__(self, problems: list[str], source: str = "config"):
-        self.problems = problems
-        super().__init__(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=type(default), metadata={"help": help, **kw})
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+from upft_ray.typed_config import (ConfigError, apply_overrides, build_config, config_field as _f,  # noqa: F401
+                                   config_to_dict, read_config_data)
 
 
 @dataclass
@@ -201,99 +181,12 @@ class PipelineConfig:
         return Path(self.run_dir).expanduser().resolve()
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str]) -> Any:
-    """Return ``value`` coerced to ``tp`` (int->float only), appending a problem if it does not fit."""
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if tp is float and isinstance(value, str) and _FLOAT.match(value.strip()):
-        value = float(value)  # YAML 1.1 reads 5e-6 (no dot) as a string
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, float),
-        str: lambda v: isinstance(v, str),
-        list: lambda v: isinstance(v, list),
-    }[tp](value)
-    if not ok:
-        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-        return value
-    if "choices" in meta and value not in meta["choices"]:
-        problems.append(f"{where}: {value!r} is not one of {list(meta['choices'])}")
-    if "min" in meta and value < meta["min"]:
-        problems.append(f"{where}: {value!r} is below the minimum {meta['min']}")
-    if "max" in meta and value > meta["max"]:
-        problems.append(f"{where}: {value!r} is above the maximum {meta['max']}")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.append(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            problems.append(f"{prefix}{key}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        tp, where = hints[name], f"{prefix}{name}"
-        if f.metadata.get("allow_auto"):  # an int field that may also say "auto"
-            if data[name] == "auto":
-                kwargs[name] = "auto"
-                continue
-            tp = int
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], f"{where}.", problems)
-        else:
-            kwargs[name] = _check_value(data[name], tp, dict(f.metadata), where, problems)
-    return cls(**kwargs)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``a.b.c=value`` into (["a","b","c"], value); the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError([f"override {text!r}: expected key=value"], "command line")
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of ``data`` with each ``key.path=value`` override set."""
-    data = _deep_copy(data)
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = value
-    return data
-
-
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
-
-
 def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     """Build and validate a PipelineConfig; raises ConfigError listing every problem."""
     from upft_ray.models import model_problem
 
     problems: list[str] = []
-    cfg = _build(PipelineConfig, data, "", problems)
+    cfg = build_config(PipelineConfig, data, "", problems)
     if isinstance(cfg.model, str) and (why := model_problem(cfg.model)):
         problems.append(f"model: {why}")
     if cfg.eval.decoding == "greedy" and cfg.eval.num_samples != 1:
@@ -342,37 +235,6 @@ def _sweep_problems(s: SweepConfig) -> list[str]:
     return problems
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """Return ``base`` with ``over`` laid on top (mappings merge key by key; anything else replaces)."""
-    out = _deep_copy(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_config_data(path: Path, seen: tuple = ()) -> dict:
-    """Return the YAML mapping in ``path``, laid over the file its ``base:`` key names (relative to it).
-
-    ``base`` lets a variant (an SFT baseline, a sweep point) state only what differs from its parent.
-    Raises FileNotFoundError naming a missing file, ConfigError for bad YAML or a cycle of bases."""
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError([f"base: {path} includes itself"], str(path))
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], str(path)) from err
-    if not isinstance(data, dict):
-        raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise ConfigError([f"base: expected a file path, got {base!r}"], str(path))
-    return _merge(read_config_data(path.parent / base, (*seen, path.resolve())), data)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load a PipelineConfig from YAML (or the defaults when ``path`` is None) plus overrides.
 
@@ -398,11 +260,6 @@ def sample_config_hash(cfg: PipelineConfig) -> str:
     sample = config_to_dict(cfg.sample)
     sample["engine"] = {k: v for k, v in sample["engine"].items() if k not in _RESOURCE_FIELDS}
     return config_hash({"model": cfg.model, "seed": cfg.seed, **sample})
-
-
-def config_to_dict(cfg: Any) -> dict:
-    """Return a config dataclass as a plain dict (for manifests and Ray workers)."""
-    return dataclasses.asdict(cfg)
 
 
 def field_docs(cls: type = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:
