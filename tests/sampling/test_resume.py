@@ -30,8 +30,9 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     sample_dir, shards = run / "sample", run / "sample" / "shards"
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    log = tmp_path / "first-run.log"  # read back only to explain a failure
     first = subprocess.Popen(_sample_command(run, tiny_model_dir), cwd=REPO, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while len(_finished_shards(sample_dir)) < 3 and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -39,7 +40,8 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_model_dir):
     first.wait()
     time.sleep(2)  # Ray's processes share the driver's fate; let them go before counting
     before = _finished_shards(sample_dir)
-    assert 3 <= len(before) < 100, f"kill did not land part way: {len(before)} of 100 shards"
+    assert 3 <= len(before) < 100, (f"kill did not land part way: {len(before)} of 100 shards (first run "
+                                    f"exit {first.returncode}):\n{log.read_text()[-3000:]}")
     assert not (run / "sample" / "manifest.json").exists()
 
     rerun = subprocess.run(_sample_command(run, tiny_model_dir), cwd=REPO, env=env, capture_output=True, text=True)
