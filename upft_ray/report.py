@@ -27,10 +27,9 @@ def accuracy_rows(run_dirs: list[Path]) -> list[dict]:
             if not metrics:
                 continue
             tuned = sampled = None
-            if label != "base":
+            if label != "base":  # the trained model, named by its method (UPFT, SFT, RFT, ...)
                 sampled = sample.get("tokens", {}).get("generated")
                 tuned = train.get("counts", {}).get("tokens_tuned")
-            if label != "base":  # the trained model is named by its method (SFT, RFT, ...)
                 label = METHOD_LABELS.get(sample.get("config", {}).get("method", "upft"), label)
             rows.append({"run": run_dir.name, "model": label, "sampled": sampled, "tuned": tuned,
                          "accuracy": {b: 100 * m["accuracy"] for b, m in metrics["benchmarks"].items()}})
