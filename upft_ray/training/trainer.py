@@ -101,7 +101,8 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
                     .take_all())
         write_json_atomic(done, {"key": key, "rows_in": sum(p["rows_in"] for p in per_part),
                                  "incorrect": sum(p["incorrect"] for p in per_part)})
-    rows_in, incorrect = read_json(done)["rows_in"], read_json(done).get("incorrect", 0)
+    done_counts = read_json(done)
+    rows_in, incorrect = done_counts["rows_in"], done_counts.get("incorrect", 0)
     table = pq.read_table(example_parts(out_dir), columns=["kind", "num_prompt_tokens", "num_response_tokens",
                                                            "truncated"])
     if table.num_rows == 0:
