@@ -51,6 +51,7 @@ EVAL_SCHEMA = pa.schema([
     ("extracted_answer", pa.string()),
     ("gold", pa.string()),
     ("correct", pa.bool_()),
+    ("grade_status", pa.string()),          # ok | missing (no answer) | unparsable | timeout (upft_ray.grading)
     ("num_output_tokens", pa.int64()),
     ("finish_reason", pa.string()),
 ])

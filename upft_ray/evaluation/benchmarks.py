@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from upft_ray.grading import grade, last_boxed
+from upft_ray.grading import grade, grade_letter, last_boxed  # grade_letter: importable from here too
 from upft_ray.questions import Columns, load_questions
 from upft_ray.sources import list_source_files, source_name
 
@@ -53,23 +52,6 @@ def gpqa_question(row: dict, seed: int) -> tuple[str, str]:
     lines = [row["question"].strip(), ""] + [f"({LETTERS[i]}) {opt.strip()}" for i, opt in enumerate(options)]
     lines += ["", "Answer with the letter of the correct option, as \\boxed{X}."]
     return "\n".join(lines), gold
-
-
-_LETTER_SAID = re.compile(r"answer is[:\s]*\(?([A-D])\b", re.IGNORECASE)
-_LETTER_ALONE = re.compile(r"\(([A-D])\)|\b([A-D])\b")
-
-
-def grade_letter(output: str, gold: str) -> tuple[str | None, bool]:
-    """Grade a multiple-choice output: boxed letter, else 'answer is X', else the last (X)/X."""
-    boxed = last_boxed(output or "")
-    letter = None
-    if boxed and boxed.strip("() ").upper() in LETTERS and len(boxed.strip("() ")) == 1:
-        letter = boxed.strip("() ").upper()
-    elif said := _LETTER_SAID.findall(output or ""):
-        letter = said[-1].upper()
-    elif alone := _LETTER_ALONE.findall(output or ""):
-        letter = next(x for x in alone[-1] if x)
-    return letter, letter == gold
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""Pathological outputs stay within the per-answer deadline, on the main thread and off it."""
+
+import threading
+import time
+
+from upft_ray.grading import answers_match, grade
+
+TOWER = "3^{3^{3^{3^{3}}}}"
+
+
+def test_tower_of_exponents_times_out_on_the_main_thread():
+    start = time.time()
+    graded = grade(f"\\boxed{{{TOWER}}}", "2", timeout=1)
+    assert graded == (TOWER, False) and graded.status == "timeout"
+    assert time.time() - start < 5
+
+
+def test_grading_off_the_main_thread_keeps_a_deadline():
+    out = {}
+
+    def worker():
+        start = time.time()
+        out["slow"] = grade(f"\\boxed{{{TOWER}}}", "2", timeout=1)
+        out["slow_s"] = time.time() - start
+        out["ok"] = answers_match("\\frac{1}{2}", "0.5")
+        out["symbolic"] = answers_match("2\\sqrt{2}", "\\sqrt{8}")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    assert out["slow"].status == "timeout" and out["slow_s"] < 30
+    assert out["ok"] is True and out["symbolic"] is True
+
+
+def test_huge_outputs_are_read_in_linear_time():
+    cases = [
+        ("x " * 500_000 + "\\boxed{5}", "5", True),        # 1 MB of text
+        ("\\boxed{1}" * 5000 + "\\boxed{2}", "2", True),   # thousands of boxes
+        ("\\boxed{" * 5000, "1", False),                    # thousands of unclosed boxes
+        ("The answer is 4. " * 50_000, "4", True),          # the phrase repeated all the way down
+        ("$" * 100_000, "1", False),
+        ("{" * 100_000 + "12", "12", True),
+        ("The answer is " + "1, " * 20_000, "1", False),
+    ]
+    start = time.time()
+    for output, gold, expected in cases:
+        assert grade(output, gold)[1] is expected
+    assert time.time() - start < 5
