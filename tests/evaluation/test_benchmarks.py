@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from upft_ray.evaluation.benchmarks import (aime_gold, gpqa_choices, grade_letter, gsm8k_gold, load_benchmark,
+from upft_ray.evaluation.benchmarks import (BENCHMARKS, aime_gold, gpqa_choices, grade_letter, gsm8k_gold, load_benchmark,
                                             math_gold, parse_benchmark_spec)
 from upft_ray.evaluation.evaluator import benchmark_metrics
 
@@ -56,8 +56,12 @@ def test_gpqa_options_are_shuffled_with_a_fixed_seed(tmp_path):
 @pytest.mark.parametrize("output,gold,expected", [
     ("The answer is \\boxed{C}.", "C", True), ("\\boxed{(B)}", "B", True), ("The answer is (A)", "A", True),
     ("I think (D) is right", "D", True), ("\\boxed{B}", "C", False), ("no idea", "A", False),
+    ("The answer is a tricky one.", "A", False), ("The answer is (B). A quick check rules out D.", "D", False),
+    ("The answer is B and C.", "C", False), ("\\boxed{B, C}", "C", False),
 ])
 def test_grade_letter(output, gold, expected):
+    """The registry's letter grader (the full letter table lives in tests/grading/grading_cases.py)."""
+    assert BENCHMARKS["gpqa"].grader is grade_letter
     assert grade_letter(output, gold)[1] is expected
 
 
@@ -66,9 +70,11 @@ def test_pass_and_majority_at_k():
     for qid, answers, gold in [("q1", ["1", "2", "2"], "2"), ("q2", ["5", "5", "3"], "3"), ("q3", ["", "", ""], "1")]:
         for k, a in enumerate(answers):
             rows.append({"question_id": qid, "sample_index": k, "extracted_answer": a, "correct": a == gold,
-                         "num_output_tokens": 10})
+                         "grade_status": "ok" if a else "missing", "num_output_tokens": 10})
+    rows[0]["grade_status"], rows[1]["grade_status"] = "timeout", "unparsable"
     m = benchmark_metrics(pd.DataFrame(rows), rows_read=3, rows_rejected=0, k=3)
     assert m["questions"] == 3 and m["graded"] == 9
+    assert (m["answers_missing"], m["answers_unparsable"], m["answers_timed_out"]) == (3, 1, 1)
     assert m["pass@3"] == pytest.approx(2 / 3) and m["maj@3"] == pytest.approx(1 / 3)
     assert m["accuracy"] == pytest.approx(3 / 9)
 
