@@ -11,7 +11,8 @@ import re
 from fractions import Fraction
 
 from upft_ray.grading.deadline import call_with_deadline
-from upft_ray.grading.normalize import MATH_WORDS, Number, clean, parse_number, strip_lhs, structure
+from upft_ray.grading.normalize import (MATH_WORDS, Number, clean, parse_number, strip_lhs, strip_variable,
+                                        structure)
 
 OK, MISSING, UNPARSABLE, TIMEOUT = "ok", "missing", "unparsable", "timeout"
 _MAX_ELEMENTS = 64
@@ -27,7 +28,7 @@ class NeedsSymbolic(Exception):
 
 def is_text(s: str) -> bool:
     """True when a cleaned answer holds a word (``sodium chloride``, ``odd``) rather than math."""
-    for word in _TEXT_WORD.findall(s):
+    for word in _TEXT_WORD.findall(re.sub(r"\\(?:begin|end)\{\w+\*?\}", " ", s)):
         w = word.lower()
         if w not in MATH_WORDS and (len(w) >= 3 or w in _TWO_LETTER_WORDS):
             return True
@@ -146,18 +147,23 @@ def match(pred: str, gold: str, symbolic: bool = True) -> tuple[bool, str]:
         return False, OK
     if is_text(pred):
         return False, UNPARSABLE
+    stripped = strip_variable(gold)
+    pred = strip_lhs(pred) if "=" not in stripped else strip_variable(pred)
+    if stripped != gold or text_key(pred) == text_key(stripped):
+        return match(pred, stripped, symbolic)
     gold_kind, golds = _expand_pm(*structure(gold))
     pred_kind, preds = _expand_pm(*structure(pred))
     if gold_kind == pred_kind == "scalar":
-        p, g = strip_lhs(pred), strip_lhs(gold)
-        if (p, g) != (pred, gold):
-            return match(p, g, symbolic)
         gold_number, pred_number = parse_number(gold), parse_number(pred)
         if gold_number and pred_number:
             return numbers_match(pred_number, gold_number), OK
         if not symbolic:
             raise NeedsSymbolic
         return _symbolic(pred, gold, gold_number)
+    if {gold_kind, pred_kind} == {"scalar", "set"} and len(preds) == len(golds) == 1:
+        return match(preds[0], golds[0], symbolic)  # {1} for 1: a one-element solution set
+    if gold_kind != pred_kind and re.search(r"[<>]|\\[lg]eq?\b|\\[lg]t\b", gold + pred):
+        return _whole_symbolic(pred, gold, symbolic)  # x < 3 against (-\infty, 3)
     if len(preds) != len(golds) or len(golds) > _MAX_ELEMENTS:
         return False, OK
     if gold_kind in ("list", "set") and pred_kind in ("list", "set") or gold_kind == pred_kind == "union":
@@ -165,6 +171,13 @@ def match(pred: str, gold: str, symbolic: bool = True) -> tuple[bool, str]:
     if gold_kind == pred_kind or gold_kind == "tuple()" and pred_kind == "list":
         return _all(zip(preds, golds), symbolic)
     return False, OK
+
+
+def _whole_symbolic(pred: str, gold: str, symbolic: bool) -> tuple[bool, str]:
+    """math-verify on the whole answers (a relation against an interval)."""
+    if not symbolic:
+        raise NeedsSymbolic
+    return _symbolic(pred, gold, None)
 
 
 def _match_clean(pred: str, gold: str) -> tuple[bool, str]:

@@ -17,11 +17,12 @@ _SAID = re.compile(
     r"(?:\s*[:=])?(?:\s+(?:therefore|thus|then|hence|simply|just|clearly|indeed|exactly|actually|now))?",
     re.IGNORECASE)
 _NUMBER = re.compile(
-    r"(?<![\w.\\^_])(?<![\w)\]}][-−])[-−]?(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?"
+    r"(?<![\w.\\^_])(?<![\w)\]}][-−])[-−]?"
+    r"(?:\\[dt]?frac\{-?\d+\}\{\d+\}|\\[dt]?frac\d\d"
+    r"|(?:\d+ (?=\d+/\d))?(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?"
     r"(?:(?:\s*/\s*\d+(?:\.\d+)?(?![\d/]))"
     r"|(?:[eE][-+]?\d+(?![\w.]))"
-    r"|(?:\s*(?:\\times|\\cdot|×|\*)\s*10\^\{?[-−]?\d+\}?))?(?:\s*\\?%)?"
-    r"|\\[dt]?frac\{-?\d+\}\{\d+\}|\\[dt]?frac\d\d")
+    r"|(?:\s*(?:\\times|\\cdot|×|\*)\s*10\^\{?[-−]?\d+\}?))?(?:\s*\\?%)?)")
 
 
 def _group_end(text: str, i: int) -> int:
@@ -84,6 +85,8 @@ def _math_span(text: str) -> str:
             else:
                 i += m.end() if m else 2
             continue
+        if c == "!" and re.match(r"!(?:\s|$)", text[i:]) and depth == 0:
+            break  # "The answer is 12!": an exclamation, not a factorial
         if c.isdigit() or c in " +-*/^=<>|'_!%$\u2212\u00d7\u00b7\u00b1\u221a\u03c0\u00b0\u221e":
             i += 1
             continue
@@ -104,7 +107,7 @@ def _math_span(text: str) -> str:
             word = re.match(r"[a-zA-Z]+", text[i:])
             w = word.group(0) if word else c
             after = text[i + len(w):]
-            if w in ("and", "or") and re.match(r"\s+[-\d\\($(]", after) and depth == 0:
+            if w in ("and", "or") and re.match(r"\s+(?:[-\d\\($(]|[a-zA-Z]\s*=)", after) and depth == 0:
                 i += len(w)
                 continue
             if len(w) >= 2 and w.lower() not in MATH_WORDS and depth == 0:
@@ -116,19 +119,31 @@ def _math_span(text: str) -> str:
         elif depth == 0 or c in "\n?;:":
             break
         i += 1
-    span = text[:i]
+    span = re.sub(r"\s*\([^()]*(?<![\\a-zA-Z])[a-zA-Z]{3,}[^()]*\)\s*$", "", text[:i])  # "12 (twelve)"
     span = re.sub(r"(?:\s+(?:and|or))+\s*$", "", span)
+    span = re.sub(r"\s*,?\s+(?:and|or)\s+", ", ", span)  # "x = 3 or x = -3": a list of answers
     return span.strip().rstrip(",.;:= ").strip()
 
 
+_DELIMITED = re.compile(r"\$\$(.+?)\$\$|\$(?!\d[\d,.]*[.,;!?]?(?:\s|$))([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
+                        re.DOTALL)
+_JOINER = re.compile(r"\s*(?:,\s*(?:and|or)?|and|or)\s*(?=\$|\\\(|\\\[)")
+
+
 def _delimited(clause: str) -> str | None:
-    """The math of a clause that opens with ``$``, ``$$``, ``\\(`` or ``\\[`` (the text before its closer)."""
-    m = re.match(r"\$\$(.+?)\$\$|\$(?!\d[\d,.]*[.,;!?]?(?:\s|$))([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
-                 clause, re.DOTALL)
-    if not m:
-        return None
-    math = next(g for g in m.groups() if g is not None)
-    return math if not re.search(r"\s[a-zA-Z]{3,}\s", math) else None
+    """The math of a clause that opens with ``$``, ``$$``, ``\\(`` or ``\\[`` (the text before its
+    closer); formulas joined by "and"/"or"/commas (``$x=3$ or $x=-3$``) are read as one list."""
+    pieces, pos = [], 0
+    while m := _DELIMITED.match(clause, pos):
+        math = next(g for g in m.groups() if g is not None)
+        if re.search(r"\s[a-zA-Z]{3,}\s", math):
+            break
+        pieces.append(math.strip())
+        joiner = _JOINER.match(clause, m.end())
+        if not joiner:
+            break
+        pos = joiner.end()
+    return ", ".join(pieces) if pieces else None
 
 
 def _sentence(clause: str) -> str:

@@ -34,7 +34,7 @@ def _box_letter(content: str) -> str | None:
     """The one option letter a box holds (``B``, ``(B)``, ``\\text{B}``, ``B) 5 m/s``), or None."""
     inner = re.sub(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}", r"\1", content).strip()
     bare = re.sub(r"[\s(){}*.:]", "", inner)
-    if len(bare) == 1 and bare.upper() in LETTERS:
+    if len(bare) == 1 and bare.isalpha() and bare.upper() <= "J":  # a boxed letter may name an option past D
         return bare.upper()
     m = re.fullmatch(r"\(?([A-D])[).:]\s+[^,&/]*", inner)
     return m.group(1) if m and not re.search(r"\b[A-D]\b", inner[m.end(1):]) else None

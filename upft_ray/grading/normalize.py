@@ -13,17 +13,17 @@ _UNICODE = {"\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u22c5": "\\cdo
             "\u2265": "\\ge ", "\u221a": "\\sqrt", "\u00b0": "^\\circ", "\u2009": " ", "\u202f": " ", "\u00a0": " "}
 # words that name a function or constant rather than a unit or a sentence
 MATH_WORDS = frozenset("sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh log ln lg exp sqrt pi "
-                       "inf infty max min mod gcd lcm det deg dx dy dt".split())
+                       "inf infty mod gcd lcm det dx dy dt".split())
 _TEXT_CMD = re.compile(r"\\(?:text|textrm|textnormal|mbox|mathrm|textit|textsf|operatorname)\s*\{([^{}]*)\}"
                        r"(\^\{?\d\}?)?")
 _BOLD_CMD = re.compile(r"\\(?:textbf|mathbf|boldsymbol|bm|mathit|mathsf)\s*\{([^{}]*)\}")
-_SPACING = re.compile(r"\\[!;:>]|\\quad|\\qquad|\\displaystyle|\\limits|~|\\ (?=\S)")
+_SPACING = re.compile(r"(?<!\\)\\[!;:>]|\\quad|\\qquad|\\displaystyle|\\limits|~|(?<!\\)\\ (?=\S)")
 _SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])\.?")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\{\\text\{o\}\}")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)(?:\\,|\{,\}|\\ |\\thinspace ?| )(?=\d{3}(?!\d))")
 _COMMA_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
 _UNIT_TAIL = re.compile(r"(?<=[\d%}).])\s*(?:(?:[a-zA-Z]{2,}\.?|[a-zA-Z]{2,}\^\{?\d\}?)\s*)+$")
-_LONE_LHS = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=\S)")
+_LONE_LHS = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
 
 
 def unit_words(match: re.Match) -> bool:
@@ -62,9 +62,12 @@ def clean(answer: str) -> str:
         s = _TEXT_CMD.sub(_text_group, s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"^\*+|\*+$", "", s).strip()
+    s = re.sub(r"(?<=[\d})\]])\s*,?\s+(?:and|or)\s+(?=[-\d\\(\[a-zA-Z])", ", ", s)
+    while s.startswith("{") and s.endswith("}") and _closes_at_end(s):
+        s = s[1:-1].strip()
     s = re.sub(r"(?<=[\w})\]])\s*[.。]+$", "", s).strip()
     tail = _UNIT_TAIL.search(s)
-    if tail and unit_words(tail):
+    if tail and unit_words(tail) and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s[:tail.start()]):
         s = s[:tail.start()].strip()
     return _COMMA_THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), s)
 
@@ -127,10 +130,23 @@ def structure(s: str) -> tuple[str, list[str]]:
 
 
 def strip_lhs(s: str) -> str:
-    """``x = 5`` -> ``5``; ``5 + 7 = 12`` -> ``12``: the value after the last top-level ``=``."""
+    """``x = 5`` -> ``5``; ``5 + 7 = 12`` -> ``12``; ``x \\in [2, 5]`` -> ``[2, 5]``; ``x=3, x=-3`` ->
+    ``3, -3``: the value after the last top-level ``=`` of each listed answer."""
+    items = split_top(s)
+    if len(items) > 1:
+        return ", ".join(strip_lhs(i) for i in items) if any("=" in i or "\\in" in i for i in items) else s
     parts = split_top(s, "=")
-    if len(parts) > 1 and parts[-1] and not re.search(r"[<>]$|\\[lg]e?q?$|\\neq?$", parts[-2]):
+    if len(parts) > 1 and parts[-1] and not re.search(r"[<>!]$|\\[lg]e?q?$|\\neq?$", parts[-2]):
         return parts[-1]
+    return strip_variable(s)
+
+
+def strip_variable(s: str) -> str:
+    """``y = 2x + 3`` -> ``2x + 3``, ``x \\in [2, 5]`` -> ``[2, 5]``, in each listed answer; an equation
+    whose left side is not a lone variable (``x^2 + y^2 = 25``) stays whole."""
+    items = split_top(s)
+    if len(items) > 1:
+        return ", ".join(strip_variable(i) for i in items) if any(_LONE_LHS.match(i) for i in items) else s
     return _LONE_LHS.sub("", s)
 
 
