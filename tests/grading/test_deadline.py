@@ -46,3 +46,18 @@ def test_huge_outputs_are_read_in_linear_time():
     for output, gold, expected in cases:
         assert grade(output, gold)[1] is expected
     assert time.time() - start < 5
+
+
+def test_a_deadline_during_the_first_import_leaves_later_answers_intact():
+    """math-verify and sympy load before the alarm is armed: a fresh process whose first comparison
+    times out still grades the next one (a cut-short import would break every later answer)."""
+    import subprocess
+    import sys
+
+    code = ("from upft_ray.grading import grade\n"
+            "grade('\\\\boxed{2\\\\sqrt{2}}', '\\\\sqrt{8}', timeout=0.3)\n"
+            "cases = [('\\\\boxed{2\\\\sqrt{2}}', '\\\\sqrt{8}'), ('\\\\boxed{x^2-1}', '(x-1)(x+1)'),\n"
+            "         ('\\\\boxed{\\\\binom{5}{2}}', '10')]\n"
+            "print(*[grade(output, gold)[1] for output, gold in cases])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]

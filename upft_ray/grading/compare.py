@@ -77,6 +77,13 @@ def _numeric_value(expr):
 
 def _symbolic(pred: str, gold: str, gold_number: Number | None) -> tuple[bool, str]:
     """math-verify for what is not a plain number; a value against a numeric gold by our rules."""
+    try:
+        return _symbolic_unguarded(pred, gold, gold_number)
+    except Exception:  # sympy and the LaTeX parser raise on malformed input: that answer cannot be read
+        return False, UNPARSABLE
+
+
+def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None) -> tuple[bool, str]:
     import sympy
     from math_verify import parse, verify
 

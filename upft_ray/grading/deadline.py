@@ -54,8 +54,11 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-def _warm() -> None:
-    import math_verify  # noqa: F401  (import once when the helper starts, not inside the first deadline)
+def warm() -> None:
+    """Import math-verify and sympy before any deadline is armed: an import cut short by the alarm
+    would leave half-initialised modules behind for every later answer."""
+    import math_verify  # noqa: F401
+    import sympy  # noqa: F401
 
 
 def call_with_deadline(fn: Callable, args: tuple, seconds: float) -> tuple[Any, bool]:
@@ -63,6 +66,7 @@ def call_with_deadline(fn: Callable, args: tuple, seconds: float) -> tuple[Any, 
 
     ``fn`` must be a module-level function (off the main thread it is pickled to the helper process)."""
     if threading.current_thread() is threading.main_thread():
+        warm()
         return call_with_alarm(fn, args, seconds)
     import multiprocessing
 
@@ -70,7 +74,7 @@ def call_with_deadline(fn: Callable, args: tuple, seconds: float) -> tuple[Any, 
     with _pool_lock:  # one comparison at a time, so queued ones do not eat each other's deadline
         fresh = _pool is None
         if fresh:
-            _pool = multiprocessing.get_context("spawn").Pool(1, initializer=_warm)
+            _pool = multiprocessing.get_context("spawn").Pool(1, initializer=warm)
             atexit.register(_pool.terminate)
         pending = _pool.apply_async(call_with_alarm, (fn, args, seconds))
         try:  # the helper's own alarm fires first; the slack covers its start and a hang in C code
