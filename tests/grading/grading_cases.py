@@ -556,3 +556,10 @@ LETTER_CASES += [
     ('letters', 'The answer is B\n\\boxed{C}', 'C', True),
     ('letters', '\\boxed{B}\nThe answer is C', 'B', True),
 ]
+
+MATH_CASES += [  # scale words are numbers too
+    ("answer-is-expression", "The answer is 1.5 million.", "1500000", True),
+    ("answer-is-expression", "The answer is 1.5 million.", "1500", False),
+    ("fallback", "About 2 billion people live there", "2000000000", True),
+    ("fallback", "About 2 billion people live there", "2", False),
+]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from upft_ray.grading.normalize import MATH_WORDS, strip_lhs
+from upft_ray.grading.normalize import MATH_WORDS, SCALES, strip_lhs
 
 _MAX_CLAUSES = 100  # "answer is" phrases read back from the end (a 1 MB output may repeat it)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -22,7 +22,8 @@ _NUMBER = re.compile(
     r"|(?:\d+ (?=\d+/\d))?(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?"
     r"(?:(?:\s*/\s*\d+(?:\.\d+)?(?![\d/]))"
     r"|(?:[eE][-+]?\d+(?![\w.]))"
-    r"|(?:\s*(?:\\times|\\cdot|×|\*)\s*10\^\{?[-−]?\d+\}?))?(?:\s*\\?%)?)")
+    r"|(?:\s*(?:\\times|\\cdot|×|\*)\s*10\^\{?[-−]?\d+\}?)|\s(?:thousand|million|billion|trillion)\b)?"
+    r"(?:\s*\\?%)?)", re.IGNORECASE)
 
 
 def _group_end(text: str, i: int) -> int:
@@ -110,7 +111,8 @@ def _math_span(text: str) -> str:
             if w in ("and", "or") and re.match(r"\s+(?:[-\d\\($(]|[a-zA-Z]\s*=)", after) and depth == 0:
                 i += len(w)
                 continue
-            if len(w) >= 2 and w.lower() not in MATH_WORDS and depth == 0:
+            if len(w) >= 2 and w.lower() not in MATH_WORDS and depth == 0 \
+                    and not (w.lower() in SCALES and re.search(r"\d\s*$", text[:i])):
                 break
             if len(w) == 1 and text[i - 1:i] in ("", " ") and re.match(r"\s+[a-zA-Z]{2,}", after) and depth == 0:
                 break  # "a tricky one", "I think": an English word, not a variable

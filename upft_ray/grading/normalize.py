@@ -23,6 +23,8 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\{\\text\{o\}\
 _THIN_THOUSANDS = re.compile(r"(?<=\d)(?:\\,|\{,\}|\\ |\\thinspace ?| )(?=\d{3}(?!\d))")
 _COMMA_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
 _UNIT_TAIL = re.compile(r"(?<=[\d%}).])\s*(?:(?:[a-zA-Z]{2,}\.?|[a-zA-Z]{2,}\^\{?\d\}?)\s*)+$")
+SCALES = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_SCALE = re.compile(r"(\d)\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
 _LONE_LHS = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
 
 
@@ -60,6 +62,7 @@ def clean(answer: str) -> str:
     for _ in range(3):  # nested \text{\textbf{..}}
         s = _BOLD_CMD.sub(r"\1", s)
         s = _TEXT_CMD.sub(_text_group, s)
+    s = _SCALE.sub(lambda m: f"{m.group(1)}\\times10^{{{SCALES[m.group(2).lower()]}}}", s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"^\*+|\*+$", "", s).strip()
     s = re.sub(r"(?<=[\d})\]])\s*,?\s+(?:and|or)\s+(?=[-\d\\(\[a-zA-Z])", ", ", s)
