@@ -185,7 +185,7 @@ def last_number(text: str) -> str | None:
         return None
     inner = _inline_math_around(text, last.start())
     if inner is not None:
-        rhs = re.split(r"=|\\approx|\\equiv", inner)[-1].strip().rstrip(".,")
+        rhs = strip_lhs(inner).strip().rstrip(".,")
         if rhs and len(rhs) <= 60 and re.search(r"\d", rhs):
             return rhs
     return last.group(0).replace("−", "-")

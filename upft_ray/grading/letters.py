@@ -22,8 +22,8 @@ _STATEMENTS = [
                r"(?:correct|right|best|answer|true)\b", re.IGNORECASE),
     re.compile(r"\b(?:choose|chose|pick|select|go\s+with|going\s+with)\s+" + _FILLER + _LETTER, re.IGNORECASE),
 ]
-_MORE_LETTERS = re.compile(r"[)*}$\s]*(?:(?:\s*(?:\band\b|\bor\b|&|/|\+)\s*)|\s*,\s*(?=\(?[A-D]\)?[\s)*.,$}]*"
-                           r"(?:$|\n|\band\b|\bor\b)))\(?[A-D]\)?(?![\w'])")
+_MORE_LETTERS = re.compile(r"[)*}$\s]*(?:(?:\s*(?:\band\b|\bor\b|&|/|\+)\s*)|\s*,\s*(?=\(?[A-J]\)?[\s)*.,$}]*"
+                           r"(?:$|\n|\band\b|\bor\b)))\(?[A-J]\)?(?![\w'])")
 _CONNECTIVE = ("because", "since", "as", "is", "it", "which", "for", "from", "due", "given", "with", "here",
                "this", "that", "so", "and", "or", "the", "in", "on")
 _LONE_LINE = re.compile(r"[\s*#>$`_]*(?:\\boxed\{)?[\s*]*(?:\(([A-Da-d])\)(?:\s.*)?|([A-D])\)(?:\s.*)?|"

@@ -36,7 +36,7 @@ def unit_words(match: re.Match) -> bool:
 def _text_group(match: re.Match) -> str:
     """``\\text{...}``: its words are dropped as a unit after a number, kept otherwise (``\\text{033}``)."""
     inner = match.group(1).strip()
-    if re.fullmatch(r"\s*(?:and|or)\s*", inner):
+    if re.fullmatch(r"\s*(?:and|or|,|;)\s*", inner):
         return ","
     before = match.string[:match.start()].rstrip()
     if re.fullmatch(r"[a-zA-Z .,/]*", inner) and before and (before[-1].isdigit() or before[-1] in "}%)"):
@@ -138,6 +138,9 @@ def strip_lhs(s: str) -> str:
     items = split_top(s)
     if len(items) > 1:
         return ", ".join(strip_lhs(i) for i in items) if any("=" in i or "\\in" in i for i in items) else s
+    pieces = re.split(r"\\approx|\u2248|\\simeq", s)
+    if len(pieces) > 1:  # "5/12 \\approx 0.4167": the exact value stated first; "x \\approx 0.42": the value
+        return strip_lhs(pieces[0].strip() if re.search(r"\d", pieces[0]) else pieces[-1].strip())
     parts = split_top(s, "=")
     if len(parts) > 1 and parts[-1] and not re.search(r"[<>!]$|\\[lg]e?q?$|\\neq?$", parts[-2]):
         return parts[-1]
