@@ -739,3 +739,9 @@ LETTER_CASES += [
     ('letters', 'Hence, option (A) is correct.', 'A', True),
     ('letters', 'Hence, option (A) is incorrect.', 'A', False),
 ]
+
+MATH_CASES += [  # a percent on both sides compares as written
+    ("general", f"{B}{{0.5\\%}}", "50\\%", False),
+    ("general", f"{B}{{50\\%}}", "50\\%", True),
+    ("general", f"{B}{{0.5}}", "50\\%", True),
+]

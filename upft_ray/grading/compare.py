@@ -59,7 +59,10 @@ def value_matches(value: Fraction, gold: Number) -> bool:
 
 
 def numbers_match(pred: Number, gold: Number) -> bool:
-    """Two plain numbers; a percent sign may be read as written or as hundredths (``50\\%`` = 0.5 = 50)."""
+    """Two plain numbers; a percent sign on one side may be read as written or as hundredths
+    (``50\\%`` = 0.5 = 50); with one on both sides the values compare as written."""
+    if pred.percent and gold.percent:
+        return value_matches(pred.value, gold)
     preds = [pred.value] + ([pred.value / 100] if pred.percent else [])
     golds = [gold] + ([gold._replace(value=gold.value / 100, places=gold.places + 2)] if gold.percent else [])
     return any(value_matches(p, g) for p in preds for g in golds)
