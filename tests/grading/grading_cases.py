@@ -745,3 +745,14 @@ MATH_CASES += [  # a percent on both sides compares as written
     ("general", f"{B}{{50\\%}}", "50\\%", True),
     ("general", f"{B}{{0.5}}", "50\\%", True),
 ]
+
+MATH_CASES += [  # textual answers followed by an aside
+    ("text", "The answer is sodium chloride, which forms cubic crystals.", "sodium chloride", True),
+    ("text", "The answer is **Sodium chloride (NaCl)**.", "sodium chloride", True),
+    ("text", "The answer is sodium chloride because it is ionic.", "sodium chloride", True),
+    ("text", "The answer is sodium chloride or potassium chloride.", "sodium chloride", False),
+    ("text", "The answer is not sodium chloride.", "sodium chloride", False),
+    ("text", "The answer is sodium.", "sodium chloride", False),
+    ("text", "The answer is 2-methylpropan-2-ol.", "2-methylpropan", False),
+    ("text", f"{B}{{\\text{{odd function}}}}", "\\text{odd}", False),
+]

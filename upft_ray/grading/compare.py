@@ -43,6 +43,20 @@ def text_key(s: str) -> str:
     return re.sub(r"\s+", "", s)
 
 
+_ASIDE = re.compile(r"\s*(?:[,;:(\[]|\s[-\u2013\u2014]+\s|$)|\s+(?:which|because|since|as|that|is|are|was|"
+                    r"were|with|for|from|due|here|this|so)\b")
+
+
+def text_answer_matches(pred: str, gold: str) -> bool:
+    """A textual answer: the gold's words, alone or followed by an aside (``sodium chloride, which ...``,
+    ``sodium chloride (NaCl)``); not a longer name (``2-methylpropan-2-ol`` is not ``2-methylpropan``)."""
+    def words(s: str) -> str:
+        return re.sub(r"^(?:the|a|an)\s+", "", re.sub(r"\s+", " ", s.lower()).strip(" \"'`.!"))
+
+    p, g = words(pred), words(gold)
+    return p == g or bool(g) and p.startswith(g) and bool(_ASIDE.match(p[len(g):]))
+
+
 def _round_to(value: Fraction, places: int) -> Fraction:
     """``value`` rounded half away from zero to ``places`` decimals (negative: tens, hundreds, ...)."""
     quantum = Fraction(1, 10 ** places) if places >= 0 else Fraction(10 ** -places)
@@ -154,7 +168,7 @@ def match(pred: str, gold: str, symbolic: bool = True) -> tuple[bool, str]:
     if text_key(pred) == text_key(gold):
         return True, OK
     if is_text(gold):
-        return False, OK
+        return text_answer_matches(pred, gold), OK
     if is_text(pred):
         return False, UNPARSABLE
     stripped = strip_variable(gold)
