@@ -814,3 +814,9 @@ LETTER_CASES += [
     ('letters', '\\[ \\boxed{D} \\]', 'D', True),
     ('letters', 'Final Answer: The final answer is (B). I hope it is correct.', 'B', True),
 ]
+
+LETTER_CASES += [  # hedged statements still state one letter
+    ("letters", "The answer is most likely (B).", "B", True),
+    ("letters", "The answer is probably B.", "B", True),
+    ("letters", "The correct answer is likely C.", "B", False),
+]

@@ -16,7 +16,8 @@ _FILLER = r"(?:\s|\*|_|:|\$|\\\(|\\text(?:bf)?\{|\\mathrm\{|\\textbf\{|\[|option
 _LETTER = r"(?<![\w'])(\()?([A-Da-d])(\))?"
 _STATEMENTS = [
     re.compile(r"(?:answer|option|choice)s?[*_]*\s*(?:(?:is|was|would\s+be|should\s+be|must\s+be)(?![\w'])|:)"
-               r"(?:\s+(?:therefore|thus|then|hence|clearly|indeed|definitely))?" + _FILLER + _LETTER,
+               r"(?:\s+(?:therefore|thus|then|hence|clearly|indeed|definitely|certainly|probably|(?:most\s+)?likely))?"
+               + _FILLER + _LETTER,
                re.IGNORECASE),
     re.compile(r"(?:\b(?:option|choice)\s+)?" + _LETTER + r"\s+(?:is|would\s+be|seems)\s+(?:the\s+)?"
                r"(?:correct|right|best|answer|true)\b", re.IGNORECASE),
