@@ -3,7 +3,7 @@
 import threading
 import time
 
-from upft_ray.grading import answers_match, grade
+from upft_ray.grading import answers_match, grade, grade_letter
 
 TOWER = "3^{3^{3^{3^{3}}}}"
 
@@ -61,3 +61,11 @@ def test_a_deadline_during_the_first_import_leaves_later_answers_intact():
             "print(*[grade(output, gold)[1] for output, gold in cases])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]
+
+
+def test_no_regex_backtracks_on_long_runs():
+    """Runs that made an earlier unit and lone-line pattern backtrack exponentially or quadratically."""
+    start = time.time()
+    assert grade("\\boxed{1 " + "a" * 5000 + "1}", "1")[1] is False
+    assert grade_letter("x\n" + "*" * 100_000 + "Z", "A")[1] is False
+    assert time.time() - start < 5

@@ -12,7 +12,7 @@ import re
 from upft_ray.grading.extract import boxed
 
 LETTERS = "ABCD"
-_FILLER = r"(?:\s|\*|_|:|\$|\\\(|\\text(?:bf)?\{|\\mathrm\{|\\textbf\{|\[|option|choice|letter)*"
+_FILLER = r"(?:\s|\*|_|:|\$|\\\(|\\text(?:bf)?\{|\\mathrm\{|\[|option|choice|letter)*"
 _LETTER = r"(?<![\w'])(\()?([A-Da-d])(\))?"
 _STATEMENTS = [
     re.compile(r"(?:answer|option|choice)s?[*_]*\s*(?:(?:is|was|would\s+be|should\s+be|must\s+be)(?![\w'])|:)"
@@ -27,7 +27,7 @@ _MORE_LETTERS = re.compile(r"[)*}$\s]*(?:(?:\s*(?:\band\b|\bor\b|&|/|\+)\s*)|\s*
                            r"(?:$|\n|\band\b|\bor\b)))\(?[A-J]\)?(?![\w'])")
 _CONNECTIVE = ("because", "since", "as", "is", "it", "which", "for", "from", "due", "given", "with", "here",
                "this", "that", "so", "and", "or", "the", "in", "on")
-_LONE_LINE = re.compile(r"[\s*#>$`_]*(?:\\boxed\{)?[\s*]*(?:\(([A-Da-d])\)(?:\s.*)?|([A-D])\)(?:\s.*)?|"
+_LONE_LINE = re.compile(r"[\s*#>$`_]*(?:\\boxed\{[\s*]*)?(?:\(([A-Da-d])\)(?:\s.*)?|([A-D])\)(?:\s.*)?|"
                         r"([A-D])[.:]?)[\s*}$`_]*")
 
 

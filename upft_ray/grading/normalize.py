@@ -22,7 +22,7 @@ _SIZING = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|b
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\{\\text\{o\}\}")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)(?:\\,|\{,\}|\\ |\\thinspace ?| )(?=\d{3}(?!\d))")
 _COMMA_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
-_UNIT_TAIL = re.compile(r"(?<=[\d%}).])\s*(?:(?:[a-zA-Z]{2,}\.?|[a-zA-Z]{2,}\^\{?\d\}?)\s*)+$")
+_UNIT_TAIL = re.compile(r"(?<=[\d%}).])\s*[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?(?:\s+[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?)*\s*$")
 SCALES = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _SCALE = re.compile(r"(\d)\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
 _LONE_LHS = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
