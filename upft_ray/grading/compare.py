@@ -114,8 +114,8 @@ def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None) -> tup
     gold_value = _numeric_value(g) if isinstance(g, sympy.Expr) else None
     if gold_number is not None or (gold_value is not None and not g.atoms(sympy.Float)):
         value = _numeric_value(p)
-        if value is None:
-            return False, OK
+        if value is None:  # 3x is not 3, but sin^2 x + cos^2 x is 1: math-verify's symbolic check decides
+            return bool(p.free_symbols) and bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)), OK
         if gold_number is not None and p.is_Rational:
             return numbers_match(Number(Fraction(int(p.p), int(p.q)), True, 0), gold_number), OK
         if gold_number is not None and not gold_number.exact:
@@ -186,8 +186,8 @@ def match(pred: str, gold: str, symbolic: bool = True) -> tuple[bool, str]:
         return _symbolic(pred, gold, gold_number)
     if {gold_kind, pred_kind} == {"scalar", "set"} and len(preds) == len(golds) == 1:
         return match(preds[0], golds[0], symbolic)  # {1} for 1: a one-element solution set
-    if gold_kind != pred_kind and re.search(r"[<>]|\\[lg]eq?\b|\\[lg]t\b", gold + pred):
-        return _whole_symbolic(pred, gold, symbolic)  # x < 3 against (-\infty, 3)
+    if gold_kind != pred_kind and re.search(r"[<>]|\\[lg]eq?(?![a-zA-Z])|\\[lg]t(?![a-zA-Z])|\\mathbb", gold + pred):
+        return _whole_symbolic(pred, gold, symbolic)  # x < 3 against (-\infty, 3); \mathbb{R}
     if len(preds) != len(golds) or len(golds) > _MAX_ELEMENTS:
         return False, OK
     if gold_kind in ("list", "set") and pred_kind in ("list", "set") or gold_kind == pred_kind == "union":

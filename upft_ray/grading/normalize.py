@@ -53,6 +53,7 @@ def clean(answer: str) -> str:
     s = s.replace("\\$", " ").replace("$", " ").replace("\\(", " ").replace("\\)", " ")
     s = s.replace("\\[", " ").replace("\\]", " ")
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    s = re.sub(r"\\varnothing|\u2205|^\s*\\\{\s*\\\}\s*$", r"\\emptyset", s)
     s = _SIZING.sub("", s)
     s = _THIN_THOUSANDS.sub(",", s)
     s = s.replace("{,}", ",").replace(",\\,", ", ").replace("\\,", " ")
