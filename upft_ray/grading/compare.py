@@ -92,15 +92,16 @@ def _numeric_value(expr):
     return value if value.is_number and value.is_finite is not False else None
 
 
-def _symbolic(pred: str, gold: str, gold_number: Number | None) -> tuple[bool, str]:
-    """math-verify for what is not a plain number; a value against a numeric gold by our rules."""
+def _symbolic(pred: str, gold: str, gold_number: Number | None, relations: bool = False) -> tuple[bool, str]:
+    """math-verify for what is not a plain number; a value against a numeric gold by our rules.
+    ``relations``: a relation may equal a set (``x \\geq 2`` and ``[2, \\infty)``)."""
     try:
-        return _symbolic_unguarded(pred, gold, gold_number)
+        return _symbolic_unguarded(pred, gold, gold_number, relations)
     except Exception:  # sympy and the LaTeX parser raise on malformed input: that answer cannot be read
         return False, UNPARSABLE
 
 
-def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None) -> tuple[bool, str]:
+def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None, relations: bool) -> tuple[bool, str]:
     import sympy
     from math_verify import parse, verify
 
@@ -124,7 +125,7 @@ def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None) -> tup
             if gold_number is not None else gold_value
         error = abs(sympy.N(value - target, 30))
         return bool(error <= _EXACT_TOLERANCE * max(1, abs(sympy.N(target, 30)))), OK
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)), OK
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, allow_set_relation_comp=relations)), OK
 
 
 def _expand_pm(kind: str, elements: list[str]) -> tuple[str, list[str]]:
@@ -201,7 +202,7 @@ def _whole_symbolic(pred: str, gold: str, symbolic: bool) -> tuple[bool, str]:
     """math-verify on the whole answers (a relation against an interval)."""
     if not symbolic:
         raise NeedsSymbolic
-    return _symbolic(pred, gold, None)
+    return _symbolic(pred, gold, None, relations=True)
 
 
 def _match_clean(pred: str, gold: str) -> tuple[bool, str]:

@@ -54,6 +54,7 @@ def clean(answer: str) -> str:
     s = s.replace("\\[", " ").replace("\\]", " ")
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\\varnothing|\u2205|^\s*\\\{\s*\\\}\s*$", r"\\emptyset", s)
+    s = re.sub(r"^(?:\\text\{)?\s*all real(?: numbers)?\s*\}?$", r"\\mathbb{R}", s, flags=re.IGNORECASE)
     s = _SIZING.sub("", s)
     s = _THIN_THOUSANDS.sub(",", s)
     s = s.replace("{,}", ",").replace(",\\,", ", ").replace("\\,", " ")
