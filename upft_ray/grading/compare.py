@@ -173,6 +173,8 @@ def match(pred: str, gold: str, symbolic: bool = True) -> tuple[bool, str]:
     if is_text(pred):
         return False, UNPARSABLE
     stripped = strip_variable(gold)
+    if stripped != gold and "=" in pred and strip_variable(pred) == pred and "," not in pred:
+        return _whole_symbolic(pred, gold, symbolic)  # 2x + y = 5 against y = -2x + 5
     pred = strip_lhs(pred) if "=" not in stripped else strip_variable(pred)
     if stripped != gold or text_key(pred) == text_key(stripped):
         return match(pred, stripped, symbolic)
