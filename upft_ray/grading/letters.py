@@ -11,7 +11,6 @@ import re
 
 from upft_ray.grading.extract import boxed
 
-LETTERS = "ABCD"
 _FILLER = r"(?:\s|\*|_|:|\$|\\\(|\\text(?:bf)?\{|\\mathrm\{|\[|option|choice|letter)*"
 _LETTER = r"(?<![\w'])(\()?([A-Da-d])(\))?"
 _STATEMENTS = [
