@@ -935,3 +935,5 @@ MATH_CASES += [  # MATH-500-like symbolic golds
     ("symbolic", '\\boxed{-0}', '0', True),
     ("symbolic", '\\boxed{0.0}', '0', True),
 ]
+
+MATH_CASES += [("broken-box", "\\boxed{\\frac{1}{2}", "0.5", False)]  # the last case of the old tests/test_grading.py
