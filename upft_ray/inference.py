@@ -1,7 +1,8 @@
 """vLLM inside Ray Data: one engine per actor, shared by the batches in flight, for sampling and evaluation.
 
 Input columns: ``messages`` (JSON chat messages), ``max_tokens``, ``temperature``, ``top_p``, and
-optionally ``continue_from_token_ids`` (response tokens the generation continues from). Output
+optionally ``top_k`` (0 or -1 = off; absent = off) and ``continue_from_token_ids`` (response tokens the
+generation continues from). Output
 adds ``prompt``, ``prompt_token_ids``, ``num_prompt_tokens``, ``response_text``,
 ``response_token_ids``, ``num_response_tokens``, ``finish_reason``. A prompt that does not fit the
 engine's context is not sent: its ``finish_reason`` is ``prompt_too_long`` and the caller rejects it.
@@ -137,11 +138,13 @@ class VLLMGenerator:
                        for (text, ids), cont in zip(prompts, batch["continue_from_token_ids"])]
         texts, ids, reasons = [""] * n, [[] for _ in range(n)], [PROMPT_TOO_LONG] * n
         todo = [i for i in range(n) if len(prompts[i][1]) < self.max_model_len]
+        top_k = batch["top_k"] if "top_k" in batch else np.zeros(n, dtype=np.int64)
         futures = [
             self.loop.submit(prompts[i][1], SamplingParams(
                 max_tokens=min(int(batch["max_tokens"][i]), self.max_model_len - len(prompts[i][1])),
                 temperature=float(batch["temperature"][i]),
                 top_p=float(batch["top_p"][i]),
+                top_k=vllm_top_k(top_k[i]),
             ))
             for i in todo
         ]
@@ -158,6 +161,13 @@ class VLLMGenerator:
         batch["num_response_tokens"] = np.array([len(x) for x in ids], dtype=np.int64)
         batch["finish_reason"] = np.array(reasons, dtype=object)
         return batch
+
+
+def vllm_top_k(top_k) -> int:
+    """Return ``top_k`` as vLLM takes it: -1 for off (our 0 or -1; every vLLM release reads -1 as off,
+    older ones refuse 0), else the number."""
+    k = int(top_k)
+    return -1 if k <= 0 else k
 
 
 def _object_array(lists: list[list[int]]) -> np.ndarray:
