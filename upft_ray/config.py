@@ -124,7 +124,8 @@ class TrainConfig:
 class EvalConfig:
     """Greedy evaluation with Ray Data + vLLM."""
 
-    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (NAME or NAME:PATH), "
+    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (multiple choice), gpqa_free "
+                          "(the paper's free-form GPQA) (NAME or NAME:PATH), "
                           "bundled:SET, or .jsonl/.parquet paths")
     max_questions: int = _f(0, "use only the first N questions per benchmark (0 = all)", min=0)
     max_new_tokens: int = _f(512, "generation limit per answer", min=1)
@@ -195,6 +196,7 @@ class PipelineConfig:
 def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     """Build and validate a PipelineConfig; raises ConfigError listing every problem."""
     from upft_ray.models import model_problem
+    from upft_ray.placement import auto_problems
 
     problems: list[str] = []
     cfg = build_config(PipelineConfig, data, "", problems)
@@ -208,7 +210,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
                         "has nothing to offload (set train.use_gpu: true on GPU workers)")
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
-    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep) + _auto_problems(cfg)
+    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep) + auto_problems(cfg)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):
@@ -216,19 +218,6 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     if problems:
         raise ConfigError(problems, source)
     return cfg
-
-
-def _auto_problems(cfg: PipelineConfig) -> list[str]:
-    """Return why an ``auto`` count could not be decided from GPUs (it counts GPUs, so it needs GPU work)."""
-    problems = []
-    for stage in ("sample", "eval"):
-        engine = getattr(cfg, stage).engine
-        if engine.num_replicas == "auto" and engine.gpus_per_replica <= 0:
-            problems.append(f"{stage}.engine.num_replicas: auto counts GPUs; set {stage}.engine.gpus_per_replica "
-                            "(= tensor_parallel_size) or give a number")
-    if cfg.train.num_workers == "auto" and not cfg.train.use_gpu:
-        problems.append("train.num_workers: auto is one worker per GPU; set train.use_gpu: true or give a number")
-    return problems
 
 
 def _analyze_problems(a: AnalyzeConfig) -> list[str]:

@@ -12,6 +12,19 @@ import dataclasses
 from upft_ray.config import PipelineConfig
 
 
+def auto_problems(cfg: PipelineConfig) -> list[str]:
+    """Return why an ``auto`` count could not be decided from GPUs (it counts GPUs, so it needs GPU work)."""
+    problems = []
+    for stage in ("sample", "eval"):
+        engine = getattr(cfg, stage).engine
+        if engine.num_replicas == "auto" and engine.gpus_per_replica <= 0:
+            problems.append(f"{stage}.engine.num_replicas: auto counts GPUs; set {stage}.engine.gpus_per_replica "
+                            "(= tensor_parallel_size) or give a number")
+    if cfg.train.num_workers == "auto" and not cfg.train.use_gpu:
+        problems.append("train.num_workers: auto is one worker per GPU; set train.use_gpu: true or give a number")
+    return problems
+
+
 def resolve_auto_resources(cfg: PipelineConfig, gpus: float) -> PipelineConfig:
     """Return ``cfg`` with every ``auto`` count replaced by what ``gpus`` GPUs hold.
 
