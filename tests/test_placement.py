@@ -54,3 +54,19 @@ def test_pipeline_decides_auto_before_any_work(tmp_path, ray_local):
     with pytest.raises(ValueError, match="sample.engine.num_replicas: auto found 0 GPU"):
         pipeline.sample(cfg)
     assert not (tmp_path / "run" / "sample").exists()
+
+
+def test_readme_one_box_paper_run_keeps_the_official_global_batch():
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## One GPU box", 1)[1].split("\n## ", 1)[0]
+    start = section.index(".venv/bin/upft run -c jobs/configs/")
+    command = section[start:section.index("```", start)].replace("\\\n", " ")
+    argv = shlex.split(command)
+    path, overrides = argv[argv.index("-c") + 1], argv[argv.index("-c") + 2:]
+    cfg = resolve_auto_resources(load_config(REPO / path, overrides), 8)
+    t = cfg.train
+    assert t.num_workers * t.micro_batch_size * t.gradient_accumulation_steps == 64
+    assert cfg.sample.engine.num_replicas == cfg.eval.engine.num_replicas == 8 and cfg.ray.address == "local"
+    assert [b.split(":")[0] for b in cfg.eval.benchmarks] == ["gsm8k", "math500", "aime2024", "gpqa_free"]

@@ -179,8 +179,14 @@ def _object_array(lists: list[list[int]]) -> np.ndarray:
 
 
 def engine_actor_options(engine: EngineConfig) -> dict:
-    """Return the ``map_batches`` options for an engine actor pool: replicas, resources, batches in flight."""
+    """Return the ``map_batches`` options for an engine actor pool: replicas, resources, batches in flight.
+
+    Raises ValueError for ``num_replicas: auto`` not yet decided (``upft_ray.placement`` does that)."""
     import ray.data
+
+    if engine.num_replicas == "auto":
+        raise ValueError("engine.num_replicas: 'auto' must be decided from the cluster's GPUs first "
+                         "(upft_ray.placement.with_resolved_resources; the pipeline does it)")
 
     return {
         "compute": ray.data.ActorPoolStrategy(size=engine.num_replicas,

@@ -89,7 +89,7 @@ def build_config(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
             if data[name] in words:
                 kwargs[name] = data[name]
                 continue
-            tp = next(t for t in typing.get_args(tp) if t is not str)
+            tp = next((t for t in typing.get_args(tp) if t is not str), tp)
             if isinstance(data[name], str) and not (tp is float and _FLOAT.match(data[name].strip())):
                 problems.append(f"{where}: expected {_type_name(tp)} or one of {list(words)}, got {data[name]!r}")
                 continue
