@@ -267,7 +267,10 @@ _RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu
 
 
 def sample_config_hash(cfg: PipelineConfig) -> str:
-    """Return the hash that identifies a sampling run: model, seed and what shapes the samples."""
+    """Return the hash that identifies a sampling run: model, seed and what shapes the samples.
+
+    The sampler hashes its config after ``resolve_sampling``: sampling fields saying ``model`` count
+    by the values the model gave them, so the same numbers written out explicitly hash the same."""
     from upft_ray.schema import config_hash
 
     sample = config_to_dict(cfg.sample)
