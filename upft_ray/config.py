@@ -17,6 +17,9 @@ from upft_ray.templates import UPFT_TASK_TEMPLATE
 from upft_ray.typed_config import (ConfigError, apply_overrides, build_config, config_field as _f,  # noqa: F401
                                    config_to_dict, read_config_data)
 
+# A sampling field set to this takes the model's generation_config value (resolved when sampling starts).
+MODEL_DEFAULT = "model"
+
 
 @dataclass
 class EngineConfig:
@@ -29,7 +32,8 @@ class EngineConfig:
     tensor_parallel_size: int = _f(1, "GPUs per vLLM replica (tensor parallel)", min=1)
     gpu_memory_utilization: float = _f(0.9, "share of GPU memory vLLM may take", min=0.05, max=1.0)
     cpu_kv_cache_gib: int = _f(2, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB)", min=1)
-    num_replicas: int = _f(1, "vLLM actors (each one engine)", min=1)
+    num_replicas: int | str = _f(1, "vLLM actors (each one engine); auto: as many as the Ray cluster's GPUs hold "
+                                 "(GPUs // gpus_per_replica), decided when the stage starts", min=1, allow_auto=True)
     cpus_per_replica: float = _f(1.0, "CPUs reserved per vLLM actor", min=0.0)
     gpus_per_replica: float = _f(0.0, "GPUs per vLLM actor (0 on CPU; = tensor_parallel_size on GPU)", min=0.0)
     max_batches_in_flight: int = _f(4, "batches each vLLM actor works on at once; their requests share one "
@@ -59,8 +63,12 @@ class SampleConfig:
     num_samples: int = _f(1, "samples per question (sample_index 0..n-1; RFT and consistency analysis use n > 1)",
                           min=1)
     rows_per_shard: int = _f(1024, "questions per chunk; each chunk is one shard, the unit of resume", min=1)
-    temperature: float = _f(0.6, "sampling temperature (paper: 0.6)", min=0.0)
-    top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
+    temperature: float | str = _f(MODEL_DEFAULT, "sampling temperature; 'model': the model's generation_config "
+                                  "(1.0 where it sets none); the paper's runs use 0.6", min=0.0, words=(MODEL_DEFAULT,))
+    top_p: float | str = _f(MODEL_DEFAULT, "nucleus sampling; 'model': the model's generation_config (1.0 where "
+                            "it sets none), as the official sampler", min=0.0, max=1.0, words=(MODEL_DEFAULT,))
+    top_k: int | str = _f(MODEL_DEFAULT, "top-k sampling, 0 or -1 = off; 'model': the model's generation_config "
+                          "(50 where it sets none, as the official sampler)", min=-1, words=(MODEL_DEFAULT,))
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
     task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
     method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered "
@@ -79,7 +87,8 @@ class SampleConfig:
 class TrainConfig:
     """Prefix SFT with Ray Train + DeepSpeed."""
 
-    num_workers: int = _f(2, "Ray Train workers (data-parallel ranks)", min=1)
+    num_workers: int | str = _f(2, "Ray Train workers (data-parallel ranks); auto (GPU training): one per GPU of "
+                                "the Ray cluster, decided when the stage starts", min=1, allow_auto=True)
     cpus_per_worker: float = _f(1.0, "CPUs per worker", min=0.0)
     use_gpu: bool = _f(False, "one GPU per worker (NCCL) instead of CPU (gloo)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
@@ -98,8 +107,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
     max_length: int = _f(1024, "tokens per example (longer ones are cut) and per packed row", min=8)
     packing: bool = _f(True, "pack short examples into rows of max_length tokens (no cross-example attention)")
-    loss_normalization: str = _f("token", "token: NLL summed over the global batch / its loss tokens (paper); "
-                                 "example: mean of each example's mean NLL", choices=("token", "example"))
+    loss_normalization: str = _f("example", "example: mean over the global batch of each example's mean token NLL "
+                                 "(the official UPFT code: micro-batch 1, per-sequence mean, accumulated); token: "
+                                 "NLL summed over the global batch / its loss tokens (long full solutions then "
+                                 "outweigh the prefixes)", choices=("token", "example"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
     offload_optimizer: bool = _f(False, "ZeRO-Offload: optimizer state and step on the CPU (GPU training only)")
     checkpoint_every_steps: int = _f(0, "report a checkpoint every N optimizer steps (0 = at the end)", min=0)
@@ -113,7 +124,8 @@ class TrainConfig:
 class EvalConfig:
     """Greedy evaluation with Ray Data + vLLM."""
 
-    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (NAME or NAME:PATH), "
+    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (multiple choice), gpqa_free "
+                          "(the paper's free-form GPQA) (NAME or NAME:PATH), "
                           "bundled:SET, or .jsonl/.parquet paths")
     max_questions: int = _f(0, "use only the first N questions per benchmark (0 = all)", min=0)
     max_new_tokens: int = _f(512, "generation limit per answer", min=1)
@@ -184,6 +196,7 @@ class PipelineConfig:
 def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     """Build and validate a PipelineConfig; raises ConfigError listing every problem."""
     from upft_ray.models import model_problem
+    from upft_ray.placement import auto_problems
 
     problems: list[str] = []
     cfg = build_config(PipelineConfig, data, "", problems)
@@ -197,7 +210,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
                         "has nothing to offload (set train.use_gpu: true on GPU workers)")
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
-    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep)
+    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep) + auto_problems(cfg)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):
@@ -254,7 +267,10 @@ _RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu
 
 
 def sample_config_hash(cfg: PipelineConfig) -> str:
-    """Return the hash that identifies a sampling run: model, seed and what shapes the samples."""
+    """Return the hash that identifies a sampling run: model, seed and what shapes the samples.
+
+    The sampler hashes its config after ``resolve_sampling``: sampling fields saying ``model`` count
+    by the values the model gave them, so the same numbers written out explicitly hash the same."""
     from upft_ray.schema import config_hash
 
     sample = config_to_dict(cfg.sample)

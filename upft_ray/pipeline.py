@@ -6,6 +6,7 @@ from pathlib import Path
 
 from upft_ray.config import PipelineConfig
 from upft_ray.models import resolve_model
+from upft_ray.placement import with_resolved_resources
 from upft_ray.ray_runtime import ray_session
 from upft_ray.report import write_report
 
@@ -40,6 +41,7 @@ def sample(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_sample(cfg)
 
 
@@ -49,6 +51,7 @@ def train(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("train",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_train(cfg)
 
 
@@ -65,6 +68,7 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
         path, out, label = resolve_model(model), cfg.run_path / "eval", "upft"
     check_inputs(cfg, ("evaluate",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         metrics = run_evaluate(cfg, path, out, label)
     write_report(cfg.run_path)
     return metrics
@@ -78,6 +82,7 @@ def run(cfg: PipelineConfig) -> Path:
 
     check_inputs(cfg, ("sample", "train", "evaluate"))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         run_sample(cfg)
         run_train(cfg)
         if cfg.eval.evaluate_base:
@@ -92,6 +97,7 @@ def analyze_consistency(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_consistency(cfg)
 
 
@@ -101,6 +107,7 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_rollouts(cfg)
 
 

@@ -93,6 +93,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     from upft_ray.evaluation.evaluator import run_evaluate
     from upft_ray.models import resolve_model
     from upft_ray.pipeline import check_inputs, trained_model_dir
+    from upft_ray.placement import with_resolved_resources
     from upft_ray.ray_runtime import ray_session
     from upft_ray.sampling.sampler import run_sample
     from upft_ray.training.trainer import run_train
@@ -101,6 +102,8 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     check_inputs(cfg, ("sample", "evaluate"))
     failures: dict[str, str] = {}
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
+        runs = [(variant, seed, with_resolved_resources(run_cfg)) for variant, seed, run_cfg in runs]
         if cfg.eval.evaluate_base and not (cfg.run_path / "base" / "eval_base" / "metrics.json").is_file():
             base_cfg = dataclasses.replace(cfg, run_dir=str(cfg.run_path / "base"))
             run_evaluate(base_cfg, resolve_model(cfg.model), base_cfg.run_path / "eval_base", "base")

@@ -93,3 +93,36 @@ def test_sampled_decoding_requests_k_samples_per_question():
     assert len(greedy) == 5 and {r["temperature"] for r in greedy} == {0.0}
     with pytest.raises(ConfigError, match="eval.num_samples"):
         load_config(None, ["eval.num_samples=4"])
+
+
+def test_gpqa_free_is_the_papers_form_without_options(tmp_path):
+    from upft_ray.config import load_config
+    from upft_ray.evaluation.benchmarks import BENCHMARKS
+    from upft_ray.evaluation.evaluator import build_eval_requests
+    from upft_ray.grading import grade
+
+    path = tmp_path / "gpqa.jsonl"
+    rows = [{"Record ID": "r1", "Question": "How many protons has carbon?", "Correct Answer": " 6 ",
+             "Incorrect Answer 1": "5", "Incorrect Answer 2": "7", "Incorrect Answer 3": "12"},
+            {"Record ID": "r2", "Question": "Half of 3?", "Correct Answer": "\\frac{3}{2}",
+             "Incorrect Answer 1": "1", "Incorrect Answer 2": "2", "Incorrect Answer 3": "3"},
+            {"Record ID": "r3", "Question": "", "Correct Answer": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    name, bench, qs = load_benchmark(f"gpqa_free:{path}", seed=42)
+    assert name == "gpqa_free" and bench.grader is grade and not bench.choices
+    assert [(r["id"], r["question"], r["answer"]) for r in qs.rows] == [
+        ("r1", "How many protons has carbon?", "6"), ("r2", "Half of 3?", "\\frac{3}{2}")]
+    assert len(qs.rejected) == 1 and "Question" in qs.rejected[0]["reason"]
+    # the same file as multiple choice gets options and a letter gold; the free form gets neither
+    _, _, mc = load_benchmark(f"gpqa:{path}", seed=42)
+    assert "(A)" in mc.rows[0]["question"] and mc.rows[0]["answer"] in "ABCD"
+    cfg = load_config(None, ["eval.max_questions=0", f"eval.benchmarks=[gpqa_free:{path}]"])
+    requests, _, read = build_eval_requests(cfg)
+    assert read == {"gpqa_free": 3} and len(requests) == 2
+    assert all("(A)" not in json.loads(r["messages"])[-1]["content"] for r in requests)
+    assert bench.grader("so carbon has \\boxed{6} protons", "6")[1] is True
+    assert bench.grader("\\boxed{1.5}", "\\frac{3}{2}")[1] is True
+    assert bench.grader("\\boxed{7}", "6")[1] is False
+    assert "NOT the paper's" in BENCHMARKS["gpqa"].notes and "paper" in BENCHMARKS["gpqa_free"].notes
+    with pytest.raises(ValueError, match="gpqa_free:PATH"):
+        parse_benchmark_spec("gpqa_free")

@@ -80,7 +80,15 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gpqa": Benchmark("gpqa", question_field="Question", answer_field="Correct Answer", id_field="Record ID",
                       extra_fields=("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
                       grader=grade_letter, choices=True,
-                      notes="GPQA-Diamond (198); options shuffled with the run seed; bring the file"),
+                      notes="GPQA-Diamond (198) as four-option multiple choice (25% by chance), options shuffled "
+                            "with the run seed; the standard benchmark, NOT the paper's setting (gpqa_free); "
+                            "bring the file"),
+    # The paper's GPQA (official UPFT code, data/math_test/gpqa): the question alone, no options, graded
+    # against the correct answer's text; hence its 8-18% scores, below multiple choice's 25% floor.
+    "gpqa_free": Benchmark("gpqa_free", question_field="Question", answer_field="Correct Answer",
+                           id_field="Record ID", grader=grade,
+                           notes="GPQA-Diamond (198) free-form as in the paper: question without options, gold "
+                                 "= the correct answer's text; same file as gpqa"),
 }
 GENERIC = Benchmark("generic")
 
