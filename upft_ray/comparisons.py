@@ -97,13 +97,15 @@ def paired_section(pairs: list[tuple[str, Path, str, Path]]) -> list[str]:
 
 
 def seed_cell(s: SeedSummary | None, signed: bool = False) -> str:
-    """Return "mean +- std [lo, hi] (n)" of a SeedSummary (values already in %/points)."""
+    """Return "mean +- std [lo, hi] (n runs)" of a SeedSummary, values in % (an accuracy's interval is
+    clipped to [0, 100]) or, with ``signed``, in points."""
     if s is None:
         return "-"
     fmt = "{:+.1f}" if signed else "{:.1f}"
     if s.std is None:
         return fmt.format(s.mean) + " (1 run)"
-    return f"{fmt.format(s.mean)} +- {s.std:.1f} [{fmt.format(s.lower)}, {fmt.format(s.upper)}] ({s.n} runs)"
+    lo, hi = (s.lower, s.upper) if signed else (max(0.0, s.lower), min(100.0, s.upper))
+    return f"{fmt.format(s.mean)} +- {s.std:.1f} [{fmt.format(lo)}, {fmt.format(hi)}] ({s.n} runs)"
 
 
 def seed_verdict(s: SeedSummary | None) -> str:

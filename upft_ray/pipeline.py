@@ -105,7 +105,17 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
 
 
 def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
-    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed runs."""
+    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed or refused runs."""
     from upft_ray.sweep import run_sweep
 
     return run_sweep(cfg)
+
+
+def exit_code(result: object) -> int:
+    """Return the exit status a stage's result calls for: 1 for a sweep with failed or refused runs, else 0
+    (a stage that failed outright has raised instead of returning)."""
+    from upft_ray.sweep import exit_code as sweep_exit_code
+
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        return sweep_exit_code(result[1])
+    return 0

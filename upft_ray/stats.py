@@ -141,7 +141,7 @@ class SeedSummary:
     std: float | None
     lower: float | None
     upper: float | None
-    p_value: float | None  # two-sided one-sample t test of mean = 0 (used for differences)
+    p_value: float | None  # two-sided one-sample t test of mean = 0 (None: one value, or no spread)
 
 
 def seed_summary(values: list[float], alpha: float = ALPHA) -> SeedSummary:
@@ -153,10 +153,8 @@ def seed_summary(values: list[float], alpha: float = ALPHA) -> SeedSummary:
         return SeedSummary(1, mean, None, None, None, None)
     std = statistics.stdev(values)
     half = t_quantile(1 - alpha / 2, n - 1) * std / math.sqrt(n)
-    if std == 0:
-        p = 1.0 if mean == 0 else 0.0
-    else:
-        p = 2 * (1 - t_cdf(abs(mean) / (std / math.sqrt(n)), n - 1))
+    # No spread over seeds: the t statistic is undefined (not infinitely significant).
+    p = 2 * (1 - t_cdf(abs(mean) / (std / math.sqrt(n)), n - 1)) if std > 0 else None
     return SeedSummary(n, mean, std, mean - half, mean + half, p)
 
 
