@@ -123,7 +123,19 @@ class EvalConfig:
     temperature: float = _f(0.6, "sampling temperature when decoding is sample", min=0.0)
     top_p: float = _f(0.95, "nucleus sampling when decoding is sample", min=0.0, max=1.0)
     evaluate_base: bool = _f(True, "in `upft run`, also evaluate the base model for comparison")
+    columns: str = _f("generic", "column preset of generic evaluation sets (bundled:SET, plain .jsonl/.parquet "
+                      "paths; registered benchmarks keep their own mapping): generic (question/answer/id), omi2, "
+                      "uhard", choices=tuple(COLUMN_PRESETS))
+    question_field: str = _f("", "generic evaluation sets: column holding the question ('' = from the preset)")
+    answer_field: str = _f("", "generic evaluation sets: column holding the gold answer ('' = from the preset); "
+                           "rows without a usable gold are rejected, a file where none has one is an error")
+    id_field: str = _f("", "generic evaluation sets: column holding a question id ('' = from the preset; derived "
+                       "from the question text when absent)")
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+    def columns_spec(self) -> Columns:
+        """Return the columns of generic evaluation sets: the preset, with any field set here in its place."""
+        return preset_columns(self.columns, self.question_field, self.answer_field, self.id_field)
 
 
 @dataclass

@@ -13,7 +13,8 @@ from upft_ray.report import write_report
 def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
     """Fail fast, before Ray starts, on an input file the given stages would not find.
 
-    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set)."""
+    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set),
+    ValueError for an evaluation set whose rows carry no gold answer."""
     from upft_ray.sources import list_source_files
 
     if "sample" in stages:
@@ -23,10 +24,12 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest} not found: run `upft sample` for this run_dir first")
     if "evaluate" in stages:
-        from upft_ray.evaluation.benchmarks import benchmark_exists
+        from upft_ray.evaluation.benchmarks import load_benchmark
 
+        # Evaluation sets are small: reading them here finds a missing file or a set where no row has
+        # a gold answer (every score would be 0) before Ray starts.
         for spec in cfg.eval.benchmarks:
-            benchmark_exists(spec)
+            load_benchmark(spec, cfg.seed, cfg.eval.max_questions, cfg.eval.columns_spec())
 
 
 def trained_model_dir(cfg: PipelineConfig) -> Path:
