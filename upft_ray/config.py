@@ -62,7 +62,9 @@ class SampleConfig:
     temperature: float = _f(0.6, "sampling temperature (paper: 0.6)", min=0.0)
     top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
-    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
+    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt (the paper's "
+                            "App. A.1 text); '' trains prefix rows on the bare question (the template ablation: "
+                            "sample.task_template='')")
     method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered "
                      "full solution per question; rft: num_samples full solutions per question, only those the "
                      "grader finds correct are trained on; label_filter: UPFT's mix, but decoded whole and kept "
@@ -98,6 +100,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
     max_length: int = _f(1024, "tokens per example (longer ones are cut) and per packed row", min=8)
     packing: bool = _f(True, "pack short examples into rows of max_length tokens (no cross-example attention)")
+    prefix_eos: str = _f("loss", "what a prefix row ends with: loss (the paper: EOS appended, with loss: the model "
+                         "learns to stop after t tokens), no_loss (EOS appended, masked from the loss: the same "
+                         "gradient as none), none (no EOS: the prefix as the start of an answer). The task template "
+                         "is sample.task_template ('' = none)", choices=("loss", "no_loss", "none"))
     loss_normalization: str = _f("token", "token: NLL summed over the global batch / its loss tokens (paper); "
                                  "example: mean of each example's mean NLL", choices=("token", "example"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
