@@ -107,6 +107,16 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
         return run_rollouts(cfg)
 
 
+def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: int = 8) -> Path:
+    """Measure answer lengths and P(EOS) after t tokens for every evaluation in ``run_dir`` (a run or a
+    sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
+    from upft_ray.analysis.collapse import measure_collapse
+
+    measure_collapse(cfg.run_path, resolve_model(cfg.model), cfg.sample.prefix_tokens, cfg.sample.task_template,
+                     cfg.sample.system_prompt, max_questions, batch_size)
+    return cfg.run_path / "analysis" / "collapse" / "collapse.md"
+
+
 def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed or refused runs."""
     from upft_ray.sweep import run_sweep
