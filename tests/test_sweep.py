@@ -34,7 +34,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from upft_ray.schema import EVAL_SCHEMA  # noqa: E402
-from upft_ray.sweep import base_results_config, claim_run, results_config, run_state, sweep_runs  # noqa: E402
+from upft_ray.sweep import _differences, base_results_config, claim_run, results_config, run_state, sweep_runs  # noqa: E402
 
 SWEEP_YAML = """# test sweep
 # upft sweep -c this.yaml
@@ -130,3 +130,25 @@ def test_ray_job_entry_point_exits_non_zero_when_a_sweep_run_is_refused(tmp_path
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr[-2000:]
     assert "1 run(s) failed or refused: sft-s1" in out.stderr and "# Sweep: sweep" in out.stdout
+
+
+def test_the_collapse_ablation_varies_one_knob_at_a_time_on_a_large_held_out_set():
+    from upft_ray.bundled_data import generate
+
+    cfg = load_config(REPO / "configs" / "ablation-collapse.yaml")
+    runs = sweep_runs(cfg)
+    assert len(cfg.sweep.seeds) >= 3 and len(runs) == len(cfg.sweep.seeds) * len(cfg.sweep.variants)
+    centre = results_config(next(c for v, s, c in runs if v == "paper" and s == cfg.sweep.seeds[0]))
+    changed = {}
+    for variant, seed, run_cfg in runs:
+        if seed == cfg.sweep.seeds[0] and variant != "paper":
+            changed[variant] = [d.split(" ")[0] for d in _differences(centre, results_config(run_cfg))]
+    assert all(len(keys) == 1 for keys in changed.values()), changed  # exactly one knob per variant
+    assert {k[0] for k in changed.values()} >= {"train.prefix_eos", "sample.task_template", "train.loss_normalization",
+                                                 "sample.structure_ratio", "sample.prefix_tokens", "train.learning_rate",
+                                                 "train.epochs", "sample.method"}
+    no_template = next(c for v, _, c in runs if v == "no-template")
+    assert no_template.sample.task_template == ""
+    assert cfg.eval.benchmarks == ["bundled:arith-heldout"]
+    heldout = {r["question"] for r in generate("arith-heldout")}
+    assert len(heldout) >= 500 and not heldout & {r["question"] for r in generate("arith-train")}

@@ -139,8 +139,10 @@ def sweep_report(cfg: PipelineConfig, failures: dict[str, str]) -> str:
                 if states[f"{v}-s{s}"][0] == "done" and f"{v}-s{s}" not in failures]
     planned = {v["name"]: (next(c.sample.method for x, _, c in runs if x == v["name"]),
                            sum(1 for x, *_ in runs if x == v["name"])) for v in cfg.sweep.variants}
+    fresh = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] != "stale"]
     return build_sweep_report(cfg.run_path.name, cfg.model, cfg.sweep.seeds or [cfg.seed],
-                              cfg.run_path / "base" if base[0] == "done" else None, reported, planned, failures)
+                              cfg.run_path / "base" if base[0] == "done" else None, reported, planned, failures,
+                              fresh)
 
 
 def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:

@@ -66,12 +66,14 @@ def _accuracy_table(names: list[str], base: dict | None, variants: list[tuple[st
 
 def build_sweep_report(title: str, model: str, seeds: list[int], base_dir: Path | None,
                        runs: list[tuple[str, int, Path]], planned: dict[str, tuple[str, int]],
-                       failures: dict[str, str]) -> str:
+                       failures: dict[str, str], token_runs: list[Path] | None = None) -> str:
     """Return the sweep's Markdown report.
 
     ``runs``: (variant, seed, run dir) of every run whose results may be reported (finished and made
     by the current config; the caller leaves out stale ones and lists them in ``failures``);
-    ``planned``: every variant of the sweep -> (its sample.method, its number of runs)."""
+    ``planned``: every variant of the sweep -> (its sample.method, its number of runs); ``token_runs``:
+    the run dirs whose token counts are shown (default: ``runs``; a run that failed after sampling
+    still spent its tokens, a stale one is not this config's)."""
     base = read_metrics(base_dir / "eval_base") if base_dir else None
     done = {(v, s): read_metrics(d / "eval") for v, s, d in runs}
     variants = list(planned)
@@ -106,7 +108,7 @@ def build_sweep_report(title: str, model: str, seeds: list[int], base_dir: Path 
         lines.append(f"| {v}-s{s} | " + " | ".join(accuracy_cell(metrics.get(n)) for n in names) + " |")
     if len(every_run) > 2:
         lines += ["", "### Every run, paired", "", STATS_NOTE, "", *every_run]
-    efficiency = efficiency_table([d for *_, d in runs])
+    efficiency = efficiency_table(token_runs if token_runs is not None else [d for *_, d in runs])
     if efficiency:
         lines += ["", "## Token efficiency (means over seeds)", "", efficiency.rstrip()]
     if failures:
