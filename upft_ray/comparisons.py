@@ -45,6 +45,8 @@ def accuracy_cell(m: dict | None) -> str:
     """Return "acc (correct/graded) [lo, hi]" in % for one benchmark's metrics ("-" when absent)."""
     if not m:
         return "-"
+    if "graded" not in m:  # metrics written without counts: no interval can be given
+        return f"{100 * m['accuracy']:.1f} (counts unknown)"
     if not m["graded"]:
         return "- (0 graded)"
     lo, hi = wilson_interval(m["correct"], m["graded"])
