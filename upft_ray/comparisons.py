@@ -5,6 +5,10 @@ Reads what the evaluation stage wrote: ``<eval dir>/metrics.json`` (counts per b
 paired on (benchmark, question_id, sample_index); a row only one of them has (a prompt that did not
 fit one run's context, a different ``eval.max_questions``) is left out of the test and counted in
 the ``unpaired`` column, never dropped silently. The formulas are in ``upft_ray.stats``.
+
+With ``eval.decoding: sample`` (k samples per question) every sample is a row: the intervals and
+tests then treat a question's k samples as independent, which understates the noise; greedy
+evaluation (one row per question) is what they are exact for.
 """
 
 from __future__ import annotations
