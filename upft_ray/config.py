@@ -70,7 +70,9 @@ class SampleConfig:
     top_k: int | str = _f(MODEL_DEFAULT, "top-k sampling, 0 or -1 = off; 'model': the model's generation_config "
                           "(50 where it sets none, as the official sampler)", min=-1, words=(MODEL_DEFAULT,))
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
-    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
+    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt (the paper's "
+                            "App. A.1 text); '' trains prefix rows on the bare question (the template ablation: "
+                            "sample.task_template='')")
     method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered "
                      "full solution per question; rft: num_samples full solutions per question, only those the "
                      "grader finds correct are trained on; label_filter: UPFT's mix, but decoded whole and kept "
@@ -107,6 +109,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
     max_length: int = _f(1024, "tokens per example (longer ones are cut) and per packed row", min=8)
     packing: bool = _f(True, "pack short examples into rows of max_length tokens (no cross-example attention)")
+    prefix_eos: str = _f("loss", "what a prefix row ends with: loss (the paper: EOS appended, with loss: the model "
+                         "learns to stop after t tokens), no_loss (EOS appended, masked from the loss: the same "
+                         "gradient as none), none (no EOS: the prefix as the start of an answer). The task template "
+                         "is sample.task_template ('' = none)", choices=("loss", "no_loss", "none"))
     loss_normalization: str = _f("example", "example: mean over the global batch of each example's mean token NLL "
                                  "(the official UPFT code: micro-batch 1, per-sequence mean, accumulated); token: "
                                  "NLL summed over the global batch / its loss tokens (long full solutions then "
@@ -135,7 +141,19 @@ class EvalConfig:
     temperature: float = _f(0.6, "sampling temperature when decoding is sample", min=0.0)
     top_p: float = _f(0.95, "nucleus sampling when decoding is sample", min=0.0, max=1.0)
     evaluate_base: bool = _f(True, "in `upft run`, also evaluate the base model for comparison")
+    columns: str = _f("generic", "column preset of generic evaluation sets (bundled:SET, plain .jsonl/.parquet "
+                      "paths; registered benchmarks keep their own mapping): generic (question/answer/id), omi2, "
+                      "uhard", choices=tuple(COLUMN_PRESETS))
+    question_field: str = _f("", "generic evaluation sets: column holding the question ('' = from the preset)")
+    answer_field: str = _f("", "generic evaluation sets: column holding the gold answer ('' = from the preset); "
+                           "rows without a usable gold are rejected, a file where none has one is an error")
+    id_field: str = _f("", "generic evaluation sets: column holding a question id ('' = from the preset; derived "
+                       "from the question text when absent)")
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+    def columns_spec(self) -> Columns:
+        """Return the columns of generic evaluation sets: the preset, with any field set here in its place."""
+        return preset_columns(self.columns, self.question_field, self.answer_field, self.id_field)
 
 
 @dataclass

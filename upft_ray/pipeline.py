@@ -14,7 +14,8 @@ from upft_ray.report import write_report
 def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
     """Fail fast, before Ray starts, on an input file the given stages would not find.
 
-    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set)."""
+    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set),
+    ValueError for an evaluation set whose rows carry no gold answer."""
     from upft_ray.sources import list_source_files
 
     if "sample" in stages:
@@ -24,10 +25,12 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest} not found: run `upft sample` for this run_dir first")
     if "evaluate" in stages:
-        from upft_ray.evaluation.benchmarks import benchmark_exists
+        from upft_ray.evaluation.benchmarks import load_benchmark
 
+        # Evaluation sets are small: reading them here finds a missing file or a set where no row has
+        # a gold answer (every score would be 0) before Ray starts.
         for spec in cfg.eval.benchmarks:
-            benchmark_exists(spec)
+            load_benchmark(spec, cfg.seed, cfg.eval.max_questions, cfg.eval.columns_spec())
 
 
 def trained_model_dir(cfg: PipelineConfig) -> Path:
@@ -111,8 +114,28 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
         return run_rollouts(cfg)
 
 
+def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: int = 8) -> Path:
+    """Measure answer lengths and P(EOS) after t tokens for every evaluation in ``run_dir`` (a run or a
+    sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
+    from upft_ray.analysis.collapse import measure_collapse
+
+    measure_collapse(cfg.run_path, resolve_model(cfg.model), cfg.sample.prefix_tokens, cfg.sample.task_template,
+                     cfg.sample.system_prompt, max_questions, batch_size)
+    return cfg.run_path / "analysis" / "collapse" / "collapse.md"
+
+
 def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
-    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed runs."""
+    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed or refused runs."""
     from upft_ray.sweep import run_sweep
 
     return run_sweep(cfg)
+
+
+def exit_code(result: object) -> int:
+    """Return the exit status a stage's result calls for: 1 for a sweep with failed or refused runs, else 0
+    (a stage that failed outright has raised instead of returning)."""
+    from upft_ray.sweep import exit_code as sweep_exit_code
+
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        return sweep_exit_code(result[1])
+    return 0

@@ -58,7 +58,7 @@ def build_eval_requests(cfg: PipelineConfig) -> tuple[list[dict], list[dict], di
     sampled = e.decoding == "sample"
     requests, rejected, read = [], [], {}
     for spec in e.benchmarks:
-        name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions)
+        name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions, e.columns_spec())
         read[name] = qs.num_read
         rejected += [{**r, "benchmark": name} for r in qs.rejected]
         for row in qs.rows:
