@@ -73,7 +73,8 @@ def test_defaults_follow_the_official_code_and_the_quickstart_keeps_its_recorded
         cfg = load_config(path)
         if cfg.model == "smollm2-135m-instruct":
             assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.top_k) == (0.6, 1.0, 0), path.name
-            assert cfg.train.loss_normalization == "token", path.name
+            if path.name != "ablation-collapse.yaml":  # no recorded results yet; its centre is the paper's recipe
+                assert cfg.train.loss_normalization == "token", path.name
 
 
 def test_number_fields_with_words_take_the_word_or_a_number():

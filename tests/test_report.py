@@ -18,7 +18,8 @@ def _eval_file(path, bench, correct, ids=None):
     pq.write_table(pa.Table.from_pydict({
         "benchmark": [bench] * n, "question_id": ids, "sample_index": [0] * n, "question": ["?"] * n,
         "prompt": ["?"] * n, "output": ["x"] * n, "extracted_answer": ["1"] * n, "gold": ["1"] * n,
-        "correct": list(correct), "num_output_tokens": [5] * n, "finish_reason": ["stop"] * n}, schema=EVAL_SCHEMA),
+        "correct": list(correct), "num_output_tokens": [5] * n, "finish_reason": ["stop"] * n,
+        "grade_status": ["ok"] * n}, schema=EVAL_SCHEMA),
         path / f"{bench}.parquet")
 
 

@@ -57,7 +57,8 @@ def _finished(eval_dir, right):
     pq.write_table(pa.Table.from_pydict({
         "benchmark": ["arith-eval"] * 20, "question_id": [f"q{i}" for i in range(20)], "sample_index": [0] * 20,
         "question": ["?"] * 20, "prompt": ["?"] * 20, "output": ["x"] * 20, "extracted_answer": ["1"] * 20,
-        "gold": ["1"] * 20, "correct": correct, "num_output_tokens": [9] * 20, "finish_reason": ["stop"] * 20},
+        "gold": ["1"] * 20, "correct": correct, "num_output_tokens": [9] * 20, "finish_reason": ["stop"] * 20,
+        "grade_status": ["ok"] * 20},
         schema=EVAL_SCHEMA), eval_dir / "arith-eval.parquet")
     (eval_dir / "metrics.json").write_text(json.dumps({"benchmarks": {"arith-eval": {
         "accuracy": right / 20, "correct": right, "graded": 20}}}))

@@ -23,7 +23,7 @@ def _eval(path, lengths, finish):
         "benchmark": ["arith-eval"] * n, "question_id": [f"q{i}" for i in range(n)], "sample_index": [0] * n,
         "question": [f"What is {i} + 4?" for i in range(n)], "prompt": ["p"] * n, "output": OUTPUTS[:n],
         "extracted_answer": ["1"] * n, "gold": ["1"] * n, "correct": [False] * n, "num_output_tokens": lengths,
-        "finish_reason": finish}, schema=EVAL_SCHEMA), path / "arith-eval.parquet")
+        "finish_reason": finish, "grade_status": ["ok"] * n}, schema=EVAL_SCHEMA), path / "arith-eval.parquet")
     (path / "metrics.json").write_text(json.dumps({"benchmarks": {"arith-eval": {"accuracy": 0, "correct": 0,
                                                                                    "graded": n}}}))
 
