@@ -80,7 +80,8 @@ def check_stage(stage: int, args, work: Path, model_dir: Path, examples: Path, s
         runs[name] = d
     k, p = runs["killed"], runs["plain"]
     out["killed"] = _launch(args.nproc, k / "loop.json", k / "ckpt", None, args.kill_at, k / "killed.log")
-    committed = json.loads((k / "ckpt" / "latest.json").read_text())["dir"] if (k / "ckpt" / "latest.json").is_file() else None
+    marker = k / "ckpt" / "latest.json"
+    committed = json.loads(marker.read_text())["dir"] if marker.is_file() else None
     out["resumed"] = _launch(args.nproc, k / "loop.json", k / "ckpt", k / "export", 0, k / "resumed.log")
     out["plain"] = _launch(args.nproc, p / "loop.json", p / "ckpt", p / "export", 0, p / "plain.log")
 

@@ -1,4 +1,6 @@
-"""Helpers (imported by test modules, fixtures included) for tests of the training loop on a tiny random Qwen2 and synthetic UPFT-shaped examples."""
+"""Helpers for tests of the training loop on a tiny random Qwen2 and synthetic UPFT-shaped examples.
+
+Imported by the test modules (fixtures included); not a conftest.py, which would shadow tests/conftest.py."""
 
 from __future__ import annotations
 

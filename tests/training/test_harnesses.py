@@ -107,7 +107,8 @@ def test_recipe_creates_every_tensor_on_the_loop_device():
              and node.func.attr in factories and getattr(node.func.value, "id", None) == "torch"]
     assert calls, "the recipe builds its collective tensors itself"
     for call in calls:
-        assert any(k.arg == "device" for k in call.keywords), f"line {call.lineno}: torch.{call.func.attr} without device="
+        assert any(k.arg == "device" for k in call.keywords), \
+            f"recipe.py line {call.lineno}: torch.{call.func.attr} without device="
 
 
 def test_loop_device_is_the_local_gpu_with_gpus():

@@ -83,15 +83,15 @@ def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill
 
     state = recipe.fit(save)
     recipe.cleanup()
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()  # the export below needs no peers (and must not hit a collective timeout)
     if export_dir is not None and rank == 0:
         from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
 
         export_hf_checkpoint(latest_checkpoint(checkpoint_dir), config["model_path"], Path(export_dir),
                              resolve_export_dtype(config["train"]))
-    import torch.distributed as dist
-
-    dist.barrier()
-    dist.destroy_process_group()
     return state
 
 

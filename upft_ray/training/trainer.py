@@ -1,8 +1,10 @@
 """Training stage driver: sample shards -> tokenised examples -> Ray Train + DeepSpeed -> HF export.
 
-Writes under ``RUN/train/``: ``examples/part-*.parquet`` (what is trained on, one part per sample shard), ``ray/`` (Ray Train's run
-and DeepSpeed checkpoints), ``metrics.jsonl``, ``final/`` (safetensors HF checkpoint that
-transformers and vLLM load) and, last, ``manifest.json``.
+Writes under ``RUN/train/``: ``examples/part-*.parquet`` (what is trained on, one part per sample
+shard), ``loop_config.json`` (what every rank gets; ``harness_torch`` runs it without Ray), ``ray/``
+(Ray Train's run and DeepSpeed checkpoints), ``metrics.jsonl``, ``events.jsonl``, ``final/``
+(safetensors HF checkpoint in ``train.export_dtype`` that transformers and vLLM load) and, last,
+``manifest.json``.
 """
 
 from __future__ import annotations
