@@ -15,10 +15,12 @@ that other pods can write, so nothing in them is unpickled as code:
   ``LossScaler`` (the bf16/fp32 static loss scale: a few floats set through ``__dict__``),
   ``ZeroStageEnum`` (an ``int`` enum) and ``fragment_address`` (a namedtuple of two ints).
   Allow-listed classes are rebuilt with ``__new__`` plus their saved attributes; their ``__init__``
-  and any other code never run. Still unpickled with ``weights_only=False`` by DeepSpeed, and not
-  reached by this loop: MoE expert checkpoints (a fresh ``TorchCheckpointEngine`` in
-  ``_load_checkpoint``), ZeRO-3 universal/NVMe-offload loads (``stage3.py``) and
-  ``deepspeed.utils.zero_to_fp32`` (our export reads the files itself, see ``export.py``).
+  and any other code never run. The other ``torch.load(weights_only=False)`` calls in DeepSpeed 0.19.8
+  are on paths this loop never takes: MoE expert checkpoints (a fresh ``TorchCheckpointEngine`` in
+  ``_load_checkpoint``), universal checkpoints (``base_optimizer.load_hp_checkpoint_state_from_checkpoint_dir``,
+  ``deepspeed/checkpoint/``), ZeRO-3 NVMe-offload swap files (``stage3.py``), the decoupled/fast
+  checkpoint engines (refused by :func:`install_safe_checkpoint_engine`) and ``deepspeed.utils.zero_to_fp32``
+  (our export reads the files itself with ``weights_only=True``, see ``export.py``).
 """
 
 from __future__ import annotations
