@@ -76,16 +76,15 @@ class Recipe:
         self.engine = self.store = self.log = None
 
     def setup(self) -> None:
-        """Start the process group (if the harness has not), load examples and model, build the engine."""
+        """Join the process group, load examples and model, build the engine."""
         import torch
 
         backend = prepare_device(self.cfg["use_gpu"], self.device)
         import deepspeed
-        import torch.distributed as dist
         from transformers import AutoModelForCausalLM
 
-        if not dist.is_initialized():
-            deepspeed.init_distributed(dist_backend=backend)
+        # Starts the process group from the env (torchrun), or adopts the one Ray Train started.
+        deepspeed.init_distributed(dist_backend=backend)
         seed = self.config["seed"]
         torch.manual_seed(seed)  # also seeds every CUDA device
         np.random.seed(seed)
