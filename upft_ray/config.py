@@ -124,6 +124,10 @@ class TrainConfig:
     max_failures: int = _f(1, "worker failures tolerated (restart from last checkpoint)", min=0)
     tensorboard: bool = _f(False, "also write metrics to RUN/train/tensorboard")
     log_every_steps: int = _f(1, "print/write metrics every N steps", min=1)
+    export_dtype: str = _f("auto", "dtype of the HF export in RUN/train/final; auto: bfloat16 when training used GPUs "
+                           "(vLLM serves bf16 there and the export is half the size), else float32 (on CPU vLLM and "
+                           "our evaluation run the checkpoint's dtype, and small fine-tuning updates would round "
+                           "away in bf16)", choices=("auto", "float32", "bfloat16"))
 
 
 @dataclass
