@@ -199,9 +199,6 @@ def test_empty_task_template_trains_prefix_rows_on_the_bare_question(smollm2_dir
             assert (r["train_messages"] == r["messages"]) == (not expected)
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py does not pass train.prefix_eos to tokenize_shards nor put it in "
-                   "_examples_key yet (owned by the training-loop refactor; see the stats branch's report). "
-                   "Remove this marker once it does.")
 def test_the_training_stage_builds_examples_with_the_configured_prefix_eos(tmp_path, tiny_model_dir, ray_local):
     import json as _json
 

@@ -45,7 +45,8 @@ def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> d
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
             "sample_config_hash": read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"],
-            "shards": [[s.name, s.stat().st_size] for s in shards], "filter": "correct-v1"}
+            "shards": [[s.name, s.stat().st_size] for s in shards], "filter": "correct-v1",
+            "prefix_eos": cfg.train.prefix_eos}
 
 
 def sampled_prefix_tokens(sample_manifest: dict) -> int:
@@ -81,14 +82,15 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
                     .map_batches(tokenize_shards, batch_size=1,
                                  fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length,
                                             "prefix_tokens": sampled_prefix_tokens(sample_manifest),
-                                            "correct_only": method in ("rft", "label_filter")})
+                                            "correct_only": method in ("rft", "label_filter"),
+                                            "prefix_eos": cfg.train.prefix_eos})
                     .take_all())
         write_json_atomic(done, {"key": key, "rows_in": sum(p["rows_in"] for p in per_part),
                                  "incorrect": sum(p["incorrect"] for p in per_part)})
     done_counts = read_json(done)
     rows_in, incorrect = done_counts["rows_in"], done_counts.get("incorrect", 0)
     table = pq.read_table(example_parts(out_dir), columns=["kind", "num_prompt_tokens", "num_response_tokens",
-                                                           "truncated"])
+                                                           "num_masked_tail", "truncated"])
     if table.num_rows == 0:
         raise ValueError(f"no training example left in {out_dir}: of {rows_in} sampled rows, {incorrect} were graded "
                          f"incorrect (method {method}) and {rows_in - incorrect} had no response token within "
@@ -103,7 +105,7 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
         "examples_truncated": int(pc.sum(table["truncated"]).as_py() or 0),
         "prefix_examples": int(pc.sum(pc.equal(table["kind"], "prefix")).as_py() or 0),
         "full_examples": int(pc.sum(pc.equal(table["kind"], "full")).as_py() or 0),
-        "tokens_tuned": int(pc.sum(table["num_response_tokens"]).as_py() or 0),
+        "tokens_tuned": int(pc.sum(pc.subtract(table["num_response_tokens"], table["num_masked_tail"])).as_py() or 0),
         "tokens_total": int(pc.sum(pc.add(table["num_prompt_tokens"], table["num_response_tokens"])).as_py() or 0),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     }
