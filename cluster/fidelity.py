@@ -12,7 +12,6 @@ table can neither go stale nor hide a difference.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +47,6 @@ class Setting:
 
 def _per_model(llama: Any, qwen: Any, r1: Any) -> dict:
     return {"llama-prm12k": llama, "qwen-math-omi2": qwen, "qwen-math-uhard": qwen, "r1distill-limo": r1}
-
-
-def _adamw_betas(_: PipelineConfig) -> tuple:
-    """Return the AdamW betas our trainer runs with: DeepSpeed's AdamW defaults (torch's), none being set."""
-    import torch
-
-    return tuple(inspect.signature(torch.optim.AdamW).parameters["betas"].default)
 
 
 def _system(cfg: PipelineConfig) -> str:
@@ -96,8 +88,7 @@ SETTINGS = [
     Setting("packing", lambda c: c.train.packing, False),
     Setting("learning rate", lambda c: c.train.learning_rate,
             {"llama-prm12k": 1e-6, "qwen-math-omi2": 2e-6, "qwen-math-uhard": 1e-6, "r1distill-limo": 2e-6}),
-    Setting("AdamW betas", _adamw_betas, (0.9, 0.95),
-            "not configurable yet: the trainer passes none, so DeepSpeed's AdamW uses torch's defaults"),
+    Setting("AdamW betas", lambda c: (c.train.adam_beta1, c.train.adam_beta2), (0.9, 0.95)),
     Setting("weight decay", lambda c: c.train.weight_decay, 0.0),
     Setting("gradient clipping", lambda c: c.train.max_grad_norm, 1.0),
     Setting("schedule", lambda c: f"{c.train.lr_schedule}, {c.train.warmup_ratio:g} warm-up", "constant, 0.03 warm-up"),

@@ -99,6 +99,8 @@ class TrainConfig:
                         "else fp32", choices=("fp32", "bf16", "auto"))
     learning_rate: float = _f(1e-5, "AdamW peak learning rate", min=0.0)
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
+    adam_beta1: float = _f(0.9, "AdamW beta1", min=0.0, max=1.0)
+    adam_beta2: float = _f(0.999, "AdamW beta2 (torch's default; the official UPFT code uses 0.95)", min=0.0, max=1.0)
     lr_schedule: str = _f("constant", "after warm-up: constant (paper) or cosine decay to min_lr_ratio x lr",
                           choices=("constant", "cosine"))
     warmup_ratio: float = _f(0.03, "share of steps with linear warm-up (paper: 0.03)", min=0.0, max=1.0)

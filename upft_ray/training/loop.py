@@ -73,6 +73,7 @@ def deepspeed_config(cfg: dict, world: int) -> dict:
         # torch_adam: the fused Adam kernel would be compiled at start-up (minutes) for no gain here;
         # with optimizer offload DeepSpeed's CPU Adam runs the step instead.
         "optimizer": {"type": "AdamW", "params": {"lr": cfg["learning_rate"], "weight_decay": cfg["weight_decay"],
+                                                  "betas": [cfg["adam_beta1"], cfg["adam_beta2"]],
                                                   "torch_adam": not cfg["offload_optimizer"]}},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
