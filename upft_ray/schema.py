@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from upft_ray.durable import commit_file
+
 # RUN/sample/shards/*.parquet: one row per sampled response. Documented in README ("Sample shards").
 SAMPLE_SCHEMA = pa.schema([
     ("question_id", pa.string()),          # id from the question file (or a hash of the question)
@@ -64,7 +66,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")
-    os.replace(tmp, path)
+    commit_file(tmp, path)  # fsync file, rename, fsync directory (upft_ray.durable)
 
 
 def read_json(path: Path) -> dict:

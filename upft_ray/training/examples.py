@@ -112,6 +112,7 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
 
     import pyarrow.parquet as pq
 
+    from upft_ray.durable import commit_file
     from upft_ray.grading import grade
 
     tokenizer = _tokenizer(model_path)
@@ -123,7 +124,7 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
     kept = [e for e in examples if loss_tokens(e) > 0]
     tmp = f"{out}.tmp-{os.getpid()}"
     pq.write_table(pa.Table.from_pylist(kept, schema=EXAMPLES_SCHEMA), tmp)
-    os.replace(tmp, out)
+    commit_file(tmp, out)
     return {"part": Path(out).name, "rows_in": len(rows), "incorrect": len(rows) - len(graded), "examples": len(kept)}
 
 

@@ -25,6 +25,7 @@ import shutil
 import struct
 from pathlib import Path
 
+from upft_ray.durable import commit_dir
 from upft_ray.training.checkpointing import safe_load
 
 CHUNK_ELEMENTS = 1 << 24  # 64 MiB of fp32 per copy
@@ -231,7 +232,7 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, d
     config.save_pretrained(staging)
     _copy_generation_and_tokenizer(model_path, staging)
     shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    commit_dir(staging, out_dir)  # fsynced files, rename, fsynced parent (upft_ray.durable)
     return out_dir
 
 

@@ -5,7 +5,7 @@
 
 ``loop_config.json`` is what ``upft train`` writes beside its examples (the same dict Ray Train
 workers get). Checkpoints go to ``CHECKPOINT_DIR/step_NNNNNNNN/``; the checkpoint is committed
-(``CHECKPOINT_DIR/latest.json`` rewritten atomically by rank 0) only after a barrier that every
+(``CHECKPOINT_DIR/latest.json`` rewritten atomically and fsynced by rank 0, each rank's files fsynced first) only after a barrier that every
 rank passes once it has saved, so a crash mid-save resumes from the previous one. Rerunning the
 same command resumes from ``latest.json``. With several nodes, CHECKPOINT_DIR must be shared.
 """
@@ -20,6 +20,7 @@ import signal
 import socket
 from pathlib import Path
 
+from upft_ray.durable import fsync_tree, write_text_durably
 from upft_ray.training.recipe import Recipe, loop_device
 
 
@@ -48,11 +49,9 @@ def latest_checkpoint(root: Path) -> Path | None:
 def _commit(root: Path, name: str, rank: int, keep: int) -> None:
     import torch.distributed as dist
 
-    dist.barrier()  # every rank has saved its part
+    dist.barrier()  # every rank has saved (and fsynced) its part
     if rank == 0:
-        tmp = root / "latest.json.tmp"
-        tmp.write_text(json.dumps({"dir": name}))
-        tmp.replace(root / "latest.json")
+        write_text_durably(root / "latest.json", json.dumps({"dir": name}))  # fenced: see upft_ray.run_lease
         for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
@@ -77,6 +76,7 @@ def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill
         name = f"step_{state['step']:08d}"
         (checkpoint_dir / name).mkdir(exist_ok=True)
         recipe.save_checkpoint(checkpoint_dir / name)
+        fsync_tree(checkpoint_dir / name)  # this rank's files are on disk before the marker can name them
         _commit(checkpoint_dir, name, rank, config["train"]["keep_last_k"])
         if kill_at_step and state["step"] >= kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as in a real crash
