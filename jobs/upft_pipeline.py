@@ -16,6 +16,7 @@ from pathlib import Path
 
 from upft_ray import pipeline
 from upft_ray.config import load_config
+from upft_ray.run_lease import LeaseHeld
 
 
 def main() -> None:
@@ -29,7 +30,11 @@ def main() -> None:
     configs = [load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
     status = 0
     for cfg in configs:
-        result = getattr(pipeline, args.stage)(cfg)
+        try:
+            result = getattr(pipeline, args.stage)(cfg)
+        except LeaseHeld as err:  # another attempt holds this run directory: refuse, exit 2 (upft_ray.run_lease)
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
         if args.stage == "sweep":
             report, failures = result
             print(report.read_text(), flush=True)

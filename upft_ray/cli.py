@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from upft_ray.run_lease import LeaseHeld
+
 app = typer.Typer(help="UPFT on Ray: sample prefixes with vLLM, fine-tune with DeepSpeed, evaluate.",
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Bundled models: list them, prepare HF checkpoints from their GGUF files.",
@@ -41,6 +43,9 @@ def _guard(fn, *args):
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
+    except LeaseHeld as err:  # another attempt is running on this run directory
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from upft_ray.models import resolve_model
 from upft_ray.placement import with_resolved_resources
 from upft_ray.ray_runtime import ray_session
 from upft_ray.report import write_report
+from upft_ray.run_lease import leased
 
 
 def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
@@ -38,6 +39,7 @@ def trained_model_dir(cfg: PipelineConfig) -> Path:
     return cfg.run_path / "train" / "final"
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def sample(cfg: PipelineConfig) -> dict:
     """Run the sampling stage on Ray; return its manifest."""
     from upft_ray.sampling.sampler import run_sample
@@ -48,6 +50,7 @@ def sample(cfg: PipelineConfig) -> dict:
         return run_sample(cfg)
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def train(cfg: PipelineConfig) -> dict:
     """Run the training stage on Ray; return its manifest."""
     from upft_ray.training.trainer import run_train
@@ -58,6 +61,7 @@ def train(cfg: PipelineConfig) -> dict:
         return run_train(cfg)
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     """Evaluate ``model``: "base" (the configured model, into RUN/eval_base), a checkpoint path
     (into RUN/eval), or None (RUN/train/final if it exists, else the base model). Returns metrics."""
@@ -77,6 +81,7 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     return metrics
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def run(cfg: PipelineConfig) -> Path:
     """Run sample -> train -> evaluate (base and fine-tuned) in one Ray session; return report.md."""
     from upft_ray.evaluation.evaluator import run_evaluate
@@ -94,6 +99,7 @@ def run(cfg: PipelineConfig) -> Path:
     return write_report(cfg.run_path)
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def analyze_consistency(cfg: PipelineConfig) -> dict:
     """Measure prefix self-consistency on ``sample.questions`` into RUN/analysis/consistency; return the result."""
     from upft_ray.analysis.runner import run_consistency
@@ -104,6 +110,7 @@ def analyze_consistency(cfg: PipelineConfig) -> dict:
         return run_consistency(cfg)
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def analyze_rollouts(cfg: PipelineConfig) -> dict:
     """Roll out completions from cut points of sampled solutions into RUN/analysis/rollouts; return the summary."""
     from upft_ray.analysis.rollouts import run_rollouts
@@ -114,6 +121,7 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
         return run_rollouts(cfg)
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: int = 8) -> Path:
     """Measure answer lengths and P(EOS) after t tokens for every evaluation in ``run_dir`` (a run or a
     sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
@@ -124,6 +132,7 @@ def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: 
     return cfg.run_path / "analysis" / "collapse" / "collapse.md"
 
 
+@leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed or refused runs."""
     from upft_ray.sweep import run_sweep

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from upft_ray.config import RayConfig
 from upft_ray.models import cache_dir
+from upft_ray.run_lease import ENV as RUN_LEASE_ENV
 
 
 def torch_extensions_dir() -> Path:
@@ -24,7 +25,10 @@ def worker_env_vars() -> dict[str, str]:
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
         "UPFT_CACHE": str(cache_dir()),
     }
-    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+    env = {k: os.environ.get(k, v) for k, v in wanted.items()}
+    if os.environ.get(RUN_LEASE_ENV):  # the attempt's fencing epoch (upft_ray.run_lease), for worker-side commits
+        env[RUN_LEASE_ENV] = os.environ[RUN_LEASE_ENV]
+    return env
 
 
 @contextmanager

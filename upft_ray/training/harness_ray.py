@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
+from upft_ray.run_lease import check_fence
 from upft_ray.training.recipe import Recipe, loop_device
 
 
@@ -45,6 +47,9 @@ def train_loop_per_worker(config: dict) -> None:
         # checkpoint only once every rank has reported (a half-saved one is never resumed from).
         tmp = tempfile.mkdtemp(prefix="upft-ckpt-")
         recipe.save_checkpoint(tmp)
+        # A fenced-off attempt (another one leased the run directory) must not register a checkpoint
+        # there; Ray Train's own copy into storage is not fsynced by us (see cluster/README.md).
+        check_fence(Path(config["examples_dir"]))
         ray.train.report({k: state[k] for k in ("step", "consumed_examples")},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
         shutil.rmtree(tmp, ignore_errors=True)
