@@ -67,6 +67,22 @@ def to_shard_table(rows: pd.DataFrame, model: str, seed: int) -> pa.Table:
     return pa.Table.from_pandas(rows[SAMPLE_SCHEMA.names], schema=SAMPLE_SCHEMA, preserve_index=False)
 
 
+def _node_id() -> str:
+    """Return the Ray node this process runs on ("" outside Ray), recorded in each chunk's summary."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def _log_chunk_start(chunk: int, node_id: str, when: float) -> None:
+    # Diagnostics for node-loss tests and benchmarks: with UPFT_CHUNK_LOG=FILE every chunk start is
+    # appended there, so the work a lost node had started (and that was redone) can be counted.
+    path = os.environ.get("UPFT_CHUNK_LOG")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"chunk": chunk, "node_id": node_id, "started": when}) + "\n")
+
+
 class ShardWriter:
     """Ray Data actor holding one generation engine (vLLM, built once); writes one shard per chunk.
 
@@ -80,6 +96,7 @@ class ShardWriter:
         self.engine_init_s = time.time() - started
         self.out_dir, self.model_name, self.seed = Path(out_dir), model_name, seed
         self.max_model_len = engine["max_model_len"]
+        self.node_id = _node_id()
 
     async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([await self._write_chunk(part) for _, part in batch.groupby("chunk", sort=False)])
@@ -87,6 +104,7 @@ class ShardWriter:
     async def _write_chunk(self, part: pd.DataFrame) -> dict:
         started = time.time()
         chunk, expected = int(part["chunk"].iloc[0]), int(part["chunk_records"].iloc[0])
+        _log_chunk_start(chunk, self.node_id, started)
         if part["number"].nunique() != expected:
             raise RuntimeError(f"chunk {chunk} arrived split ({part['number'].nunique()} of {expected} records); "
                                "shards must hold whole chunks")
@@ -110,7 +128,7 @@ class ShardWriter:
             "generated_tokens": int(kept["num_response_tokens"].sum()),
             "generated_prefix": int(kept.loc[kept["kind"] == "prefix", "num_response_tokens"].sum()),
             "generated_full": int(kept.loc[kept["kind"] == "full", "num_response_tokens"].sum()),
-            "engine_init_s": round(self.engine_init_s, 3), "started": started,
+            "engine_init_s": round(self.engine_init_s, 3), "started": started, "node_id": self.node_id,
         }
         if summary["questions"] + summary["rejected"] != expected:
             raise RuntimeError(f"chunk {chunk}: {summary['questions']} questions + {summary['rejected']} "
