@@ -61,6 +61,17 @@ def commit_dir(staging: Path, target: Path) -> None:
     fsync_path(target.parent)
 
 
+def write_parquet_durably(table, path: Path) -> None:
+    """Write the pyarrow ``table`` to ``path`` as Parquet through a temporary name and :func:`commit_file`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    commit_file(tmp, path)
+
+
 def write_text_durably(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary name and :func:`commit_file`."""
     path = Path(path)

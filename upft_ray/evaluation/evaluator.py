@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from upft_ray.config import PipelineConfig, config_to_dict
+from upft_ray.durable import write_parquet_durably
 from upft_ray.evaluation.benchmarks import BENCHMARKS, GENERIC, load_benchmark
 from upft_ray.inference import PROMPT_TOO_LONG, add_generation
 from upft_ray.schema import EVAL_SCHEMA, package_versions, write_json_atomic, write_rejected
@@ -140,8 +140,8 @@ def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str
     metrics = {"label": label, "model_path": model_path, "benchmarks": {}}
     for name, rows_read in read.items():
         part = graded[graded["benchmark"] == name]
-        pq.write_table(pa.Table.from_pandas(part, schema=EVAL_SCHEMA, preserve_index=False),
-                       out_dir / f"{name}.parquet")
+        write_parquet_durably(pa.Table.from_pandas(part, schema=EVAL_SCHEMA, preserve_index=False),
+                              out_dir / f"{name}.parquet")
         n_rej = sum(1 for r in rejected if r["benchmark"] == name)
         m = benchmark_metrics(part, rows_read, n_rej, e.num_samples)
         if m["questions"] + n_rej != rows_read:

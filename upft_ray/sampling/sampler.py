@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from upft_ray.config import PipelineConfig, config_to_dict, sample_config_hash
+from upft_ray.durable import commit_file
 from upft_ray.inference import VLLMGenerator, engine_actor_options
 from upft_ray.models import resolve_model
 from upft_ray.sampling.plan import Plan, plan_for_run
@@ -135,7 +136,7 @@ def merge_rejected(out_dir: Path, chunks: list[int]) -> pd.Series:
             for reason in part.column("reason").to_pylist():
                 key = reason.split(":", 1)[0]  # "kind: detail" -> kind
                 reasons[key] = reasons.get(key, 0) + 1
-    tmp.replace(out_dir / "rejected.parquet")
+    commit_file(tmp, out_dir / "rejected.parquet")
     return pd.Series(reasons, dtype="int64")
 
 

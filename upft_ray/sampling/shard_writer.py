@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from upft_ray.durable import commit_file
+from upft_ray.durable import write_parquet_durably
 from upft_ray.inference import PROMPT_TOO_LONG, VLLMGenerator
 from upft_ray.schema import REJECTED_SCHEMA, SAMPLE_SCHEMA, read_json, write_json_atomic
 
@@ -49,12 +49,7 @@ def read_summary(out_dir: Path, chunk: int) -> dict:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` through a hidden temporary file, fsync and a rename (durable, fenced)."""
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    commit_file(tmp, path)
+    write_parquet_durably(table, path)
 
 
 def to_shard_table(rows: pd.DataFrame, model: str, seed: int) -> pa.Table:
