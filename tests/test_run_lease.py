@@ -162,3 +162,14 @@ def test_pipeline_entry_points_hold_the_lease():
     for name in ("sample", "train", "evaluate", "run", "sweep", "analyze_consistency", "analyze_rollouts",
                  "analyze_collapse"):
         assert getattr(pipeline, name).__wrapped__, name
+
+
+def test_dead_holder_on_this_host_is_taken_over_at_once(tmp_path, monkeypatch):
+    monkeypatch.delenv(run_lease.ENV, raising=False)
+    run = tmp_path / "run"
+    holder = start_holder(run, timeout_s=600)
+    holder.kill()  # SIGKILL: no release, the heartbeat is fresh
+    holder.wait(timeout=10)
+    assert "process gone" in read_holder(run / ".lease").describe()
+    with hold(run) as lease:  # no 600 s wait: the holder's PID is gone on this host
+        assert lease.epoch == 2

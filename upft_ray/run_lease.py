@@ -9,7 +9,8 @@ write to the same shared run directory. Each attempt therefore claims ``RUN/.lea
   create N+1; the other re-reads, finds a live holder and refuses.
 - The holder heartbeats by touching its own claim file (mtime) every few seconds from a thread,
   so no two writers ever rewrite one file. A claim whose mtime is older than its ``timeout_s`` (its
-  holder died, or was partitioned away) is taken over; a released claim (mtime 0) at once.
+  holder died, or was partitioned away) is taken over; a released claim (mtime 0) at once, and so is
+  the claim of a holder that ran on this host and whose process is gone.
 - A new attempt that finds a live claim raises :class:`LeaseHeld` (the CLI prints it on one line and
   exits 2), naming the holder and the age of its heartbeat.
 - Fencing: the holder's epoch travels to its Ray workers in ``UPFT_RUN_LEASE``; every commit under
@@ -80,10 +81,27 @@ class HolderState:
     released: bool
 
     def live(self) -> bool:
-        return not self.released and self.age_s <= float(self.info.get("timeout_s", lease_timeout_s()))
+        """True while the holder heartbeats within its timeout and is not known to be dead."""
+        if self.released or self.age_s > float(self.info.get("timeout_s", lease_timeout_s())):
+            return False
+        return not self.dead_here()
+
+    def dead_here(self) -> bool:
+        """True when the holder ran on this host and its process is gone (a retry on the same machine need not
+        wait out the timeout). A reused PID only makes us wait for the timeout, never take over early."""
+        if self.info.get("host") != socket.gethostname() or not self.info.get("pid"):
+            return False
+        try:
+            os.kill(int(self.info["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def describe(self) -> str:
         state = "released" if self.released else f"heartbeat {self.age_s:.1f} s ago"
+        state += ", process gone" if not self.released and self.dead_here() else ""
         return (f"holder {self.info.get('holder', '?')} (epoch {self.epoch}, {state}, "
                 f"timeout {float(self.info.get('timeout_s', lease_timeout_s())):.0f} s)")
 
