@@ -47,8 +47,10 @@ def ray_session(cfg: RayConfig):
                  runtime_env={"env_vars": worker_env_vars()})
     else:
         # On a cluster the job's own runtime_env (working_dir, pip, env vars) governs; a second
-        # runtime_env here would be merged into it and could shadow what the job spec set.
-        ray.init(address=cfg.address)
+        # runtime_env here would be merged into it and could shadow what the job spec set. Only the
+        # attempt's fencing epoch is added: Ray merges env vars key by key, so nothing is shadowed.
+        lease = {RUN_LEASE_ENV: os.environ[RUN_LEASE_ENV]} if os.environ.get(RUN_LEASE_ENV) else {}
+        ray.init(address=cfg.address, runtime_env={"env_vars": lease} if lease else None)
     try:
         yield
     finally:
