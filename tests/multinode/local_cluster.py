@@ -8,15 +8,28 @@ never a Ray instance this test did not start."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import psutil
+import pytest
 
 # Fast failure detection: the GCS declares a silent raylet dead after period x threshold (defaults:
 # 3 s x 5). A pod's loss is noticed as fast as these settings allow; the measurements say which were used.
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
                           "health_check_initial_delay_ms": 0}
+
+
+@pytest.fixture
+def private_ray_tmpdir(monkeypatch):
+    """Keep the clusters' Ray files (sessions, sockets, the "current cluster" address file) in a private
+    temporary directory, so no other Ray on the machine sees or is touched by them."""
+    path = tempfile.mkdtemp(prefix="upft-mn-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def start_cluster(head_cpus: float, workers: list[dict]):

@@ -16,9 +16,10 @@ import pytest
 
 from conftest import REPO
 
+from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
 from local_cluster import kill_node, node_pids, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
 
 def evaluate(run: Path, model: Path, address: str, log: Path) -> subprocess.Popen:

@@ -17,9 +17,10 @@ import pytest
 
 from conftest import REPO, tiny_overrides
 
+from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
 from local_cluster import kill_node, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
 
 def job(run: Path, model: Path, address: str, log: Path) -> subprocess.Popen:

@@ -21,9 +21,10 @@ import pytest
 
 from conftest import REPO
 
+from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
 from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
 QUESTIONS, ROWS_PER_SHARD, IN_FLIGHT = 120, 2, 4
 

@@ -18,9 +18,10 @@ import pytest
 
 from conftest import REPO
 
+from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
 from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
 EVERY = 3  # checkpoint_every_steps
 
