@@ -39,6 +39,7 @@ HOLDER = textwrap.dedent("""
 # A taker: waits for a common start time, then tries once.
 TAKER = textwrap.dedent("""
     import sys, time
+    from pathlib import Path
     from upft_ray.run_lease import acquire, LeaseHeld
     start = float(sys.argv[2])
     time.sleep(max(0.0, start - time.time()))
@@ -48,7 +49,9 @@ TAKER = textwrap.dedent("""
         print("refused", err, flush=True)
     else:
         print("won", lease.epoch, flush=True)
-        time.sleep(2)  # keep heartbeating while the losers look
+        done = Path(sys.argv[3])
+        while not done.exists():  # keep heartbeating until every loser has looked
+            time.sleep(0.05)
         lease.release()
 """)
 
@@ -97,15 +100,15 @@ def test_live_lease_refuses_second_attempt(tmp_path, monkeypatch):
 def test_silent_holder_is_taken_over_and_its_late_write_is_fenced(tmp_path, monkeypatch):
     monkeypatch.delenv(run_lease.ENV, raising=False)
     run = tmp_path / "run"
-    holder = start_holder(run, timeout_s=2)
+    holder = start_holder(run, timeout_s=4)
     try:
         holder.stdin.write("commit\n")
         holder.stdin.flush()
         assert holder.stdout.readline().startswith("landed")  # the holder's own commits land
         os.kill(holder.pid, signal.SIGSTOP)  # frozen (a partitioned pod): its heartbeat stops
         with pytest.raises(LeaseHeld):
-            acquire(run, timeout_s=2)  # not yet silent for 2 s
-        time.sleep(3)
+            acquire(run, timeout_s=4)  # not yet silent for 4 s
+        time.sleep(5)
         assert not read_holder(run / ".lease").live()
         with hold(run) as lease:
             assert lease.epoch == 2
@@ -131,9 +134,13 @@ def test_racing_takers_exactly_one_wins(tmp_path, monkeypatch):
     stale.write_text(json.dumps({"holder": "gone:1:0:x", "timeout_s": 1}))
     os.utime(stale, (time.time() - 30, time.time() - 30))
     for round_ in range(2):
-        start = time.time() + 1.5
-        takers = [subprocess.Popen([sys.executable, "-c", TAKER, str(run), str(start)], stdout=subprocess.PIPE,
-                                   text=True, env=child_env(5)) for _ in range(4)]
+        start, done = time.time() + 1.5, tmp_path / f"done-{round_}"
+        takers = [subprocess.Popen([sys.executable, "-c", TAKER, str(run), str(start), str(done)],
+                                   stdout=subprocess.PIPE, text=True, env=child_env(30)) for _ in range(4)]
+        deadline = time.time() + 60
+        while sum(p.poll() is not None for p in takers) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        done.touch()  # the three losers have answered: the winner may release
         outcomes = [p.communicate(timeout=60)[0].split()[0] for p in takers]
         assert sorted(outcomes) == ["refused"] * 3 + ["won"], outcomes
         assert current_epoch(run / ".lease") == 5 + round_  # one claim per round, no epoch skipped
