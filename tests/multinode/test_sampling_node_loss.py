@@ -58,7 +58,7 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir, monke
              f"sample.engine.max_batches_in_flight={IN_FLIGHT}"],
             cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
         by_id = {n.node_id: n for n in workers}
-        deadline = time.time() + 400
+        deadline, engine_nodes = time.time() + 400, set()
         while time.time() < deadline and driver.poll() is None:
             done = summaries(sample_dir)
             engine_nodes = {s["node_id"] for s in done.values()}
