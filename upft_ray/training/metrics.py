@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from upft_ray.run_lease import check_fence
+
 
 def say(message: str) -> None:
     """Print one line from a train worker exactly once (Ray Train's patched ``print`` would also send
@@ -16,7 +18,9 @@ def say(message: str) -> None:
 
 
 def record_event(path: str, event: str, **fields) -> None:
-    """Append one event (e.g. a resume) to the run's audit trail ``events.jsonl``."""
+    """Append one event (e.g. a resume) to the run's audit trail ``events.jsonl``; raises
+    :class:`upft_ray.run_lease.Fenced` in an attempt whose run lease was taken over."""
+    check_fence(Path(path))
     with open(path, "a") as fh:
         fh.write(json.dumps({"event": event, **fields, "time": time.time()}) + "\n")
 
@@ -42,6 +46,7 @@ class MetricsLog:
         say(f"[train] step {row['step']}/{total_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
             f"grad_norm {row['grad_norm']:.3f} tok/s {row['tokens_per_s']:.0f} "
             f"ETA {per_step * (total_steps - row['step']):.0f}s")
+        check_fence(self.path)  # an attempt whose run lease was taken over stops here, not in another's log
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         if self.writer is not None:
