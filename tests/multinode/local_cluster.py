@@ -85,3 +85,16 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def shutdown(cluster) -> None:
+    """Stop every node of ``cluster`` (gracefully), then SIGKILL any of their processes still alive."""
+    nodes = list(cluster.worker_nodes) + ([cluster.head_node] if cluster.head_node is not None else [])
+    pids = set().union(*(node_pids(n) for n in nodes)) if nodes else set()
+    cluster.shutdown()
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, node_pids, start_cluster
+from local_cluster import kill_node, node_pids, start_cluster, shutdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
@@ -69,7 +69,7 @@ def test_evaluation_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
         kill_node(cluster, nodes[0])
         assert second.wait(timeout=500) == 0, log.read_text()[-4000:]
     finally:
-        cluster.shutdown()
+        shutdown(cluster)
 
     a = json.loads((plain / "eval_base" / "metrics.json").read_text())["benchmarks"]
     b = json.loads((killed / "eval_base" / "metrics.json").read_text())["benchmarks"]

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, tiny_overrides
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, start_cluster
+from local_cluster import kill_node, start_cluster, shutdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
@@ -46,7 +46,7 @@ def test_job_retried_on_a_new_cluster_resumes_every_stage(tmp_path, tiny_model_d
         kill_node(cluster, cluster.head_node)  # and its whole cluster
         first.wait()
     finally:
-        cluster.shutdown()
+        shutdown(cluster)
     examples_done = run / "train" / "examples" / "_done.json"
     examples_mtime = examples_done.stat().st_mtime_ns
     shards = {p.name: p.stat().st_mtime_ns for p in (run / "sample" / "shards").glob("*.parquet")}
@@ -57,7 +57,7 @@ def test_job_retried_on_a_new_cluster_resumes_every_stage(tmp_path, tiny_model_d
         retry = job(run, tiny_model_dir, fresh.address, retry_log)
         assert retry.wait(timeout=600) == 0, retry_log.read_text()[-4000:]
     finally:
-        fresh.shutdown()
+        shutdown(fresh)
 
     sample = json.loads((run / "sample" / "manifest.json").read_text())
     assert sample["shards"]["written"] == 0 and sample["shards"]["reused"] == sample["shards"]["total"]

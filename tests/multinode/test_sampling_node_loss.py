@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster
+from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster, shutdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
@@ -75,7 +75,7 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir, monke
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
-        cluster.shutdown()
+        shutdown(cluster)
 
     final = summaries(sample_dir)
     lost = victim.node_id

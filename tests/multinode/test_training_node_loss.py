@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster
+from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster, shutdown
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
@@ -80,7 +80,7 @@ def test_training_survives_losing_a_worker_node(tmp_path, tiny_model_dir):
         assert run.wait(timeout=600) == 0, (tmp_path / "killed.log").read_text()[-4000:]
         assert replacement.node_id
     finally:
-        cluster.shutdown()
+        shutdown(cluster)
 
     manifest = json.loads((killed / "train" / "manifest.json").read_text())
     steps = manifest["counts"]["steps"]
