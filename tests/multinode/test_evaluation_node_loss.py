@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, node_pids, start_cluster, shutdown
+from local_cluster import kill_node, node_pids, shutdown, start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

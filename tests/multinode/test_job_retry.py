@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, tiny_overrides
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, start_cluster, shutdown
+from local_cluster import kill_node, shutdown, start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 
 from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import FAST_FAILURE_DETECTION, kill_node, start_cluster, shutdown
+from local_cluster import FAST_FAILURE_DETECTION, kill_node, shutdown, start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
