@@ -38,7 +38,7 @@ def start_cluster(head_cpus: float, workers: list[dict]):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": head_cpus, "include_dashboard": False, "_system_config": FAST_FAILURE_DETECTION,
+        "num_cpus": head_cpus, "include_dashboard": False, "_system_config": dict(FAST_FAILURE_DETECTION),  # Ray adds its own keys to it
         "object_store_memory": 300 * 1024 * 1024})
     nodes = [cluster.add_node(**{"object_store_memory": 200 * 1024 * 1024, **args}) for args in workers]
     cluster.wait_for_nodes()
