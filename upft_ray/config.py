@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from upft_ray.config_checks import cross_field_problems
 from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 from upft_ray.typed_config import (ConfigError, apply_overrides, build_config, config_field as _f,  # noqa: F401
@@ -198,6 +199,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
     problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep)
+    problems += cross_field_problems(cfg)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):
