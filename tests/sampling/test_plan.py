@@ -118,6 +118,8 @@ def test_saved_plan_is_reused_only_for_the_same_config_and_input(tmp_path):
     assert not resumed and (out / "plan.json").is_file()
     again, resumed = plan_for_run(out, str(source), Columns(), 4, 0, "hash-a")
     assert resumed and [c.to_json() for c in again.chunks] == [c.to_json() for c in plan.chunks]
+    (out / "chunks").mkdir()
+    (out / "chunks" / "chunk-000000.json").write_text("{}")  # a committed chunk: the plan is now the run's
     with pytest.raises(ValueError, match="another config"):
         plan_for_run(out, str(source), Columns(), 4, 0, "hash-b")
     source.write_text(source.read_text() + json.dumps({"id": "new", "question": "new?"}) + "\n")
