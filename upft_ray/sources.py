@@ -134,22 +134,44 @@ def _open_arrow(file: SourceFile):
         raise ValueError(f"cannot read Arrow file {file.uri}: {err}") from err
 
 
-def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
-    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow file."""
+def _open_parquet(file: SourceFile):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    filesystem, path = _filesystem(file.uri)
+    try:
+        return pq.ParquetFile(filesystem.open_input_file(path))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"cannot read Parquet file {file.uri}: {err}") from err
+
+
+def check_readable(file: SourceFile, columns: Columns) -> None:
+    """Open ``file`` and read its first bytes (JSONL) or its schema (tables), nothing more.
+
+    Raises ValueError naming the file when it cannot be opened or read, or a table lacks the
+    question column (the checks a run would otherwise meet on a worker)."""
+    if file.format == "jsonl":
+        filesystem, path = _filesystem(file.uri)
+        try:
+            with filesystem.open_input_stream(path) as fh:
+                fh.read(1)
+        except OSError as err:
+            raise ValueError(f"cannot read {file.uri}: {err}") from err
+    elif file.format == "arrow":
+        _check_columns(file, _open_arrow(file).schema.names, columns)
+    else:
+        _check_columns(file, _open_parquet(file).schema_arrow.names, columns)
+
+
+def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
+    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow file."""
     if file.format == "arrow":
         table = _open_arrow(file)
         names = _check_columns(file, table.schema.names, columns)
         table = table.select(names).slice(start, None if stop is None else stop - start)
         batches = table.to_batches(max_chunksize=_TABLE_BATCH_ROWS)
     else:
-        filesystem, path = _filesystem(file.uri)
-        try:
-            parquet = pq.ParquetFile(filesystem.open_input_file(path))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(f"cannot read Parquet file {file.uri}: {err}") from err
+        parquet = _open_parquet(file)
         names = _check_columns(file, parquet.schema_arrow.names, columns)
         batches = _parquet_batches(parquet, names, start, stop)
     row = start

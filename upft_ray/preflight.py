@@ -1,0 +1,123 @@
+"""Checks made before Ray starts, so a run that cannot work fails in a second with one line per
+problem, not 30-90 s in with a traceback from a worker: the model resolves (a hub id is cached or
+reachable), the run directory can be created and written, and the question files open and hold
+the question column. Nothing here writes anything that outlives the check.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from upft_ray.config import PipelineConfig
+from upft_ray.models import BUNDLED_MODELS, find_gguf, is_checkpoint_dir, model_problem, prepared_path
+from upft_ray.records import Columns
+from upft_ray.sources import check_readable, list_source_files
+
+_PROBED_FILES = 32  # files opened per source (a glob over thousands on an object store stays quick)
+_HUB_TIMEOUT_S = 10.0
+
+
+def _one_line(err: BaseException) -> str:
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(str(text).split())
+
+
+def model_resolution_problem(model: str) -> str | None:
+    """Return why ``model`` cannot be loaded by the workers, or None.
+
+    A bundled model needs its package (it is converted on first use); a directory must be an HF
+    checkpoint; a hub id must be in the local HF cache or, unless HF_HUB_OFFLINE is set, answer a
+    metadata request within a few seconds (vLLM would otherwise retry for minutes, on a worker)."""
+    if problem := model_problem(model):
+        return problem
+    if model in BUNDLED_MODELS:
+        if is_checkpoint_dir(prepared_path(model)):
+            return None
+        try:
+            find_gguf(BUNDLED_MODELS[model])
+        except FileNotFoundError as err:
+            return _one_line(err)
+        return None
+    if Path(model).expanduser().exists():
+        return None  # model_problem found a checkpoint there
+    return _hub_problem(model)
+
+
+def _hub_problem(repo_id: str) -> str | None:
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return None
+    where = f"hub id {repo_id!r} is not in the local HF cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        return f"{where} and HF_HUB_OFFLINE is set; download it first or give a local checkpoint directory"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=_HUB_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - no network, not found, gated: each means the workers cannot load it
+        return f"{where} and cannot be fetched ({type(err).__name__}: {_one_line(err)[:200]})"
+    return None
+
+
+def run_dir_problem(run_path: Path) -> str | None:
+    """Return why ``run_path`` cannot be created or written, or None. Leaves nothing behind."""
+    if run_path.exists() and not run_path.is_dir():
+        return f"{run_path} is a file, not a directory"
+    existing = run_path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{run_path} cannot be created: {existing} is a file"
+    try:  # try it: os.access says yes to root even on read-only file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".upft-write-check-", dir=existing))
+    except OSError as err:
+        verb = "written" if existing == run_path else f"created (in {existing})"
+        return f"{run_path} cannot be {verb}: {err.strerror or err}"
+    return None
+
+
+def source_problems(source: str, columns: Columns) -> list[str]:
+    """Return why the files of question source ``source`` cannot be read (one line each), or []."""
+    try:
+        files = list_source_files(source)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        return [_one_line(err)]
+    problems = []
+    for file in files[:_PROBED_FILES]:
+        try:
+            check_readable(file, columns)
+        except (ValueError, OSError) as err:
+            problems.append(_one_line(err))
+    return problems
+
+
+def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None = None) -> list[str]:
+    """Return 'field: what is wrong' for everything the given stages would fail on at the start.
+
+    ``model`` is the model to evaluate when it is not ``cfg.model`` (a checkpoint path)."""
+    from upft_ray.evaluation.benchmarks import parse_benchmark_spec
+
+    problems = []
+    for name, value in (("model", cfg.model), ("--model", model)):
+        if value and (why := model_resolution_problem(value)):
+            problems.append(f"{name}: {why}")
+    if "sample" in stages:
+        problems += [f"sample.questions: {why}" for why in source_problems(cfg.sample.questions,
+                                                                          cfg.sample.columns_spec())]
+    if "train" in stages and "sample" not in stages:
+        manifest = cfg.run_path / "sample" / "manifest.json"
+        if not manifest.is_file():
+            problems.append(f"run_dir: {manifest} not found: run `upft sample` for this run_dir first")
+    if "evaluate" in stages:
+        for spec in cfg.eval.benchmarks:
+            try:
+                _, bench, source = parse_benchmark_spec(spec)
+            except ValueError as err:
+                problems.append(_one_line(err))
+                continue
+            columns = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
+            problems += [f"eval.benchmarks: {why}" for why in source_problems(source, columns)]
+    if why := run_dir_problem(cfg.run_path):
+        problems.append(f"run_dir: {why}")
+    return problems
