@@ -219,3 +219,40 @@ def test_a_file_of_only_bad_records_names_the_missing_field(tmp_path):
 def test_derived_ids_are_stable(tmp_path):
     path = _jsonl(tmp_path, _line({"question": "No id?"}))
     assert load_questions(str(path)).rows[1]["id"] == question_id("No id?")
+
+
+def test_real_cli_samples_the_good_records_of_a_hostile_file(tmp_path, tiny_model_dir):
+    """`upft sample` as a user runs it (its own Ray, the tiny model): every class of bad record is a
+    rejected row with its reason, the good ones (the BOM-prefixed first line included) are sampled."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    good = [_line({"id": f"ok{i}", "question": f"What is {i} + 2?", "answer": i + 2}) for i in range(4)]
+    bad = [b'""', b'" "', b'"What is 2 + 2?"', b"42", b"null", b"[" * DEEP + b"]" * DEEP,
+           b'{"id": "u", "question": "caf\xe9?"}', b'{"id": "s", "question": "bad \\ud800"}',
+           _line({"id": "z", "question": "a\u0000b"}), b'{"id": "n", "question": "Q?", "answer": NaN}',
+           _line({"id": "ok1", "question": "Same id again?"}), b'{"id": "t", "question": "Q?"']
+    source = tmp_path / "hostile.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + b"\n".join(good[:2] + bad + good[2:]) + b"\n")
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "sample", f"run_dir={run}", f"model={tiny_model_dir}",
+                          f"sample.questions={source}", "sample.max_new_tokens=8", "sample.prefix_tokens=4",
+                          "sample.rows_per_shard=5", "sample.engine.max_model_len=256", "ray.num_cpus=2"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    def refuse(token):
+        raise AssertionError(f"manifest.json holds {token}")
+
+    manifest = json.loads((run / "sample" / "manifest.json").read_text(), parse_constant=refuse)
+    c = manifest["counts"]
+    assert c["rows_in"] == len(good) + len(bad) == c["questions_written"] + c["rows_rejected"]
+    assert c["questions_written"] == len(good) and c["rows_rejected"] == len(bad)
+    rejected = pd.read_parquet(run / "sample" / "rejected.parquet").sort_values("line")
+    assert list(rejected.line) == list(range(3, 3 + len(bad)))
+    assert all(reason.strip() for reason in rejected.reason)
+    assert rejected.reason.iloc[0].startswith("row is str, not an object")
+    shards = pd.read_parquet(run / "sample" / "shards")
+    assert sorted(set(shards.question_id)) == [f"ok{i}" for i in range(4)]

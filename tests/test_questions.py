@@ -48,7 +48,7 @@ def test_malformed_rows_are_rejected_with_reasons(tmp_path):
     assert "not a string" in reasons[7] and "not a string" in reasons[8] and "not a string" in reasons[9]
     assert "not an object" in reasons[10]
     assert "duplicate id" in reasons[11]
-    assert reasons[12] == "field 'question' is null, not a string"
+    assert reasons[12] == "missing field 'question'"
 
 
 def test_missing_column_names_file_and_column(tmp_path):

@@ -50,17 +50,8 @@ def rejected_row(source: str, number: int, reason: str, record: object) -> dict:
 
 
 def _kind(value: object) -> str:
-    """Return the JSON name of a value's type (what the user wrote), for reasons."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    names = {str: "a string", dict: "an object", bytes: "bytes"}
-    return names.get(type(value), type(value).__name__)
+    """Return the name of a value's type for reasons (``null`` for JSON null)."""
+    return "null" if value is None else type(value).__name__
 
 
 def _text_problem(value: object, name: str) -> str | None:
@@ -96,7 +87,7 @@ def _validate(record: object, columns: Columns) -> tuple[str | None, dict | None
         return record.reason, None
     if not isinstance(record, dict):
         return f"row is {_kind(record)}, not an object", None
-    if columns.question not in record:
+    if record.get(columns.question) is None:
         return f"missing field {columns.question!r}", None
     if problem := _text_problem(record[columns.question], columns.question):
         return problem, None
