@@ -159,3 +159,31 @@ def test_manifests_are_strict_json_whatever_a_stage_computed(tmp_path):
 
     data = json.loads(path.read_text(), parse_constant=refuse)
     assert data == {"loss": None, "ratio": [None, None, 0.5], "np": None, "nested": {"x": None, "ok": 1}}
+
+
+ODD = [  # (overrides, the field the problem must name): values that once escaped as tracebacks
+    (["sample.questions=[unclosed"], "sample.questions"),
+    (["model=" + "m" * 5000], "model"),
+    (["seed=" + "[" * 3000], "seed"),
+]
+
+
+@pytest.mark.parametrize("overrides,name", ODD, ids=["bad-yaml-override", "model-name-too-long", "deep-override"])
+def test_odd_override_values_are_config_errors(overrides, name):
+    problems = _problems(overrides)
+    assert any(p.startswith(f"{name}:") for p in problems), problems
+
+
+def test_odd_yaml_files_are_config_errors(tmp_path):
+    nul = tmp_path / "nul.yaml"
+    nul.write_text('run_dir: "runs/a\\0b"\nmodel: "x\\0y"\n')
+    problems = _problems([], nul)
+    assert any(p.startswith("run_dir:") for p in problems) and any(p.startswith("model:") for p in problems)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("seed: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="deep.yaml"):
+        load_config(deep)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"seed: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="binary.yaml"):
+        load_config(binary)

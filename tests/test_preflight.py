@@ -139,3 +139,25 @@ def test_job_entry_point_checks_every_config_before_running(tmp_path):
                           str(missing), "--stage", "sample"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 2 and "nope.jsonl" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "run1" / "sample").exists()
+
+
+def test_run_dir_name_too_long(tmp_path, no_ray):
+    _expect_exit_2(_invoke("sample", f"run_dir={tmp_path / ('r' * 5000)}", f"sample.questions={_questions(tmp_path)}"),
+                   "run_dir")
+
+
+def test_real_cli_fails_before_ray_in_seconds(tmp_path):
+    """The real command, not in-process: exit 2 with one line per problem, before any Ray output."""
+    import time
+
+    run_dir = tmp_path / "run"
+    run_dir.write_text("x")
+    started = time.time()
+    out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "run", f"run_dir={run_dir}",
+                          "model=no-such-org/no-such-model-xyz", f"sample.questions={tmp_path / 'nope.parquet'}"],
+                         capture_output=True, text=True, timeout=120, cwd=REPO, env={**__import__("os").environ,
+                                                                                      "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "Ray" not in out.stderr + out.stdout
+    lines = [line for line in out.stderr.splitlines() if line.startswith("  - ")]
+    assert [line.split(":")[0] for line in lines] == ["  - model", "  - sample.questions", "  - run_dir"]
+    assert time.time() - started < 60

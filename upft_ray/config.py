@@ -188,8 +188,11 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
 
     problems: list[str] = []
     cfg = build_config(PipelineConfig, data, "", problems)
-    if isinstance(cfg.model, str) and (why := model_problem(cfg.model)):
-        problems.append(f"model: {why}")
+    try:
+        if isinstance(cfg.model, str) and "\x00" not in cfg.model and (why := model_problem(cfg.model)):
+            problems.append(f"model: {why}")
+    except (OSError, ValueError, RuntimeError) as err:  # a name too long for a path, a ~user that does not exist
+        problems.append(f"model: {cfg.model[:200]!r} cannot be looked up ({err})")
     if cfg.eval.decoding == "greedy" and cfg.eval.num_samples != 1:
         problems.append("eval.num_samples: greedy decoding gives one answer per question; set "
                         "eval.decoding=sample for pass@k / maj@k")

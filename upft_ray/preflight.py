@@ -60,8 +60,15 @@ def _hub_problem(repo_id: str) -> str | None:
     return None
 
 
-def run_dir_problem(run_path: Path) -> str | None:
-    """Return why ``run_path`` cannot be created or written, or None. Leaves nothing behind."""
+def run_dir_problem(run_dir: str) -> str | None:
+    """Return why ``run_dir`` cannot be created or written, or None. Leaves nothing behind."""
+    try:
+        return _run_dir_problem(Path(run_dir).expanduser().resolve())
+    except (OSError, ValueError, RuntimeError) as err:  # a name too long, a NUL, a ~user that does not exist
+        return f"{run_dir[:200]!r} is not a usable path ({_one_line(err)})"
+
+
+def _run_dir_problem(run_path: Path) -> str | None:
     if run_path.exists() and not run_path.is_dir():
         return f"{run_path} is a file, not a directory"
     existing = run_path
@@ -81,14 +88,18 @@ def source_problems(source: str, columns: Columns) -> list[str]:
     """Return why the files of question source ``source`` cannot be read (one line each), or []."""
     try:
         files = list_source_files(source)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except (FileNotFoundError, ValueError, KeyError) as err:  # these name the path and what is wrong
         return [_one_line(err)]
+    except Exception as err:  # noqa: BLE001 - an odd path (too long, a NUL): say so, do not crash
+        return [f"{source[:200]!r} cannot be listed ({type(err).__name__}: {_one_line(err)})"]
     problems = []
     for file in files[:_PROBED_FILES]:
         try:
             check_readable(file, columns)
-        except (ValueError, OSError) as err:
+        except ValueError as err:
             problems.append(_one_line(err))
+        except Exception as err:  # noqa: BLE001 - any failure to open is the run's failure too
+            problems.append(f"cannot read {file.uri} ({type(err).__name__}: {_one_line(err)})")
     return problems
 
 
@@ -105,7 +116,8 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
     if "sample" in stages:
         problems += [f"sample.questions: {why}" for why in source_problems(cfg.sample.questions,
                                                                           cfg.sample.columns_spec())]
-    if "train" in stages and "sample" not in stages:
+    run_problem = run_dir_problem(cfg.run_dir)
+    if "train" in stages and "sample" not in stages and not run_problem:
         manifest = cfg.run_path / "sample" / "manifest.json"
         if not manifest.is_file():
             problems.append(f"run_dir: {manifest} not found: run `upft sample` for this run_dir first")
@@ -118,6 +130,6 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
                 continue
             columns = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
             problems += [f"eval.benchmarks: {why}" for why in source_problems(source, columns)]
-    if why := run_dir_problem(cfg.run_path):
-        problems.append(f"run_dir: {why}")
+    if run_problem:
+        problems.append(f"run_dir: {run_problem}")
     return problems

@@ -39,6 +39,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str]) -> Any:
     """Return ``value`` coerced to ``tp`` (int->float only), appending a problem if it does not fit."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -53,7 +58,10 @@ def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str
         list: lambda v: isinstance(v, list),
     }[tp](value)
     if not ok:
-        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+        return value
+    if tp is str and "\x00" in value:  # no path, model id or prompt can hold one
+        problems.append(f"{where}: contains a NUL character")
         return value
     if tp is float and not math.isfinite(value):  # NaN slips through every range comparison below
         problems.append(f"{where}: {value!r} is not a finite number")
@@ -103,9 +111,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError([f"{key.strip()}: value {raw!r} is not valid YAML ({err.problem or err})"],
-                          "command line") from err
+    except (yaml.YAMLError, RecursionError) as err:
+        why = _one_line(err) or "nested too deeply"
+        raise ConfigError([f"{key.strip()}: value {_short(raw)} is not valid YAML ({why})"], "command line") from err
 
 
 def _one_line(err: Exception) -> str:
@@ -155,8 +163,8 @@ def read_config_data(path: Path, seen: tuple = ()) -> dict:
         raise ConfigError([f"base: {path} includes itself"], str(path))
     try:
         data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError([f"not valid YAML: {_one_line(err)}"], str(path)) from err
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError([f"not valid YAML: {_one_line(err) or 'nested too deeply'}"], str(path)) from err
     if data is None:
         raise ConfigError(["the file is empty (no settings); write `{}` to mean every default"], str(path))
     if not isinstance(data, dict):
