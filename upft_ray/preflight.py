@@ -92,14 +92,16 @@ def source_problems(source: str, columns: Columns) -> list[str]:
         return [_one_line(err)]
     except Exception as err:  # noqa: BLE001 - an odd path (too long, a NUL): say so, do not crash
         return [f"{source[:200]!r} cannot be listed ({type(err).__name__}: {_one_line(err)})"]
-    problems = []
+    problems, any_records = [], len(files) > _PROBED_FILES
     for file in files[:_PROBED_FILES]:
         try:
-            check_readable(file, columns)
+            any_records = check_readable(file, columns) or any_records
         except ValueError as err:
             problems.append(_one_line(err))
         except Exception as err:  # noqa: BLE001 - any failure to open is the run's failure too
             problems.append(f"cannot read {file.uri} ({type(err).__name__}: {_one_line(err)})")
+    if not problems and not any_records:
+        problems.append(f"{source} holds no records (empty file{'s' if len(files) > 1 else ''})")
     return problems
 
 

@@ -145,8 +145,9 @@ def _open_parquet(file: SourceFile):
         raise ValueError(f"cannot read Parquet file {file.uri}: {err}") from err
 
 
-def check_readable(file: SourceFile, columns: Columns) -> None:
-    """Open ``file`` and read its first bytes (JSONL) or its schema (tables), nothing more.
+def check_readable(file: SourceFile, columns: Columns) -> bool:
+    """Open ``file`` and read its first bytes (JSONL) or its schema (tables), nothing more; return
+    whether it may hold records (False for an empty file or table).
 
     Raises ValueError naming the file when it cannot be opened or read, or a table lacks the
     question column (the checks a run would otherwise meet on a worker)."""
@@ -154,13 +155,13 @@ def check_readable(file: SourceFile, columns: Columns) -> None:
         filesystem, path = _filesystem(file.uri)
         try:
             with filesystem.open_input_stream(path) as fh:
-                fh.read(1)
+                return bool(fh.read(1))
         except OSError as err:
             raise ValueError(f"cannot read {file.uri}: {err}") from err
-    elif file.format == "arrow":
-        _check_columns(file, _open_arrow(file).schema.names, columns)
-    else:
-        _check_columns(file, _open_parquet(file).schema_arrow.names, columns)
+    table = _open_arrow(file) if file.format == "arrow" else _open_parquet(file)
+    schema = table.schema if file.format == "arrow" else table.schema_arrow
+    _check_columns(file, schema.names, columns)
+    return (table.num_rows if file.format == "arrow" else table.metadata.num_rows) > 0
 
 
 def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
