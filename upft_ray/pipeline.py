@@ -15,11 +15,9 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None
     that does not resolve, a run_dir that cannot be written, question files that cannot be read.
 
     Raises ConfigError listing every problem, one 'field: what is wrong' line each (exit 2 in the CLI)."""
-    from upft_ray.config import ConfigError
-    from upft_ray.preflight import preflight_problems
+    from upft_ray.preflight import check_ready
 
-    if problems := preflight_problems(cfg, stages, model):
-        raise ConfigError(problems, "the run")
+    check_ready(cfg, stages, model)
 
 
 def trained_model_dir(cfg: PipelineConfig) -> Path:

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from upft_ray.config import PipelineConfig
+from upft_ray.config import ConfigError, PipelineConfig
 from upft_ray.models import BUNDLED_MODELS, find_gguf, is_checkpoint_dir, model_problem, prepared_path
 from upft_ray.records import Columns
 from upft_ray.sources import check_readable, list_source_files
@@ -135,3 +135,9 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
     if run_problem:
         problems.append(f"run_dir: {run_problem}")
     return problems
+
+
+def check_ready(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None = None) -> None:
+    """Raise ConfigError listing every problem ``preflight_problems`` finds (the CLI exits 2 on it)."""
+    if problems := preflight_problems(cfg, stages, model):
+        raise ConfigError(problems, "the run")
