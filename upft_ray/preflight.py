@@ -51,10 +51,14 @@ def _hub_problem(repo_id: str) -> str | None:
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
         return None
     where = f"hub id {repo_id!r} is not in the local HF cache ({constants.HF_HUB_CACHE})"
-    if constants.HF_HUB_OFFLINE:
+    # read the environment now: huggingface_hub's constants were fixed when it was first imported
+    offline = constants.HF_HUB_OFFLINE or any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
+                                              for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline:
         return f"{where} and HF_HUB_OFFLINE is set; download it first or give a local checkpoint directory"
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=_HUB_TIMEOUT_S)
+        url = hf_hub_url(repo_id, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or None)
+        get_hf_file_metadata(url, timeout=_HUB_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - no network, not found, gated: each means the workers cannot load it
         return f"{where} and cannot be fetched ({type(err).__name__}: {_one_line(err)[:200]})"
     return None

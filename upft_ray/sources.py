@@ -179,7 +179,7 @@ def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None
     for batch in batches:
         try:
             records = batch.to_pylist()
-        except Exception:  # e.g. a string cell holding bad UTF-8: read cell by cell, losing only that row
+        except Exception:  # noqa: BLE001 - e.g. a string cell of bad UTF-8: read cell by cell, losing that row only
             records = [_table_record(batch, i) for i in range(batch.num_rows)]
         for record in records:
             yield row + 1, record, row + 1
