@@ -100,16 +100,19 @@ def _bad_sources(tmp_path):
     folder_named_jsonl = tmp_path / "dir.jsonl"
     folder_named_jsonl.mkdir()
     (folder_named_jsonl / "notes.txt").write_text("x")
+    (tmp_path / "problems.jsonl").write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    (tmp_path / "array.json").write_text(json.dumps([{"question": "1+1?"}, {"question": "2+2?"}], indent=2))
     (tmp_path / "empty.jsonl").write_bytes(b"")
     pq.write_table(pa.table({"question": pa.array([], pa.string())}), tmp_path / "empty.parquet")
-    return {"empty-jsonl": str(tmp_path / "empty.jsonl"), "empty-parquet": str(tmp_path / "empty.parquet"),
+    return {"wrong-question-field": str(tmp_path / "problems.jsonl"), "json-array": str(tmp_path / "array.json"),
+            "empty-jsonl": str(tmp_path / "empty.jsonl"), "empty-parquet": str(tmp_path / "empty.parquet"),
             "missing": str(tmp_path / "nope.jsonl"), "broken-parquet": str(broken),
             "no-question-column": str(wrong), "empty-directory": str(empty_dir), "csv": str(csv),
             "glob-without-match": f"{tmp_path}/*.jsonl", "directory-named-jsonl": str(folder_named_jsonl),
             "unknown-bundled-set": "bundled:no-such-set"}
 
 
-@pytest.mark.parametrize("case", ["empty-jsonl", "empty-parquet", "missing", "broken-parquet", "no-question-column", "empty-directory", "csv",
+@pytest.mark.parametrize("case", ["wrong-question-field", "json-array", "empty-jsonl", "empty-parquet", "missing", "broken-parquet", "no-question-column", "empty-directory", "csv",
                                   "glob-without-match", "directory-named-jsonl", "unknown-bundled-set"])
 @pytest.mark.parametrize("command", ["sample", "run"])
 def test_question_files_that_cannot_be_read(tmp_path, no_ray, case, command):

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from upft_ray.config import ConfigError, PipelineConfig
 from upft_ray.models import BUNDLED_MODELS, find_gguf, is_checkpoint_dir, model_problem, prepared_path
-from upft_ray.records import Columns
-from upft_ray.sources import check_readable, list_source_files
+from upft_ray.records import Columns, Unreadable
+from upft_ray.sources import check_readable, list_source_files, scan_records
 
 _PROBED_FILES = 32  # files opened per source (a glob over thousands on an object store stays quick)
 _HUB_TIMEOUT_S = 10.0
+_SCANNED_BYTES = 4 << 20  # a JSONL source this small is read whole, to find a wrong question field now
 
 
 def _one_line(err: BaseException) -> str:
@@ -106,7 +107,28 @@ def source_problems(source: str, columns: Columns) -> list[str]:
             problems.append(f"cannot read {file.uri} ({type(err).__name__}: {_one_line(err)})")
     if not problems and not any_records:
         problems.append(f"{source} holds no records (empty file{'s' if len(files) > 1 else ''})")
+    elif not problems and (why := _question_field_problem(files, columns)):
+        problems.append(f"{source}: {why}")
     return problems
+
+
+def _question_field_problem(files: list, columns: Columns) -> str | None:
+    """For a small JSONL source, read whole: why no record can hold a question (a wrong field name,
+    a JSON document instead of JSON Lines), or None. Larger sources are checked by the plan's scan."""
+    if any(f.format != "jsonl" for f in files) or sum(f.size for f in files) > _SCANNED_BYTES:
+        return None
+    first = None
+    for file in files:
+        for _, record, _ in scan_records(file, columns):
+            if isinstance(record, dict) and columns.question in record:
+                return None
+            first = record if first is None else first
+    if first is None:
+        return None
+    if isinstance(first, list) or (isinstance(first, Unreadable) and first.raw.strip() in ("[", "{")):
+        return f"no record has the field {columns.question!r}: the file looks like one JSON document; write " \
+               "JSON Lines, one object per line"
+    return f"no record has the field {columns.question!r}; name the field that holds the question"
 
 
 def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None = None) -> list[str]:
