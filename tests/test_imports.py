@@ -77,7 +77,8 @@ def _imports(path, module: str, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             add(base)
             for alias in node.names:
                 if f"{base}.{alias.name}" in modules:  # `from upft_ray.sampling import sampler`

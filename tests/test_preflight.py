@@ -108,12 +108,16 @@ def _bad_sources(tmp_path):
             "empty-jsonl": str(tmp_path / "empty.jsonl"), "empty-parquet": str(tmp_path / "empty.parquet"),
             "missing": str(tmp_path / "nope.jsonl"), "broken-parquet": str(broken),
             "no-question-column": str(wrong), "empty-directory": str(empty_dir), "csv": str(csv),
-            "glob-without-match": f"{tmp_path}/*.jsonl", "directory-named-jsonl": str(folder_named_jsonl),
+            "glob-without-match": f"{tmp_path}/nothing-*.jsonl", "directory-named-jsonl": str(folder_named_jsonl),
             "unknown-bundled-set": "bundled:no-such-set"}
 
 
-@pytest.mark.parametrize("case", ["wrong-question-field", "json-array", "empty-jsonl", "empty-parquet", "missing", "broken-parquet", "no-question-column", "empty-directory", "csv",
-                                  "glob-without-match", "directory-named-jsonl", "unknown-bundled-set"])
+BAD_SOURCES = ["wrong-question-field", "json-array", "empty-jsonl", "empty-parquet", "missing", "broken-parquet",
+               "no-question-column", "empty-directory", "csv", "glob-without-match", "directory-named-jsonl",
+               "unknown-bundled-set"]
+
+
+@pytest.mark.parametrize("case", BAD_SOURCES)
 @pytest.mark.parametrize("command", ["sample", "run"])
 def test_question_files_that_cannot_be_read(tmp_path, no_ray, case, command):
     source = _bad_sources(tmp_path)[case]
