@@ -39,13 +39,14 @@ def bench_config(run_dir: Path, args):
 
 def raw_vllm(cfg) -> dict:
     """Decode the sampler's requests with one LLM.generate call; return tokens and seconds."""
-    from upft_ray.inference import _engine_env
+    from upft_ray.inference import _engine_env, vllm_top_k
     from upft_ray.models import resolve_model
     from upft_ray.questions import load_questions
-    from upft_ray.sampling.requests import build_requests
+    from upft_ray.sampling.requests import build_requests, resolve_sampling
     from upft_ray.templates import render_prompt
 
-    s, e = cfg.sample, config_to_dict(cfg.sample.engine)
+    s, _ = resolve_sampling(cfg.sample, resolve_model(cfg.model))
+    e = config_to_dict(s.engine)
     _engine_env(e)
     from vllm import LLM, SamplingParams
 
@@ -57,7 +58,8 @@ def raw_vllm(cfg) -> dict:
     rows = load_questions(s.questions, s.columns_spec(), s.max_questions).rows
     requests = build_requests(rows, s, cfg.seed)
     prompts = [{"prompt_token_ids": render_prompt(tokenizer, json.loads(r["messages"]))[1]} for r in requests]
-    params = [SamplingParams(max_tokens=r["max_tokens"], temperature=r["temperature"], top_p=r["top_p"])
+    params = [SamplingParams(max_tokens=r["max_tokens"], temperature=r["temperature"], top_p=r["top_p"],
+                             top_k=vllm_top_k(r["top_k"]))
               for r in requests]
     started = time.time()
     outputs = llm.generate(prompts, params, use_tqdm=False)

@@ -4,7 +4,9 @@
         [--config OTHER.yaml ...] [--stage run|sample|train|evaluate|sweep] [key=value ...]
 
 Each --config runs in turn (a UPFT run, then its SFT baseline); the overrides apply to every one.
-A rerun of the same job resumes each stage from what its run directory holds.
+A rerun of the same job resumes each stage from what its run directory holds. The job exits
+non-zero (so the RayJob shows FAILED) when a stage raises or a sweep has a failed or refused run;
+the configs after a sweep with failed runs still run.
 """
 
 import argparse
@@ -36,9 +38,19 @@ def main() -> None:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    status = 0
     for cfg in configs:
         result = getattr(pipeline, args.stage)(cfg)
+        if args.stage == "sweep":
+            report, failures = result
+            print(report.read_text(), flush=True)
+            if failures:
+                print(f"error: {cfg.run_path}: {len(failures)} run(s) failed or refused: {', '.join(failures)}",
+                      file=sys.stderr, flush=True)
+            status = max(status, pipeline.exit_code(result))
+            continue
         print(result.read_text() if isinstance(result, Path) else json.dumps(result, indent=2, default=str), flush=True)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

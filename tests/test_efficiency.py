@@ -6,7 +6,7 @@ import pytest
 
 from upft_ray.config import ConfigError, load_config
 from upft_ray.efficiency import efficiency_table, method_means, run_tokens
-from upft_ray.sweep import sweep_report, sweep_runs
+from upft_ray.sweep import claim_run, results_config, sweep_report, sweep_runs
 
 
 def _run(root, name, method, questions, samples, sampled, tuned=None, accuracy=None):
@@ -54,9 +54,11 @@ def test_sweep_expands_variants_by_seeds_with_their_own_run_dirs(tmp_path):
     _run(tmp_path, "upft-s1", "upft", 10, 1, 100, 100, 0.30)
     _run(tmp_path, "upft-s2", "upft", 10, 1, 100, 100, 0.40)
     _run(tmp_path, "sft-s1", "sft", 10, 1, 900, 900, 0.20)
+    for _, _, run_cfg in runs:  # what a sweep writes before a run's first stage
+        claim_run(run_cfg.run_path, results_config(run_cfg))
     report = sweep_report(cfg, {"sft-s2": "RuntimeError: boom"})
-    assert "| upft (2/2 runs) | UPFT | 35.0 +- 7.1 | 35.0 +- 7.1 |" in report
-    assert "| sft (1/2 runs) | SFT | 20.0 | 20.0 |" in report
+    assert "| upft | UPFT | 2/2 | 35.0 +- 7.1 [0.0, 98.5] (2 runs) | 35.0 +- 7.1 [0.0, 98.5] (2 runs) |" in report
+    assert "| sft | SFT | 1/2 | 20.0 (1 run) | 20.0 (1 run) |" in report
     assert "`sft-s2`: RuntimeError: boom" in report and "## Token efficiency" in report
 
 

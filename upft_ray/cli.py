@@ -120,6 +120,19 @@ def analyze_rollouts(config: Optional[Path] = CONFIG, overrides: Optional[list[s
     _guard(pipeline.analyze_rollouts, _load(config, overrides, run_dir))
 
 
+@analyze_app.command("collapse")
+def analyze_collapse(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+                     run_dir: Optional[Path] = RUN_DIR,
+                     max_questions: int = typer.Option(100, help="questions teacher-forced per model (0 = all)"),
+                     batch_size: int = typer.Option(8, help="sequences per CPU forward pass")):
+    """Answer lengths, share ending within t+2 tokens, P(EOS) after t tokens with/without the template (table + PNG)."""
+    from upft_ray import pipeline
+
+    md = _guard(pipeline.analyze_collapse, _load(config, overrides, run_dir), max_questions, batch_size)
+    typer.echo(md.read_text())
+    typer.echo(f"wrote {md.parent}/collapse.{{md,json,parquet,png}}")
+
+
 @app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="one or more run directories"),
            out: Optional[Path] = typer.Option(None, help="where comparison.md/.png go (several runs); "

@@ -18,6 +18,9 @@ from upft_ray.templates import UPFT_TASK_TEMPLATE
 from upft_ray.typed_config import (ConfigError, apply_overrides, build_config, config_field as _f,  # noqa: F401
                                    config_to_dict, read_config_data)
 
+# A sampling field set to this takes the model's generation_config value (resolved when sampling starts).
+MODEL_DEFAULT = "model"
+
 
 @dataclass
 class EngineConfig:
@@ -30,7 +33,8 @@ class EngineConfig:
     tensor_parallel_size: int = _f(1, "GPUs per vLLM replica (tensor parallel)", min=1)
     gpu_memory_utilization: float = _f(0.9, "share of GPU memory vLLM may take", min=0.05, max=1.0)
     cpu_kv_cache_gib: int = _f(2, "KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB)", min=1)
-    num_replicas: int = _f(1, "vLLM actors (each one engine)", min=1)
+    num_replicas: int | str = _f(1, "vLLM actors (each one engine); auto: as many as the Ray cluster's GPUs hold "
+                                 "(GPUs // gpus_per_replica), decided when the stage starts", min=1, allow_auto=True)
     cpus_per_replica: float = _f(1.0, "CPUs reserved per vLLM actor", min=0.0)
     gpus_per_replica: float = _f(0.0, "GPUs per vLLM actor (0 on CPU; = tensor_parallel_size on GPU)", min=0.0)
     max_batches_in_flight: int = _f(4, "batches each vLLM actor works on at once; their requests share one "
@@ -60,10 +64,16 @@ class SampleConfig:
     num_samples: int = _f(1, "samples per question (sample_index 0..n-1; RFT and consistency analysis use n > 1)",
                           min=1)
     rows_per_shard: int = _f(1024, "questions per chunk; each chunk is one shard, the unit of resume", min=1)
-    temperature: float = _f(0.6, "sampling temperature (paper: 0.6)", min=0.0)
-    top_p: float = _f(1.0, "nucleus sampling", min=0.0, max=1.0)
+    temperature: float | str = _f(MODEL_DEFAULT, "sampling temperature; 'model': the model's generation_config "
+                                  "(1.0 where it sets none); the paper's runs use 0.6", min=0.0, words=(MODEL_DEFAULT,))
+    top_p: float | str = _f(MODEL_DEFAULT, "nucleus sampling; 'model': the model's generation_config (1.0 where "
+                            "it sets none), as the official sampler", min=0.0, max=1.0, words=(MODEL_DEFAULT,))
+    top_k: int | str = _f(MODEL_DEFAULT, "top-k sampling, 0 or -1 = off; 'model': the model's generation_config "
+                          "(50 where it sets none, as the official sampler)", min=-1, words=(MODEL_DEFAULT,))
     system_prompt: str = _f("", "system message before the question ('' = the model's default)")
-    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt")
+    task_template: str = _f(UPFT_TASK_TEMPLATE, "suffix given to prefix rows' training prompt (the paper's "
+                            "App. A.1 text); '' trains prefix rows on the bare question (the template ablation: "
+                            "sample.task_template='')")
     method: str = _f("upft", "upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered "
                      "full solution per question; rft: num_samples full solutions per question, only those the "
                      "grader finds correct are trained on; label_filter: UPFT's mix, but decoded whole and kept "
@@ -80,7 +90,8 @@ class SampleConfig:
 class TrainConfig:
     """Prefix SFT with Ray Train + DeepSpeed."""
 
-    num_workers: int = _f(2, "Ray Train workers (data-parallel ranks)", min=1)
+    num_workers: int | str = _f(2, "Ray Train workers (data-parallel ranks); auto (GPU training): one per GPU of "
+                                "the Ray cluster, decided when the stage starts", min=1, allow_auto=True)
     cpus_per_worker: float = _f(1.0, "CPUs per worker", min=0.0)
     use_gpu: bool = _f(False, "one GPU per worker (NCCL) instead of CPU (gloo)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
@@ -89,6 +100,8 @@ class TrainConfig:
                         "else fp32", choices=("fp32", "bf16", "auto"))
     learning_rate: float = _f(1e-5, "AdamW peak learning rate", min=0.0)
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0)
+    adam_beta1: float = _f(0.9, "AdamW beta1", min=0.0, max=1.0)
+    adam_beta2: float = _f(0.999, "AdamW beta2 (torch's default; the official UPFT code uses 0.95)", min=0.0, max=1.0)
     lr_schedule: str = _f("constant", "after warm-up: constant (paper) or cosine decay to min_lr_ratio x lr",
                           choices=("constant", "cosine"))
     warmup_ratio: float = _f(0.03, "share of steps with linear warm-up (paper: 0.03)", min=0.0, max=1.0)
@@ -99,8 +112,14 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step", min=1)
     max_length: int = _f(1024, "tokens per example (longer ones are cut) and per packed row", min=8)
     packing: bool = _f(True, "pack short examples into rows of max_length tokens (no cross-example attention)")
-    loss_normalization: str = _f("token", "token: NLL summed over the global batch / its loss tokens (paper); "
-                                 "example: mean of each example's mean NLL", choices=("token", "example"))
+    prefix_eos: str = _f("loss", "what a prefix row ends with: loss (the paper: EOS appended, with loss: the model "
+                         "learns to stop after t tokens), no_loss (EOS appended, masked from the loss: the same "
+                         "gradient as none), none (no EOS: the prefix as the start of an answer). The task template "
+                         "is sample.task_template ('' = none)", choices=("loss", "no_loss", "none"))
+    loss_normalization: str = _f("example", "example: mean over the global batch of each example's mean token NLL "
+                                 "(the official UPFT code: micro-batch 1, per-sequence mean, accumulated); token: "
+                                 "NLL summed over the global batch / its loss tokens (long full solutions then "
+                                 "outweigh the prefixes)", choices=("token", "example"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
     offload_optimizer: bool = _f(False, "ZeRO-Offload: optimizer state and step on the CPU (GPU training only)")
     checkpoint_every_steps: int = _f(0, "report a checkpoint every N optimizer steps (0 = at the end)", min=0)
@@ -108,13 +127,18 @@ class TrainConfig:
     max_failures: int = _f(1, "worker failures tolerated (restart from last checkpoint)", min=0)
     tensorboard: bool = _f(False, "also write metrics to RUN/train/tensorboard")
     log_every_steps: int = _f(1, "print/write metrics every N steps", min=1)
+    export_dtype: str = _f("auto", "dtype of the HF export in RUN/train/final; auto: bfloat16 when training used GPUs "
+                           "(vLLM serves bf16 there and the export is half the size), else float32 (on CPU vLLM and "
+                           "our evaluation run the checkpoint's dtype, and small fine-tuning updates would round "
+                           "away in bf16)", choices=("auto", "float32", "bfloat16"))
 
 
 @dataclass
 class EvalConfig:
     """Greedy evaluation with Ray Data + vLLM."""
 
-    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (NAME or NAME:PATH), "
+    benchmarks: list = _f(["bundled:arith-eval"], "gsm8k, math500, aime2024, gpqa (multiple choice), gpqa_free "
+                          "(the paper's free-form GPQA) (NAME or NAME:PATH), "
                           "bundled:SET, or .jsonl/.parquet paths")
     max_questions: int = _f(0, "use only the first N questions per benchmark (0 = all)", min=0)
     max_new_tokens: int = _f(512, "generation limit per answer", min=1)
@@ -124,7 +148,19 @@ class EvalConfig:
     temperature: float = _f(0.6, "sampling temperature when decoding is sample", min=0.0)
     top_p: float = _f(0.95, "nucleus sampling when decoding is sample", min=0.0, max=1.0)
     evaluate_base: bool = _f(True, "in `upft run`, also evaluate the base model for comparison")
+    columns: str = _f("generic", "column preset of generic evaluation sets (bundled:SET, plain .jsonl/.parquet "
+                      "paths; registered benchmarks keep their own mapping): generic (question/answer/id), omi2, "
+                      "uhard", choices=tuple(COLUMN_PRESETS))
+    question_field: str = _f("", "generic evaluation sets: column holding the question ('' = from the preset)")
+    answer_field: str = _f("", "generic evaluation sets: column holding the gold answer ('' = from the preset); "
+                           "rows without a usable gold are rejected, a file where none has one is an error")
+    id_field: str = _f("", "generic evaluation sets: column holding a question id ('' = from the preset; derived "
+                       "from the question text when absent)")
     engine: EngineConfig = _f(EngineConfig(), "vLLM engine")
+
+    def columns_spec(self) -> Columns:
+        """Return the columns of generic evaluation sets: the preset, with any field set here in its place."""
+        return preset_columns(self.columns, self.question_field, self.answer_field, self.id_field)
 
 
 @dataclass
@@ -185,6 +221,7 @@ class PipelineConfig:
 def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     """Build and validate a PipelineConfig; raises ConfigError listing every problem."""
     from upft_ray.models import model_problem
+    from upft_ray.placement import auto_problems
 
     problems: list[str] = []
     cfg = build_config(PipelineConfig, data, "", problems)
@@ -201,7 +238,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
                         "has nothing to offload (set train.use_gpu: true on GPU workers)")
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
-    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep)
+    problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep) + auto_problems(cfg)
     problems += cross_field_problems(cfg)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
@@ -259,7 +296,10 @@ _RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu
 
 
 def sample_config_hash(cfg: PipelineConfig) -> str:
-    """Return the hash that identifies a sampling run: model, seed and what shapes the samples."""
+    """Return the hash that identifies a sampling run: model, seed and what shapes the samples.
+
+    The sampler hashes its config after ``resolve_sampling``: sampling fields saying ``model`` count
+    by the values the model gave them, so the same numbers written out explicitly hash the same."""
     from upft_ray.schema import config_hash
 
     sample = config_to_dict(cfg.sample)

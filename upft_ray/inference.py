@@ -1,7 +1,8 @@
 """vLLM inside Ray Data: one engine per actor, shared by the batches in flight, for sampling and evaluation.
 
 Input columns: ``messages`` (JSON chat messages), ``max_tokens``, ``temperature``, ``top_p``, and
-optionally ``continue_from_token_ids`` (response tokens the generation continues from). Output
+optionally ``top_k`` (0 or -1 = off; absent = off) and ``continue_from_token_ids`` (response tokens the
+generation continues from). Output
 adds ``prompt``, ``prompt_token_ids``, ``num_prompt_tokens``, ``response_text``,
 ``response_token_ids``, ``num_response_tokens``, ``finish_reason``. A prompt that does not fit the
 engine's context is not sent: its ``finish_reason`` is ``prompt_too_long`` and the caller rejects it.
@@ -137,11 +138,13 @@ class VLLMGenerator:
                        for (text, ids), cont in zip(prompts, batch["continue_from_token_ids"])]
         texts, ids, reasons = [""] * n, [[] for _ in range(n)], [PROMPT_TOO_LONG] * n
         todo = [i for i in range(n) if len(prompts[i][1]) < self.max_model_len]
+        top_k = batch["top_k"] if "top_k" in batch else np.zeros(n, dtype=np.int64)
         futures = [
             self.loop.submit(prompts[i][1], SamplingParams(
                 max_tokens=min(int(batch["max_tokens"][i]), self.max_model_len - len(prompts[i][1])),
                 temperature=float(batch["temperature"][i]),
                 top_p=float(batch["top_p"][i]),
+                top_k=vllm_top_k(top_k[i]),
             ))
             for i in todo
         ]
@@ -160,6 +163,13 @@ class VLLMGenerator:
         return batch
 
 
+def vllm_top_k(top_k) -> int:
+    """Return ``top_k`` as vLLM takes it: -1 for off (our 0 or -1; every vLLM release reads -1 as off,
+    older ones refuse 0), else the number."""
+    k = int(top_k)
+    return -1 if k <= 0 else k
+
+
 def _object_array(lists: list[list[int]]) -> np.ndarray:
     """Return a 1-D object array of int64 arrays (numpy would otherwise build a 2-D array)."""
     out = np.empty(len(lists), dtype=object)
@@ -169,8 +179,14 @@ def _object_array(lists: list[list[int]]) -> np.ndarray:
 
 
 def engine_actor_options(engine: EngineConfig) -> dict:
-    """Return the ``map_batches`` options for an engine actor pool: replicas, resources, batches in flight."""
+    """Return the ``map_batches`` options for an engine actor pool: replicas, resources, batches in flight.
+
+    Raises ValueError for ``num_replicas: auto`` not yet decided (``upft_ray.placement`` does that)."""
     import ray.data
+
+    if engine.num_replicas == "auto":
+        raise ValueError("engine.num_replicas: 'auto' must be decided from the cluster's GPUs first "
+                         "(upft_ray.placement.with_resolved_resources; the pipeline does it)")
 
     return {
         "compute": ray.data.ActorPoolStrategy(size=engine.num_replicas,

@@ -154,3 +154,37 @@ def prepare_bundled_model(name: str, force: bool = False) -> Path:
         shutil.rmtree(target)
     staging.rename(target)
     return target
+
+
+# What the official UPFT sampler got for a field the model's generation_config leaves unset (the
+# transformers 4.x GenerationConfig defaults it ran on; transformers 5 leaves such fields None).
+GENERATION_FALLBACK = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+
+
+def generation_defaults(model_path: str) -> dict:
+    """Return the model's sampling defaults: ``{"temperature", "top_p", "top_k", "source"}``.
+
+    Read with transformers' ``GenerationConfig.from_pretrained`` from ``model_path`` (a local
+    checkpoint or a hub id, as ``resolve_model`` returns). A field the generation_config does not set,
+    or every field when the model has no ``generation_config.json``, takes ``GENERATION_FALLBACK``;
+    ``source`` says which fields came from where. A top_k of 0 (off in transformers) stays 0."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(model_path)
+    except OSError:  # no generation_config.json: the model says nothing, the fallback decides
+        gen = None
+    out, fallback = {}, []
+    for name, default in GENERATION_FALLBACK.items():
+        value = getattr(gen, name, None) if gen is not None else None
+        if value is None:
+            value = default
+            fallback.append(name)
+        out[name] = type(default)(value)
+    if gen is None:
+        out["source"] = f"no generation_config.json in {model_path}: fallback {GENERATION_FALLBACK}"
+    elif fallback:
+        out["source"] = f"{model_path}/generation_config.json; not set there, so fallback: {', '.join(fallback)}"
+    else:
+        out["source"] = f"{model_path}/generation_config.json"
+    return out

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from upft_ray.config import PipelineConfig
 from upft_ray.models import resolve_model
+from upft_ray.placement import with_resolved_resources
 from upft_ray.ray_runtime import ray_session
 from upft_ray.report import write_report
 
@@ -31,6 +32,7 @@ def sample(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_sample(cfg)
 
 
@@ -40,6 +42,7 @@ def train(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("train",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_train(cfg)
 
 
@@ -56,6 +59,7 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     else:
         path, out, label = resolve_model(model), cfg.run_path / "eval", "upft"
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         metrics = run_evaluate(cfg, path, out, label)
     write_report(cfg.run_path)
     return metrics
@@ -69,6 +73,7 @@ def run(cfg: PipelineConfig) -> Path:
 
     check_inputs(cfg, ("sample", "train", "evaluate"))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         run_sample(cfg)
         run_train(cfg)
         if cfg.eval.evaluate_base:
@@ -83,6 +88,7 @@ def analyze_consistency(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_consistency(cfg)
 
 
@@ -92,11 +98,32 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
+        cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         return run_rollouts(cfg)
 
 
+def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: int = 8) -> Path:
+    """Measure answer lengths and P(EOS) after t tokens for every evaluation in ``run_dir`` (a run or a
+    sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
+    from upft_ray.analysis.collapse import measure_collapse
+
+    measure_collapse(cfg.run_path, resolve_model(cfg.model), cfg.sample.prefix_tokens, cfg.sample.task_template,
+                     cfg.sample.system_prompt, max_questions, batch_size)
+    return cfg.run_path / "analysis" / "collapse" / "collapse.md"
+
+
 def sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
-    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed runs."""
+    """Run ``sweep.variants`` x ``sweep.seeds``; return RUN/report.md and the failed or refused runs."""
     from upft_ray.sweep import run_sweep
 
     return run_sweep(cfg)
+
+
+def exit_code(result: object) -> int:
+    """Return the exit status a stage's result calls for: 1 for a sweep with failed or refused runs, else 0
+    (a stage that failed outright has raised instead of returning)."""
+    from upft_ray.sweep import exit_code as sweep_exit_code
+
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        return sweep_exit_code(result[1])
+    return 0

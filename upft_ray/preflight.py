@@ -135,8 +135,6 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
     """Return 'field: what is wrong' for everything the given stages would fail on at the start.
 
     ``model`` is the model to evaluate when it is not ``cfg.model`` (a checkpoint path)."""
-    from upft_ray.evaluation.benchmarks import parse_benchmark_spec
-
     problems = []
     for name, value in (("model", cfg.model), ("--model", model)):
         if value and (why := model_resolution_problem(value)):
@@ -150,16 +148,26 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
         if not manifest.is_file():
             problems.append(f"run_dir: {manifest} not found: run `upft sample` for this run_dir first")
     if "evaluate" in stages:
-        for spec in cfg.eval.benchmarks:
-            try:
-                _, bench, source = parse_benchmark_spec(spec)
-            except ValueError as err:
-                problems.append(_one_line(err))
-                continue
-            columns = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
-            problems += [f"eval.benchmarks: {why}" for why in source_problems(source, columns)]
+        problems += _benchmark_problems(cfg)
     if run_problem:
         problems.append(f"run_dir: {run_problem}")
+    return problems
+
+
+def _benchmark_problems(cfg: PipelineConfig) -> list[str]:
+    """Return why an evaluation set cannot be used: missing or unreadable, or no row with a gold answer
+    (every score would be 0). Evaluation sets are small, so they are read whole here."""
+    from upft_ray.evaluation.benchmarks import load_benchmark
+
+    problems = []
+    for spec in cfg.eval.benchmarks:
+        try:
+            load_benchmark(spec, cfg.seed, cfg.eval.max_questions, cfg.eval.columns_spec())
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            why = _one_line(err)
+            problems.append(why if why.startswith("eval.benchmarks") else f"eval.benchmarks: {why}")
+        except Exception as err:  # noqa: BLE001 - an odd path or file: the run's failure too, said now
+            problems.append(f"eval.benchmarks: {spec[:200]!r} cannot be read ({type(err).__name__}: {_one_line(err)})")
     return problems
 
 

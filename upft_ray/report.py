@@ -1,11 +1,14 @@
-"""RUN/report.md: base vs UPFT accuracy per benchmark and the token accounting, from stage files."""
+"""RUN/report.md: base vs UPFT accuracy per benchmark (with intervals and a paired test) and the token
+accounting, from stage files; ``comparison.md`` for several runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from upft_ray.comparisons import STATS_NOTE, accuracy_cell, paired_section
 from upft_ray.efficiency import METHOD_LABELS, efficiency_table
+from upft_ray.stats import wilson_interval
 
 
 EVAL_DIRS = (("base", "eval_base"), ("UPFT", "eval"))
@@ -32,8 +35,32 @@ def accuracy_rows(run_dirs: list[Path]) -> list[dict]:
                 tuned = train.get("counts", {}).get("tokens_tuned")
                 label = METHOD_LABELS.get(sample.get("config", {}).get("method", "upft"), label)
             rows.append({"run": run_dir.name, "model": label, "sampled": sampled, "tuned": tuned,
+                         "eval_dir": run_dir / sub, "metrics": metrics["benchmarks"],
                          "accuracy": {b: 100 * m["accuracy"] for b, m in metrics["benchmarks"].items()}})
     return rows
+
+
+def _interval(m: dict | None) -> str:
+    if not m or not m.get("graded"):
+        return ""
+    lo, hi = wilson_interval(m["correct"], m["graded"])
+    return f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def comparison_pairs(rows: list[dict]) -> list[tuple[str, Path, str, Path]]:
+    """Return (label, eval dir, "base", base eval dir) for every trained model in ``rows``: paired with its
+    own run's base, else with the base of the one run that has one (named in the label)."""
+    bases = {r["run"]: r["eval_dir"] for r in rows if r["model"] == "base"}
+    pairs = []
+    for r in rows:
+        if r["model"] == "base":
+            continue
+        if r["run"] in bases:
+            pairs.append((f"{r['run']} {r['model']}", r["eval_dir"], "base", bases[r["run"]]))
+        elif len(bases) == 1:
+            (run, base_dir), = bases.items()
+            pairs.append((f"{r['run']} {r['model']}", r["eval_dir"], f"base ({run})", base_dir))
+    return pairs
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -44,7 +71,7 @@ def comparison_table(rows: list[dict]) -> str:
     for r in rows:
         accs = [r["accuracy"].get(n) for n in names]
         present = [a for a in accs if a is not None]
-        cells = [f"{a:.1f}" if a is not None else "-" for a in accs]
+        cells = [f"{a:.1f}{_interval(r['metrics'].get(n))}" if a is not None else "-" for n, a in zip(names, accs)]
         avg = f"{sum(present) / len(present):.1f}" if present else "-"
         tokens = [f"{v:,}" if v is not None else "-" for v in (r["sampled"], r["tuned"])]
         lines.append(f"| {r['run']} | {r['model']} | " + " | ".join(cells) + f" | {avg} | " + " | ".join(tokens) + " |")
@@ -84,7 +111,11 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "comparison.md"
     efficiency = efficiency_table(run_dirs)
-    md.write_text("# UPFT comparison\n\nAccuracy in %; tokens from the runs' manifests.\n\n" + comparison_table(rows)
+    paired = paired_section(comparison_pairs(rows))
+    md.write_text("# UPFT comparison\n\nAccuracy in % with its 95% Wilson score interval; tokens from the runs' "
+                  "manifests.\n\n" + comparison_table(rows)
+                  + ("\n## Trained models vs base (paired on the same questions)\n\n" + STATS_NOTE + "\n\n"
+                     + "\n".join(paired) + "\n" if paired else "")
                   + (f"\n## Token efficiency\n\n{efficiency}" if efficiency else ""))
     return md, plot_accuracy(rows, out_dir / "comparison.png")
 
@@ -102,15 +133,14 @@ def build_report(run_dir: Path) -> str:
                   f"{sample['config']['prefix_tokens']}, structure ratio p = {sample['config']['structure_ratio']}.", ""]
     if evals:
         names = sorted({b for m in evals.values() for b in m["benchmarks"]})
-        lines += ["## Accuracy (greedy)", "", "| model | " + " | ".join(names) + " |",
+        lines += ["## Accuracy", "", STATS_NOTE, "", "| model | " + " | ".join(names) + " |",
                   "|---|" + "---|" * len(names)]
         for label, metrics in evals.items():
-            cells = []
-            for name in names:
-                b = metrics["benchmarks"].get(name)
-                cells.append(f"{100 * b['accuracy']:.1f} ({b['correct']}/{b['graded']})" if b else "-")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(accuracy_cell(metrics["benchmarks"].get(n)) for n in names) + " |")
         lines.append("")
+        if "base" in evals and len(evals) == 2:
+            lines += [f"## {trained} vs base (paired on the same questions)", "",
+                      *paired_section([(trained, run_dir / "eval", "base", run_dir / "eval_base")]), ""]
     lines += ["## Tokens", "", "| what | value |", "|---|---|"]
     if sample:
         c, t = sample["counts"], sample["tokens"]

@@ -30,7 +30,7 @@ SAMPLE_SCHEMA = pa.schema([
     ("num_response_tokens", pa.int64()),
     ("finish_reason", pa.string()),        # "length" (hit max_tokens) or "stop" (EOS / stop token)
     ("model", pa.string()),
-    ("sampling_params", pa.string()),      # JSON: max_tokens, temperature, top_p
+    ("sampling_params", pa.string()),      # JSON: max_tokens, temperature, top_p, top_k
     ("seed", pa.int64()),
 ])
 
@@ -53,6 +53,7 @@ EVAL_SCHEMA = pa.schema([
     ("extracted_answer", pa.string()),
     ("gold", pa.string()),
     ("correct", pa.bool_()),
+    ("grade_status", pa.string()),          # ok | missing (no answer) | unparsable | timeout (upft_ray.grading)
     ("num_output_tokens", pa.int64()),
     ("finish_reason", pa.string()),
 ])

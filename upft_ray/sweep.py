@@ -3,21 +3,24 @@
 Each (variant, seed) is an ordinary run in ``RUN/<variant>-s<seed>/`` (sample -> train -> evaluate
 the trained model), so each resumes on its own and can be inspected alone; the base model is
 evaluated once in ``RUN/base/`` (greedy decoding does not depend on the seed). ``RUN/report.md``
-holds accuracy per variant as mean +- std over seeds, every run's numbers, and the token
-efficiency table. Baselines (``sample.method=sft|rft|label_filter``), the small reproduction and
+holds accuracy per variant as mean +- std over seeds with intervals, paired differences vs the base
+and vs SFT, every run's numbers, and the token efficiency table (``upft_ray.sweep_report``).
+Baselines (``sample.method=sft|rft|label_filter``), the small reproduction and
 ablations (``sample.prefix_tokens=4``, ``sample.structure_ratio=0.3``) are all variants.
+
+A run directory records the config it belongs to (``sweep_run.json``, written before its first
+stage): a rerun skips runs that finished with the same config, resumes unfinished ones, and refuses
+(reports as failed, never as results) a directory holding another config's work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import statistics
 import traceback
 from pathlib import Path
 
-from upft_ray.config import PipelineConfig, apply_overrides, config_from_dict, config_to_dict
-from upft_ray.efficiency import METHOD_LABELS, efficiency_table
+from upft_ray.config import _RESOURCE_FIELDS, PipelineConfig, apply_overrides, config_from_dict, config_to_dict
+from upft_ray.schema import config_hash, read_json, write_json_atomic
 
 
 def sweep_runs(cfg: PipelineConfig) -> list[tuple[str, int, PipelineConfig]]:
@@ -39,84 +42,151 @@ def sweep_runs(cfg: PipelineConfig) -> list[tuple[str, int, PipelineConfig]]:
     return runs
 
 
-def _accuracies(run_dir: Path, sub: str) -> dict[str, float]:
-    path = run_dir / sub / "metrics.json"
-    if not path.is_file():
-        return {}
-    return {b: 100 * m["accuracy"] for b, m in json.loads(path.read_text())["benchmarks"].items()}
+# Settings that only place, log or keep work: a run that differs only in these has the same results.
+_OPERATIONAL = {"train": ("cpus_per_worker", "tensorboard", "log_every_steps", "keep_last_k", "max_failures",
+                          "checkpoint_every_steps"), "eval": ("evaluate_base",)}
+RECORD = "sweep_run.json"
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} +- {statistics.stdev(values):.1f}"
+def results_config(cfg: PipelineConfig) -> dict:
+    """Return what a sweep run's results depend on: the config without where it runs (run_dir, ray,
+    engine placement) and without logging/checkpoint-keeping settings."""
+    data = config_to_dict(cfg)
+    for key in ("run_dir", "ray", "sweep"):
+        data.pop(key)
+    for stage in ("sample", "eval"):
+        data[stage]["engine"] = {k: v for k, v in data[stage]["engine"].items() if k not in _RESOURCE_FIELDS}
+    for stage, keys in _OPERATIONAL.items():
+        for key in keys:
+            data[stage].pop(key)
+    return data
+
+
+def base_results_config(cfg: PipelineConfig) -> dict:
+    """Return what the base model's evaluation depends on: model, eval settings, system prompt, and the
+    seed only when decoding samples."""
+    data = results_config(cfg)
+    out = {"model": data["model"], "eval": data["eval"], "system_prompt": cfg.sample.system_prompt}
+    if cfg.eval.decoding == "sample":
+        out["seed"] = cfg.seed
+    return out
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Return 'key (old -> new)' for every leaf that differs between two config dicts."""
+    out = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
+
+
+def run_state(run_dir: Path, results: dict, metrics: Path) -> tuple[str, str | None]:
+    """Return ("done" | "todo" | "stale", why) for a sweep run directory and the results config it should hold.
+
+    "done": its record names the same config and ``metrics`` (the last file its evaluation writes)
+    exists. "stale": it holds results of another config, or results with no record (made by hand or
+    by an older version), which cannot be told apart; it is refused, never reported or reused."""
+    record = run_dir / RECORD
+    wanted = config_hash(results)
+    if record.is_file():
+        stored = read_json(record)
+        if stored.get("config_hash") != wanted:
+            changed = _differences(stored.get("config", {}), results)
+            return "stale", (f"{run_dir} holds results of another config (hash {stored.get('config_hash')}, now "
+                             f"{wanted}; differs in: {', '.join(changed) or 'unknown'}); delete that directory to "
+                             "redo it, or use another run_dir")
+        return ("done" if metrics.is_file() else "todo"), None
+    if any((run_dir / sub).exists() for sub in ("sample", "train", "eval", "eval_base")):
+        return "stale", (f"{run_dir} holds results without a sweep record ({RECORD}): which config made them "
+                         "cannot be checked; delete that directory to redo it, or use another run_dir")
+    return "todo", None
+
+
+def claim_run(run_dir: Path, results: dict) -> None:
+    """Record which config owns ``run_dir`` (before any of its stages runs, so a resume is checked too)."""
+    write_json_atomic(run_dir / RECORD, {"config_hash": config_hash(results), "config": results})
+
+
+def exit_code(failures: dict[str, str]) -> int:
+    """Return the process exit status of a sweep: 1 when any run failed or was refused, else 0."""
+    return 1 if failures else 0
+
+
+def _plan(cfg: PipelineConfig):
+    """Return (runs, their states, the base's state) without starting anything."""
+    runs = sweep_runs(cfg)
+    states = {f"{v}-s{s}": run_state(c.run_path, results_config(c), c.run_path / "eval" / "metrics.json")
+              for v, s, c in runs}
+    base_dir = cfg.run_path / "base"
+    base = run_state(base_dir, base_results_config(cfg), base_dir / "eval_base" / "metrics.json")
+    return runs, states, base
 
 
 def sweep_report(cfg: PipelineConfig, failures: dict[str, str]) -> str:
-    """Return RUN/report.md for a sweep: mean +- std per variant, every run, token efficiency, failures."""
-    runs = sweep_runs(cfg)
-    base = _accuracies(cfg.run_path / "base", "eval_base")
-    per_run = {f"{v}-s{s}": _accuracies(c.run_path, "eval") for v, s, c in runs}
-    names = sorted({b for accs in [base, *per_run.values()] for b in accs})
-    seeds = cfg.sweep.seeds or [cfg.seed]
-    header = "| variant | method | " + " | ".join(names) + " | avg |"
-    rule = "|---|---|" + "---|" * (len(names) + 1)
-    lines = [f"# Sweep: {cfg.run_path.name}", "", f"Model `{cfg.model}`; seeds {seeds}; accuracy in % (greedy), "
-             "mean +- sample std over seeds; a variant's runs are in `<variant>-s<seed>/`.", "", header, rule]
-    if base:
-        lines.append("| base | - | " + " | ".join(_mean_std([base[n]] if n in base else []) for n in names)
-                     + f" | {_mean_std([statistics.mean(base.values())])} |")
-    for variant in cfg.sweep.variants:
-        mine = [(c, per_run[f"{v}-s{s}"]) for v, s, c in runs if v == variant["name"]]
-        done = [accs for _, accs in mine if accs]
-        cells = [_mean_std([a[n] for a in done if n in a]) for n in names]
-        avgs = [statistics.mean(a.values()) for a in done]
-        method = METHOD_LABELS.get(mine[0][0].sample.method, mine[0][0].sample.method)
-        lines.append(f"| {variant['name']} ({len(done)}/{len(mine)} runs) | {method} | " + " | ".join(cells)
-                     + f" | {_mean_std(avgs)} |")
-    lines += ["", "## Every run", "", "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for run, accs in per_run.items():
-        lines.append(f"| {run} | " + " | ".join(f"{accs[n]:.1f}" if n in accs else "-" for n in names) + " |")
-    efficiency = efficiency_table([c.run_path for _, _, c in runs])
-    if efficiency:
-        lines += ["", "## Token efficiency (means over seeds)", "", efficiency.rstrip()]
-    if failures:
-        lines += ["", "## Failed runs", ""] + [f"- `{run}`: {why}" for run, why in failures.items()]
-    return "\n".join(lines) + "\n"
+    """Return RUN/report.md for a sweep from the runs that are done with the current config."""
+    from upft_ray.sweep_report import build_sweep_report
+
+    runs, states, base = _plan(cfg)
+    failures = dict(failures)
+    failures.update({name: why for name, (state, why) in states.items() if state == "stale" and name not in failures})
+    if base[0] == "stale":
+        failures.setdefault("base", base[1])
+    reported = [(v, s, c.run_path) for v, s, c in runs
+                if states[f"{v}-s{s}"][0] == "done" and f"{v}-s{s}" not in failures]
+    planned = {v["name"]: (next(c.sample.method for x, _, c in runs if x == v["name"]),
+                           sum(1 for x, *_ in runs if x == v["name"])) for v in cfg.sweep.variants}
+    fresh = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] != "stale"]
+    return build_sweep_report(cfg.run_path.name, cfg.model, cfg.sweep.seeds or [cfg.seed],
+                              cfg.run_path / "base" if base[0] == "done" else None, reported, planned, failures,
+                              fresh)
 
 
 def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run every (variant, seed) of the sweep on Ray, then write ``RUN/report.md``; return it and the
-    failed runs ({run: error}). A failed run is reported and the others go on."""
+    failed or refused runs ({run: why}). A failed run is reported and the others go on; a run directory
+    holding another config's results is refused before Ray starts (see ``run_state``)."""
     from upft_ray.evaluation.evaluator import run_evaluate
     from upft_ray.models import resolve_model
     from upft_ray.pipeline import check_inputs, trained_model_dir
+    from upft_ray.placement import with_resolved_resources
     from upft_ray.ray_runtime import ray_session
     from upft_ray.sampling.sampler import run_sample
     from upft_ray.training.trainer import run_train
 
-    runs = sweep_runs(cfg)
+    runs, states, (base_state, base_why) = _plan(cfg)
     check_inputs(cfg, ("sample", "evaluate"))
-    failures: dict[str, str] = {}
-    with ray_session(cfg.ray):
-        if cfg.eval.evaluate_base and not (cfg.run_path / "base" / "eval_base" / "metrics.json").is_file():
-            base_cfg = dataclasses.replace(cfg, run_dir=str(cfg.run_path / "base"))
-            run_evaluate(base_cfg, resolve_model(cfg.model), base_cfg.run_path / "eval_base", "base")
-        for i, (variant, seed, run_cfg) in enumerate(runs, 1):
-            name = f"{variant}-s{seed}"
-            if (run_cfg.run_path / "eval" / "metrics.json").is_file():
-                print(f"[sweep] {i}/{len(runs)} {name}: done already")
-                continue
-            print(f"[sweep] {i}/{len(runs)} {name}: {run_cfg.run_path}", flush=True)
-            try:
-                run_sample(run_cfg)
-                run_train(run_cfg)
-                run_evaluate(run_cfg, str(trained_model_dir(run_cfg)), run_cfg.run_path / "eval", "trained")
-            except Exception as err:  # one failed run must not cost the others
-                failures[name] = f"{type(err).__name__}: {err}"
-                print(f"[sweep] {name} failed:\n{traceback.format_exc()}", flush=True)
+    failures = {name: why for name, (state, why) in states.items() if state == "stale"}
+    if cfg.eval.evaluate_base and base_state == "stale":
+        failures["base"] = base_why
+    todo = [(v, s, c) for v, s, c in runs if states[f"{v}-s{s}"][0] == "todo"]
+    for i, (variant, seed, _) in enumerate(runs, 1):
+        name = f"{variant}-s{seed}"
+        if name in failures or states[name][0] == "done":
+            print(f"[sweep] {i}/{len(runs)} {name}: {'refused: ' + failures[name] if name in failures else 'done already'}")
+    base_todo = cfg.eval.evaluate_base and base_state == "todo"
+    if todo or base_todo:
+        with ray_session(cfg.ray):
+            # `auto` counts are resolved from the GPUs Ray sees; the run records keep the config as written
+            if base_todo:
+                base_cfg = dataclasses.replace(with_resolved_resources(cfg), run_dir=str(cfg.run_path / "base"))
+                claim_run(base_cfg.run_path, base_results_config(cfg))
+                run_evaluate(base_cfg, resolve_model(cfg.model), base_cfg.run_path / "eval_base", "base")
+            for i, (variant, seed, run_cfg) in enumerate(todo, 1):
+                name = f"{variant}-s{seed}"
+                print(f"[sweep] {i}/{len(todo)} to run: {name}: {run_cfg.run_path}", flush=True)
+                try:
+                    claim_run(run_cfg.run_path, results_config(run_cfg))
+                    run_cfg = with_resolved_resources(run_cfg)
+                    run_sample(run_cfg)
+                    run_train(run_cfg)
+                    run_evaluate(run_cfg, str(trained_model_dir(run_cfg)), run_cfg.run_path / "eval", "trained")
+                except Exception as err:  # one failed run must not cost the others
+                    failures[name] = f"{type(err).__name__}: {err}"
+                    print(f"[sweep] {name} failed:\n{traceback.format_exc()}", flush=True)
     report = cfg.run_path / "report.md"
     report.write_text(sweep_report(cfg, failures))
     return report, failures

@@ -35,6 +35,11 @@ def config_field(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+def field_words(f: dataclasses.Field) -> tuple[str, ...]:
+    """Return the words a ``NUMBER | str`` field accepts besides numbers (``allow_auto=True`` means "auto")."""
+    return tuple(f.metadata.get("words", ())) + (("auto",) if f.metadata.get("allow_auto") else ())
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -92,11 +97,14 @@ def build_config(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
         if name not in data:
             continue
         tp, where = hints[name], f"{prefix}{name}"
-        if f.metadata.get("allow_auto"):  # an int field that may also say "auto"
-            if data[name] == "auto":
-                kwargs[name] = "auto"
+        if words := field_words(f):  # a number field that may also say a word ("auto", "model")
+            if data[name] in words:
+                kwargs[name] = data[name]
                 continue
-            tp = int
+            tp = next((t for t in typing.get_args(tp) if t is not str), tp)
+            if isinstance(data[name], str) and not (tp is float and _FLOAT.match(data[name].strip())):
+                problems.append(f"{where}: expected {_type_name(tp)} or one of {list(words)}, got {data[name]!r}")
+                continue
         if dataclasses.is_dataclass(tp):
             kwargs[name] = build_config(tp, data[name], f"{where}.", problems)
         else:

@@ -112,3 +112,11 @@ def test_job_configs_follow_the_paper():
         cfg = load_config(REPO / "jobs" / "configs" / f"{name}.yaml")
         assert (cfg.sample.prefix_tokens, cfg.sample.structure_ratio, cfg.train.epochs) == (t, p, epochs)
         assert cfg.train.zero_stage == 3 and cfg.train.precision == "bf16"
+        t_ = cfg.train
+        assert t_.num_workers * t_.micro_batch_size * t_.gradient_accumulation_steps == 64  # official global batch
+        assert t_.loss_normalization == "example" and not t_.packing and t_.offload_optimizer
+        assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.top_k, cfg.sample.num_samples) == \
+            (0.6, "model", "model", 1)
+        assert cfg.eval.decoding == "greedy" and cfg.eval.max_new_tokens == 16384
+        assert cfg.eval.engine.max_model_len == (4096 if "qwen-math" in name else 8192)  # the official contexts
+        assert [b.split(":")[0] for b in cfg.eval.benchmarks] == ["gsm8k", "math500", "aime2024", "gpqa_free"]

@@ -27,3 +27,21 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
     assert (joined["output"] == joined["output_single"]).all()
     assert (joined["correct"] == joined["correct_single"]).all()
     assert (joined["num_output_tokens"] == joined["num_output_tokens_single"]).all()
+
+
+def test_grade_batch_records_each_answers_status():
+    from upft_ray.schema import EVAL_SCHEMA
+
+    outputs = [("gsm8k", "so \\boxed{18}", "18"), ("gsm8k", "\\boxed{18", "18"), ("gsm8k", "\\boxed{lots}", "18"),
+               ("math500", "The answer is 5 + 7 = 12.", "12"), ("gpqa", "The answer is B and C.", "B"),
+               ("gpqa", "Answer: (C)", "C")]
+    batch = pd.DataFrame({
+        "benchmark": [b for b, _, _ in outputs], "question_id": [str(i) for i in range(len(outputs))],
+        "sample_index": [0] * len(outputs), "question": ["q"] * len(outputs), "prompt": ["p"] * len(outputs),
+        "response_text": [o for _, o, _ in outputs], "answer": [g for _, _, g in outputs],
+        "num_response_tokens": [5] * len(outputs), "finish_reason": ["stop"] * len(outputs)})
+    graded = grade_batch(batch)
+    assert list(graded.columns) == EVAL_SCHEMA.names
+    assert graded["correct"].tolist() == [True, False, False, True, False, True]
+    assert graded["grade_status"].tolist() == ["ok", "missing", "unparsable", "ok", "unparsable", "ok"]
+    assert graded["extracted_answer"].tolist() == ["18", "", "lots", "12", "", "C"]

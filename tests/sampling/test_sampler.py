@@ -87,6 +87,10 @@ def test_real_vllm_sampling_writes_readable_shards(tmp_path, tiny_model_dir, ray
     assert (df.num_response_tokens == df.response_token_ids.map(len)).all()
     assert manifest["tokens"]["generated"] == int(df.num_response_tokens.sum())
     assert_readable_everywhere(shards, len(df))
+    # The tiny model's generation_config sets no sampling values: "model" takes the documented fallback.
+    params = manifest["sampling_params"]
+    assert (params["temperature"], params["top_p"], params["top_k"]) == (1.0, 1.0, 50) and "fallback" in params["source"]
+    assert {json.loads(p)["top_k"] for p in df.sampling_params} == {50}
 
 
 def _malformed_file(path):

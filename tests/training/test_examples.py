@@ -107,3 +107,119 @@ def test_lr_schedules():
     assert [constant(k) for k in (0, 3, 4, 19)] == [0.25, 1.0, 1.0, 1.0]
     cosine = lr_lambda("cosine", warmup_steps=0, total_steps=11, min_ratio=0.1)
     assert cosine(0) == 1.0 and abs(cosine(10) - 0.1) < 1e-9 and 0.1 < cosine(5) < 1.0
+
+
+# --- Ablation knobs on the token level: prefix_eos, the task template, the loss normaliser ----------
+
+import pytest  # noqa: E402
+
+from upft_ray.training.examples import IGNORE_INDEX, example_labels, loss_tokens  # noqa: E402
+
+
+@pytest.mark.parametrize("mode,tail,labelled", [
+    ("loss", [True], True),       # t tokens + EOS, the EOS is a target (the paper)
+    ("no_loss", [True], False),   # t tokens + EOS as input, the EOS is no target
+    ("none", [], None),           # t tokens, no EOS at all
+])
+def test_prefix_eos_sets_what_a_prefix_row_ends_with(smollm2_dir, mode, tail, labelled):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    eos = tok.eos_token_id
+    for response in ([100, 101, 102, 103], [100, 101, 102, eos]):  # the second stopped by itself within t
+        ex = build_example(tok, _row("prefix", response), max_length=512, prefix_eos=mode)
+        p = ex["num_prompt_tokens"]
+        body = response[:3] + ([] if response[-1] == eos else [103])
+        assert ex["input_ids"][p:] == body + [eos] * len(tail)
+        labels = example_labels(ex)
+        assert labels[:p] == [IGNORE_INDEX] * p and labels[p:p + len(body)] == body
+        if labelled is not None:
+            assert labels[-1] == (eos if labelled else IGNORE_INDEX)
+        assert loss_tokens(ex) == len(body) + (1 if labelled else 0) == sum(x != IGNORE_INDEX for x in labels)
+    # full rows are never touched by the knob
+    full = build_example(tok, _row("full", [7, 8, eos], "stop"), max_length=512, prefix_eos=mode)
+    assert full["input_ids"][-3:] == [7, 8, eos] and example_labels(full)[-1] == eos
+    with pytest.raises(ValueError, match="prefix_eos"):
+        build_example(tok, _row("prefix", [1]), max_length=512, prefix_eos="sometimes")
+
+
+def test_no_loss_eos_is_masked_in_the_training_batch_and_the_normaliser(tmp_path, smollm2_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from upft_ray.training.objective import global_normaliser
+
+    pq.write_table(pa.Table.from_pylist([_row("prefix", [100, 101]), _row("full", [7, 8, 9])]),
+                   tmp_path / "shard-000000.parquet")
+    parts = {}
+    for mode in ("loss", "no_loss"):
+        out = tmp_path / f"part-{mode}.parquet"
+        tokenize_shard(str(tmp_path / "shard-000000.parquet"), str(out), str(smollm2_dir), 256, prefix_eos=mode)
+        parts[mode] = ExampleStore.from_parts([out])
+    loss, no_loss = parts["loss"], parts["no_loss"]
+    assert loss.lengths.tolist() == no_loss.lengths.tolist()  # same tokens in the row...
+    assert no_loss.loss_tokens.tolist() == [2, 3] and loss.loss_tokens.tolist() == [3, 3]  # ...one target fewer
+    assert global_normaliser([[0, 1]], no_loss, "token") == 5.0
+    _, _, labels_loss, _ = collate_rows([[0]], loss, pad_id=0)
+    _, _, labels_masked, _ = collate_rows([[0]], no_loss, pad_id=0)
+    n = int(loss.lengths[0])
+    assert labels_loss[0, n - 1].item() != I and labels_masked[0, n - 1].item() == I
+    assert labels_loss[0, :n - 1].tolist() == labels_masked[0, :n - 1].tolist()
+
+
+def test_parts_written_before_masked_tails_existed_still_load(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"input_ids": [[1, 2, 3, 4]], "num_prompt_tokens": [2]}), tmp_path / "old.parquet")
+    store = ExampleStore.from_parts([tmp_path / "old.parquet"])
+    assert store.loss_tokens.tolist() == [2] and store.tails.tolist() == [0]
+
+
+def test_empty_task_template_trains_prefix_rows_on_the_bare_question(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from upft_ray.config import load_config
+    from upft_ray.sampling.requests import build_requests
+    from upft_ray.templates import UPFT_TASK_TEMPLATE
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(20)]
+    for template, expected in ((None, UPFT_TASK_TEMPLATE), ("''", "")):
+        overrides = ["sample.structure_ratio=0.3"] + ([f"sample.task_template={template}"] if template else [])
+        cfg = load_config(None, overrides)
+        requests = build_requests(rows, cfg.sample, cfg.seed)
+        prefix = [r for r in requests if r["kind"] == "prefix"]
+        assert prefix and all(r["task_template"] == expected for r in prefix)
+        for r in prefix:
+            ex = build_example(tok, {**_row("prefix", [100]), "train_messages": r["train_messages"]}, 512)
+            prompt = tok.decode(ex["input_ids"][:ex["num_prompt_tokens"]])
+            assert (UPFT_TASK_TEMPLATE.strip() in prompt) == bool(expected)
+            # without the template a prefix row's prompt is exactly the prompt the model is sampled with
+            assert (r["train_messages"] == r["messages"]) == (not expected)
+
+
+def test_the_training_stage_builds_examples_with_the_configured_prefix_eos(tmp_path, tiny_model_dir, ray_local):
+    import json as _json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from upft_ray.config import load_config
+    from upft_ray.schema import write_json_atomic
+    from upft_ray.training.trainer import prepare_examples
+
+    run = tmp_path / "run"
+    (run / "sample" / "shards").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([_row("prefix", [100, 101]), _row("full", [7, 8, 9])]),
+                   run / "sample" / "shards" / "shard-000000.parquet")
+    write_json_atomic(run / "sample" / "manifest.json", {"config_hash": "h", "prefix_tokens": 8,
+                                                         "config": {"method": "upft", "prefix_tokens": 8}})
+    ends = {}
+    for mode in ("loss", "none", "no_loss"):  # one run dir: a changed knob must rebuild the examples
+        cfg = load_config(None, [f"run_dir={run}", f"model={tiny_model_dir}", f"train.prefix_eos={mode}"])
+        out_dir, counts = prepare_examples(cfg, str(tiny_model_dir))
+        table = pq.read_table(sorted(out_dir.glob("part-*.parquet"))).to_pylist()
+        ends[mode] = (table[0]["input_ids"][-1], table[0].get("num_masked_tail"), counts["tokens_tuned"])
+    eos = _json.loads((tiny_model_dir / "config.json").read_text())["eos_token_id"]
+    assert ends["loss"] == (eos, 0, 3 + 3) and ends["none"] == (101, 0, 2 + 3) and ends["no_loss"] == (eos, 1, 2 + 3)

@@ -57,6 +57,14 @@ def test_zero_stages_train_on_cpu(sampled, tmp_path, tiny_model_dir, stage):
     assert manifest["resumed_at_steps"] == []
     assert list((cfg.run_path / "train" / "tensorboard").glob("events.out.tfevents.*"))
     assert (cfg.run_path / "train" / "final" / "config.json").is_file()
+    # The streamed export holds DeepSpeed's own consolidation of the last checkpoint (fp32 on CPU).
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    reference = get_fp32_state_dict_from_zero_checkpoint(manifest["checkpoint"])
+    exported = _weights(cfg.run_path)
+    assert manifest["export_dtype"] == "float32" and set(exported) == set(reference) - {"lm_head.weight"}
+    assert all(torch.equal(exported[k], reference[k]) for k in exported)
+    assert (cfg.run_path / "train" / "loop_config.json").is_file()
 
 
 def _registered_checkpoints(ckpt_root):

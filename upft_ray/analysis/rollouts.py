@@ -29,7 +29,7 @@ def pick_trajectories(samples: pd.DataFrame, per_kind: int) -> pd.DataFrame:
 
 
 def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int, max_new_tokens: int,
-                     temperature: float, top_p: float) -> pd.DataFrame:
+                     temperature: float, top_p: float, top_k: int = 0) -> pd.DataFrame:
     """Return one generation request per (trajectory, cut position, rollout): the question's messages,
     the response tokens before the cut to continue from, and what is left of the token budget."""
     rows = []
@@ -41,7 +41,8 @@ def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int,
                 rows.append({"trajectory": traj_id, "question_id": t.question_id, "answer": t.answer,
                              "trajectory_correct": bool(t.correct), "position": float(share), "cut_tokens": cut,
                              "rollout": k, "messages": t.train_messages, "continue_from_token_ids": response[:cut],
-                             "max_tokens": max(1, max_new_tokens - cut), "temperature": temperature, "top_p": top_p})
+                             "max_tokens": max(1, max_new_tokens - cut), "temperature": temperature, "top_p": top_p,
+                             "top_k": top_k})
     return pd.DataFrame(rows)
 
 
@@ -77,6 +78,7 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
     from upft_ray.grading import grade
     from upft_ray.inference import add_generation
     from upft_ray.models import resolve_model
+    from upft_ray.sampling.requests import resolve_sampling
 
     a = cfg.analyze
     if not (consistency_config(cfg).run_path / "result.json").is_file():
@@ -85,9 +87,10 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
     trajectories = pick_trajectories(samples, a.rollout_questions)
     if trajectories.empty:
         raise ValueError("no sampled solution to roll out from")
-    requests = rollout_requests(trajectories, sorted(set(a.rollout_positions)), a.rollouts_per_position,
-                                a.max_new_tokens, cfg.sample.temperature, cfg.sample.top_p)
     model_path = resolve_model(cfg.model)
+    sample, _ = resolve_sampling(cfg.sample, model_path)  # the sampler's values ("model" -> generation_config)
+    requests = rollout_requests(trajectories, sorted(set(a.rollout_positions)), a.rollouts_per_position,
+                                a.max_new_tokens, sample.temperature, sample.top_p, sample.top_k)
     print(f"[analyze] rolling out {len(requests):,} completions from {len(trajectories)} trajectories "
           f"({int(trajectories['correct'].sum())} correct) at positions {sorted(set(a.rollout_positions))}")
     ds = add_generation(ray.data.from_pandas(requests), model_path, cfg.sample.engine, cfg.seed)

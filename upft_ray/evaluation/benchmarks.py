@@ -9,14 +9,14 @@ An ``eval.benchmarks`` entry is one of
 from __future__ import annotations
 
 import hashlib
+import math
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from upft_ray.grading import grade, last_boxed
-from upft_ray.questions import Columns, load_questions
-from upft_ray.sources import list_source_files, source_name
+from upft_ray.grading import grade, grade_letter, last_boxed  # grade_letter: importable from here too
+from upft_ray.questions import Columns, QuestionSet, rejected_row, validate_record
+from upft_ray.sources import iter_source_records, list_source_files, source_name
 
 LETTERS = "ABCD"
 
@@ -55,23 +55,6 @@ def gpqa_question(row: dict, seed: int) -> tuple[str, str]:
     return "\n".join(lines), gold
 
 
-_LETTER_SAID = re.compile(r"answer is[:\s]*\(?([A-D])\b", re.IGNORECASE)
-_LETTER_ALONE = re.compile(r"\(([A-D])\)|\b([A-D])\b")
-
-
-def grade_letter(output: str, gold: str) -> tuple[str | None, bool]:
-    """Grade a multiple-choice output: boxed letter, else 'answer is X', else the last (X)/X."""
-    boxed = last_boxed(output or "")
-    letter = None
-    if boxed and boxed.strip("() ").upper() in LETTERS and len(boxed.strip("() ")) == 1:
-        letter = boxed.strip("() ").upper()
-    elif said := _LETTER_SAID.findall(output or ""):
-        letter = said[-1].upper()
-    elif alone := _LETTER_ALONE.findall(output or ""):
-        letter = next(x for x in alone[-1] if x)
-    return letter, letter == gold
-
-
 @dataclass(frozen=True)
 class Benchmark:
     """How to read, prompt and grade one benchmark."""
@@ -98,7 +81,15 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gpqa": Benchmark("gpqa", question_field="Question", answer_field="Correct Answer", id_field="Record ID",
                       extra_fields=("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
                       grader=grade_letter, choices=True,
-                      notes="GPQA-Diamond (198); options shuffled with the run seed; bring the file"),
+                      notes="GPQA-Diamond (198) as four-option multiple choice (25% by chance), options shuffled "
+                            "with the run seed; the standard benchmark, NOT the paper's setting (gpqa_free); "
+                            "bring the file"),
+    # The paper's GPQA (official UPFT code, data/math_test/gpqa): the question alone, no options, graded
+    # against the correct answer's text; hence its 8-18% scores, below multiple choice's 25% floor.
+    "gpqa_free": Benchmark("gpqa_free", question_field="Question", answer_field="Correct Answer",
+                           id_field="Record ID", grader=grade,
+                           notes="GPQA-Diamond (198) free-form as in the paper: question without options, gold "
+                                 "= the correct answer's text; same file as gpqa"),
 }
 GENERIC = Benchmark("generic")
 
@@ -106,7 +97,10 @@ GENERIC = Benchmark("generic")
 def parse_benchmark_spec(spec: str) -> tuple[str, Benchmark, str]:
     """Return (result name, benchmark, question source) for an ``eval.benchmarks`` entry.
 
-    Raises ValueError for a registered benchmark that has no bundled sample and no file given."""
+    Raises ValueError for a registered benchmark that has no bundled sample and no file given, and
+    for a bare name that is neither registered nor an existing path (a typo such as ``gsm8K``)."""
+    from pathlib import Path
+
     name, _, path = spec.partition(":")
     if name in BENCHMARKS:
         bench = BENCHMARKS[name]
@@ -114,19 +108,88 @@ def parse_benchmark_spec(spec: str) -> tuple[str, Benchmark, str]:
         if not source:
             raise ValueError(f"eval.benchmarks: {name!r} ships no offline data; name a file as {name}:PATH")
         return name, bench, source
+    if not any(ch in spec for ch in ":/.*") and not Path(spec).exists():
+        raise ValueError(f"eval.benchmarks: {spec!r} is not a registered benchmark ({', '.join(BENCHMARKS)}) "
+                         "nor an existing path; give NAME, NAME:PATH, bundled:SET or a .jsonl/.parquet path")
     return source_name(spec), GENERIC, spec
 
 
-def load_benchmark(spec: str, seed: int, max_questions: int = 0):
-    """Return (name, benchmark, QuestionSet) with questions in prompt form and gold answers parsed."""
+def gold_problem(record: object, field: str) -> str | None:
+    """Return why ``record`` has no usable gold answer in ``field`` (None when it has one).
+
+    Usable: a non-blank string or a finite number. Missing, null, blank, a bool, a NaN/inf or a
+    container (dict, list) is not: grading against it would score the row wrong in silence."""
+    if not isinstance(record, dict):
+        return None  # not a record at all: validate_record names the problem
+    if field not in record:
+        return f"missing gold answer field {field!r}"
+    value = record[field]
+    if value is None:
+        return f"gold answer field {field!r} is null"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return f"gold answer field {field!r} is {type(value).__name__}, not a string or number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"gold answer field {field!r} is {value!r}, not a finite number"
+    if isinstance(value, str) and not value.strip():
+        return f"gold answer field {field!r} is empty"
+    return None
+
+
+def _fields_found(source: str, seen: set[str]) -> list[str]:
+    """Return the columns a source has (table files: their schema; JSONL: the keys of the records read)."""
+    import pyarrow.parquet as pq
+
+    fields = set(seen)
+    for file in list_source_files(source):
+        if file.format == "parquet":
+            try:
+                fields |= set(pq.read_schema(file.uri).names)
+            except Exception:  # only for the error message: the keys seen are still named
+                pass
+    return sorted(fields)
+
+
+def load_benchmark(spec: str, seed: int, max_questions: int = 0, columns: Columns | None = None):
+    """Return (name, benchmark, QuestionSet) with questions in prompt form and gold answers parsed.
+
+    ``columns`` maps the fields of a generic set (``bundled:SET``, a plain path; registered
+    benchmarks keep their own mapping). A row without a usable gold answer (see ``gold_problem``),
+    or whose gold parses to nothing, is rejected with its reason, as are rows ``validate_record``
+    refuses and repeated ids: rows read = rows kept + rows rejected. Raises ValueError naming the
+    source, the expected field and the fields found when no row has a usable gold answer."""
     name, bench, source = parse_benchmark_spec(spec)
-    columns = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
-    qs = load_questions(source, columns, max_questions)
-    for row in qs.rows:
-        if bench.choices:
-            row["question"], row["answer"] = gpqa_question(row, seed)
-        else:
-            row["answer"] = bench.gold(row["answer"])
+    if bench is GENERIC and columns is not None:
+        cols = Columns(columns.question, columns.answer, columns.id, columns.extra)
+    else:
+        cols = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
+    qs = QuestionSet(source=source)
+    seen_ids: set[str] = set()
+    keys: set[str] = set()
+    with_gold = 0
+    for file, number, record in iter_source_records(source, cols, max_questions):
+        keys |= set(record) if isinstance(record, dict) else set()
+        missing_gold = gold_problem(record, cols.answer)
+        with_gold += isinstance(record, dict) and missing_gold is None
+        reason, row = validate_record(record, cols)
+        reason = missing_gold or reason
+        if reason is None:
+            if bench.choices:
+                row["question"], row["answer"] = gpqa_question(row, seed)
+            else:
+                row["answer"] = bench.gold(row["answer"])
+            if not row["answer"].strip():
+                reason = f"gold answer field {cols.answer!r} parses to an empty {name} answer"
+            elif row["id"] in seen_ids:
+                reason = f"duplicate id: {row['id']!r}"
+        if reason is not None:
+            qs.rejected.append(rejected_row(file, number, reason, record))
+            continue
+        seen_ids.add(row["id"])
+        qs.rows.append(row)
+    if keys and not with_gold:
+        raise ValueError(f"{source}: no row has a usable gold answer in field {cols.answer!r} (fields found: "
+                         f"{_fields_found(source, keys)}); for a generic set map it with eval.answer_field or "
+                         f"eval.columns")
     return name, bench, qs
 
 

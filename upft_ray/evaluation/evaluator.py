@@ -2,7 +2,8 @@
 
 Writes ``<out>/<benchmark>.parquet`` (EVAL_SCHEMA, one row per question and sample),
 ``<out>/rejected.parquet`` (unusable question rows, with reasons) and, last, ``<out>/metrics.json``:
-accuracy per benchmark (mean over samples), and pass@k / maj@k when k > 1 samples are drawn.
+accuracy per benchmark (mean over samples), the answers that were missing, unparsable or timed out,
+and pass@k / maj@k when k > 1 samples are drawn.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ from upft_ray.schema import EVAL_SCHEMA, package_versions, write_json_atomic, wr
 from upft_ray.templates import chat_messages
 
 
+def _status(graded: tuple) -> str:
+    """A grader's status (upft_ray.grading graders carry one); a plain (answer, correct) pair: found or not."""
+    status = getattr(graded, "status", None)
+    return status or ("missing" if graded[0] is None else "ok")
+
+
 def grade_batch(batch: pd.DataFrame) -> pd.DataFrame:
-    """Return ``batch`` (generation output) graded by each row's benchmark, in EVAL_SCHEMA columns."""
+    """Return ``batch`` (generation output) graded by each row's benchmark, in EVAL_SCHEMA columns
+    (``grade_status``: ok, missing, unparsable or timeout)."""
     graded = [BENCHMARKS.get(bench, GENERIC).grader(text, gold)
               for bench, text, gold in zip(batch["benchmark"], batch["response_text"], batch["answer"])]
     return pd.DataFrame({
@@ -33,9 +41,10 @@ def grade_batch(batch: pd.DataFrame) -> pd.DataFrame:
         "question": batch["question"],
         "prompt": batch["prompt"],
         "output": batch["response_text"],
-        "extracted_answer": [p if p is not None else "" for p, _ in graded],
+        "extracted_answer": [g[0] if g[0] is not None else "" for g in graded],
         "gold": batch["answer"],
-        "correct": [bool(ok) for _, ok in graded],
+        "correct": [bool(g[1]) for g in graded],
+        "grade_status": [_status(g) for g in graded],
         "num_output_tokens": batch["num_response_tokens"].astype("int64"),
         "finish_reason": batch["finish_reason"],
     })
@@ -49,7 +58,7 @@ def build_eval_requests(cfg: PipelineConfig) -> tuple[list[dict], list[dict], di
     sampled = e.decoding == "sample"
     requests, rejected, read = [], [], {}
     for spec in e.benchmarks:
-        name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions)
+        name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions, e.columns_spec())
         read[name] = qs.num_read
         rejected += [{**r, "benchmark": name} for r in qs.rejected]
         for row in qs.rows:
@@ -76,8 +85,14 @@ def _majority_correct(group: pd.DataFrame) -> bool:
 
 
 def benchmark_metrics(part: pd.DataFrame, rows_read: int, rows_rejected: int, k: int) -> dict:
-    """Return the metrics of one benchmark's graded rows (accuracy = mean over all samples)."""
+    """Return the metrics of one benchmark's graded rows (accuracy = mean over all samples), with the
+    answers that were missing, unparsable or timed out (rows from before ``grade_status`` existed:
+    missing = no extracted answer, the others 0)."""
     per_question = part.groupby("question_id")
+    if "grade_status" in part:
+        status = part["grade_status"]
+    else:
+        status = pd.Series(["missing" if a == "" else "ok" for a in part["extracted_answer"]], dtype=object)
     metrics = {
         "accuracy": float(part["correct"].mean()) if len(part) else 0.0,
         "correct": int(part["correct"].sum()),
@@ -87,6 +102,9 @@ def benchmark_metrics(part: pd.DataFrame, rows_read: int, rows_rejected: int, k:
         "rows_rejected": rows_rejected,
         "mean_output_tokens": float(part["num_output_tokens"].mean()) if len(part) else 0.0,
         "answers_extracted": int((part["extracted_answer"] != "").sum()),
+        "answers_missing": int((status == "missing").sum()),
+        "answers_unparsable": int((status == "unparsable").sum()),
+        "answers_timed_out": int((status == "timeout").sum()),
     }
     if k > 1 and len(part):
         metrics[f"pass@{k}"] = float(per_question["correct"].any().mean())

@@ -11,12 +11,13 @@ solutions, so they can be graded before their prefixes are trained on. Each ques
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import pandas as pd
 
-from upft_ray.config import SampleConfig
+from upft_ray.config import MODEL_DEFAULT, SampleConfig
 from upft_ray.questions import rejected_row, validate_record
 from upft_ray.sampling.plan import Chunk
 from upft_ray.sources import SourceFile, scan_records
@@ -24,7 +25,7 @@ from upft_ray.templates import chat_messages
 
 REQUEST_COLUMNS = ["chunk", "chunk_records", "number", "question_id", "question", "answer", "sample_index",
                    "kind", "messages", "train_messages", "task_template", "max_tokens", "temperature", "top_p",
-                   "reject_reason", "source", "raw"]
+                   "top_k", "reject_reason", "source", "raw"]
 
 
 def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
@@ -37,8 +38,29 @@ def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
     return "full" if uniform < structure_ratio else "prefix"
 
 
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+
+
+def resolve_sampling(s: SampleConfig, model_path: str) -> tuple[SampleConfig, dict]:
+    """Return (``s`` with every ``model`` sampling field replaced by the model's generation_config value,
+    a record of the values used and where each came from, for the sample manifest).
+
+    Explicit values win. The model is read only when a field says ``model``; see
+    ``upft_ray.models.generation_defaults`` for the fallback when its generation_config is silent."""
+    from upft_ray.models import generation_defaults
+
+    wanted = [f for f in SAMPLING_FIELDS if getattr(s, f) == MODEL_DEFAULT]
+    defaults = generation_defaults(model_path) if wanted else {}
+    values = {f: defaults[f] if f in wanted else getattr(s, f) for f in SAMPLING_FIELDS}
+    record = {**values, "from_model": wanted, "source": defaults.get("source", "config")}
+    return dataclasses.replace(s, **values), record
+
+
 def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
-    """Return ``s.num_samples`` generation requests per question row: kind, prompts, sampling params."""
+    """Return ``s.num_samples`` generation requests per question row: kind, prompts, sampling params.
+
+    The sampling params are copied from ``s`` as they are: the sampler resolves ``model`` values
+    (``resolve_sampling``) before it builds requests."""
     requests = []
     for row in rows:
         kind = "full" if s.method in ("sft", "rft") else draw_kind(row["id"], seed, s.structure_ratio)
@@ -55,7 +77,7 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
                 "sample_index": k, "kind": kind, "messages": messages, "train_messages": train_messages,
                 "task_template": template,
                 "max_tokens": s.max_new_tokens if decode_whole else s.prefix_tokens,
-                "temperature": s.temperature, "top_p": s.top_p,
+                "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
             })
     return requests
 
@@ -88,5 +110,5 @@ def _reject_fields(rejected: dict) -> dict:
     """Return a request-shaped row for a rejected record (empty request fields)."""
     return {"number": rejected["line"], "question_id": "", "question": "", "answer": "", "sample_index": 0,
             "kind": "", "messages": "", "train_messages": "", "task_template": "", "max_tokens": 0,
-            "temperature": 0.0, "top_p": 1.0, "reject_reason": rejected["reason"], "source": rejected["source"],
+            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "reject_reason": rejected["reason"], "source": rejected["source"],
             "raw": rejected["raw"]}

@@ -10,6 +10,7 @@ so every question ends up in exactly one shard (once per sample index).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from upft_ray.config import PipelineConfig, config_to_dict, sample_config_hash
 from upft_ray.inference import VLLMGenerator, engine_actor_options
 from upft_ray.models import resolve_model
 from upft_ray.sampling.plan import Plan, plan_for_run
-from upft_ray.sampling.requests import chunk_requests
+from upft_ray.sampling.requests import chunk_requests, resolve_sampling
 from upft_ray.sampling.shard_writer import ShardWriter, read_summary, rejected_part_path, summary_path
 from upft_ray.schema import REJECTED_SCHEMA, package_versions, write_json_atomic
 
@@ -80,7 +81,11 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
     out_dir = cfg.run_path / "sample"
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model(cfg.model)
-    run_hash = sample_config_hash(cfg)  # of the config as written: "auto" stays "auto" on a rerun
+    # Sampling fields saying "model" take the generation_config's values; the hash sees those values,
+    # so a run resumed after the model's generation_config changed is refused, not mixed.
+    sample_cfg, sampling = resolve_sampling(cfg.sample, model_path)
+    cfg = dataclasses.replace(cfg, sample=sample_cfg)
+    run_hash = sample_config_hash(cfg)  # prefix_tokens as written: "auto" stays "auto" on a rerun
     cfg, prefix_choice = resolve_prefix_tokens(cfg)
     s = cfg.sample
     plan, resumed = plan_for_run(out_dir, s.questions, s.columns_spec(), s.rows_per_shard, s.max_questions, run_hash)
@@ -106,6 +111,7 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
                 progress.update(summary)
     manifest = sample_manifest(cfg, model_path, plan, out_dir, run_hash, reused, time.time() - started)
     manifest["prefix_tokens"] = s.prefix_tokens
+    manifest["sampling_params"] = sampling
     if prefix_choice:
         manifest["prefix_tokens_choice"] = prefix_choice
     write_json_atomic(out_dir / "manifest.json", manifest)

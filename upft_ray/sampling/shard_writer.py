@@ -59,8 +59,8 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 def to_shard_table(rows: pd.DataFrame, model: str, seed: int) -> pa.Table:
     """Return generated rows (at least one) as a table in SAMPLE_SCHEMA."""
     rows = rows.assign(model=model, seed=seed, sampling_params=[
-        json.dumps({"max_tokens": int(m), "temperature": float(t), "top_p": float(p)})
-        for m, t, p in zip(rows["max_tokens"], rows["temperature"], rows["top_p"])])
+        json.dumps({"max_tokens": int(m), "temperature": float(t), "top_p": float(p), "top_k": int(k)})
+        for m, t, p, k in zip(rows["max_tokens"], rows["temperature"], rows["top_p"], rows["top_k"])])
     for col in ("prompt_token_ids", "response_token_ids"):
         rows[col] = [list(map(int, ids)) for ids in rows[col]]
     return pa.Table.from_pandas(rows[SAMPLE_SCHEMA.names], schema=SAMPLE_SCHEMA, preserve_index=False)

@@ -1,9 +1,21 @@
 """The UPFT training set: sample shards -> token ids with a response-only loss mask.
 
-A prefix row trains on its first t sampled tokens followed by EOS, under the prompt that carries
-the task template; a full row trains on the whole sampled response (ending in EOS when the model
-stopped by itself; a response cut by the length limit gets no EOS, so the model is not taught to
-stop mid-sentence). Prompt tokens never carry loss.
+A prefix row trains on its first t sampled tokens, under the prompt that carries the task template
+(``sample.task_template``; "" trains prefix rows on the bare question), and then, by
+``train.prefix_eos``:
+
+- ``loss`` (the paper's): EOS appended, with loss: the model is taught to stop after t tokens;
+- ``no_loss``: EOS appended as input, masked from the loss (``num_masked_tail`` = 1). Nothing
+  attends past an example's last token and its prediction has no target, so the gradient equals
+  ``none``'s; only the row layout (one more token per example) differs;
+- ``none``: no EOS: the prefix is trained as the start of an answer that goes on.
+
+A sampled prefix that ended with the model's own EOS within t tokens is treated the same way (its
+EOS follows ``prefix_eos`` too), so under ``none`` no prefix row has an EOS target.
+
+A full row trains on the whole sampled response (ending in EOS when the model stopped by itself; a
+response cut by the length limit gets no EOS, so the model is not taught to stop mid-sentence).
+Prompt tokens never carry loss. Labels: ``example_labels``.
 """
 
 from __future__ import annotations
@@ -16,30 +28,42 @@ import pyarrow as pa
 
 from upft_ray.templates import render_prompt
 
+PREFIX_EOS = ("loss", "no_loss", "none")
+IGNORE_INDEX = -100
+
 EXAMPLES_SCHEMA = pa.schema([
     ("question_id", pa.string()),
     ("kind", pa.string()),
     ("input_ids", pa.list_(pa.int32())),
-    ("num_prompt_tokens", pa.int64()),    # labels are input_ids with the first this-many masked
-    ("num_response_tokens", pa.int64()),  # tokens that carry loss ("tokens tuned")
+    ("num_prompt_tokens", pa.int64()),    # the first this-many input_ids carry no loss
+    ("num_response_tokens", pa.int64()),  # the rest: len(input_ids) - num_prompt_tokens
+    ("num_masked_tail", pa.int64()),      # the last this-many carry no loss either (prefix_eos no_loss)
     ("truncated", pa.bool_()),            # cut to max_length
 ])
 
 
-def build_example(tokenizer, row: dict, max_length: int, prefix_tokens: int | None = None) -> dict:
+def build_example(tokenizer, row: dict, max_length: int, prefix_tokens: int | None = None,
+                  prefix_eos: str = "loss") -> dict:
     """Return one tokenised training example for a sample-shard row (see module docstring).
 
     ``prefix_tokens`` cuts a prefix row's response to its first t tokens (the label-filter baseline
-    decodes whole solutions; UPFT's own prefix rows are already t tokens long)."""
+    decodes whole solutions; UPFT's own prefix rows are already t tokens long). ``prefix_eos``:
+    what a prefix row ends with (PREFIX_EOS). Raises ValueError for an unknown ``prefix_eos``."""
+    if prefix_eos not in PREFIX_EOS:
+        raise ValueError(f"prefix_eos: {prefix_eos!r} is not one of {list(PREFIX_EOS)}")
     _, prompt_ids = render_prompt(tokenizer, json.loads(row["train_messages"]))
     response = [int(t) for t in row["response_token_ids"]]
-    if row["kind"] == "prefix" and prefix_tokens:
-        response = response[:prefix_tokens]
     eos = tokenizer.eos_token_id
-    ends_with_eos = bool(response) and response[-1] == eos
-    if row["kind"] == "prefix" and not ends_with_eos:
-        response = response + [eos]
-    elif row["kind"] == "full" and row["finish_reason"] == "stop" and not ends_with_eos:
+    masked_tail = 0
+    if row["kind"] == "prefix":
+        if prefix_tokens:
+            response = response[:prefix_tokens]
+        if response and response[-1] == eos:  # the sample itself stopped within t tokens
+            response = response[:-1]
+        if prefix_eos != "none":
+            response = response + [eos]
+            masked_tail = int(prefix_eos == "no_loss")
+    elif row["kind"] == "full" and row["finish_reason"] == "stop" and not (response and response[-1] == eos):
         response = response + [eos]  # stopped on a stop string rather than EOS
     ids = prompt_ids + response
     truncated = len(ids) > max_length
@@ -51,8 +75,22 @@ def build_example(tokenizer, row: dict, max_length: int, prefix_tokens: int | No
         "input_ids": ids,
         "num_prompt_tokens": num_prompt,
         "num_response_tokens": len(ids) - num_prompt,
+        "num_masked_tail": 0 if truncated else masked_tail,  # a cut example lost its tail already
         "truncated": truncated,
     }
+
+
+def loss_tokens(example: dict) -> int:
+    """Return how many tokens of an example carry loss (response tokens less a masked tail)."""
+    return example["num_response_tokens"] - example.get("num_masked_tail", 0)
+
+
+def example_labels(example: dict) -> list[int]:
+    """Return the example's labels: its input_ids with the prompt and any masked tail set to IGNORE_INDEX
+    (the loss shifts them: the token at position i is the target of the logits at i - 1)."""
+    ids, p = list(example["input_ids"]), example["num_prompt_tokens"]
+    end = len(ids) - example.get("num_masked_tail", 0)
+    return [IGNORE_INDEX] * p + ids[p:end] + [IGNORE_INDEX] * (len(ids) - end)
 
 
 @functools.lru_cache(maxsize=2)
@@ -63,7 +101,7 @@ def _tokenizer(model_path: str):
 
 
 def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefix_tokens: int | None = None,
-                   correct_only: bool = False) -> dict:
+                   correct_only: bool = False, prefix_eos: str = "loss") -> dict:
     """Write the training examples of one sample shard to ``out`` (EXAMPLES_SCHEMA, shard order); return counts.
 
     ``correct_only`` (RFT, label filter) grades each sampled solution against the row's gold answer
@@ -81,8 +119,8 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
                "response_text"]
     rows = pq.read_table(shard, columns=columns).to_pylist()
     graded = [r for r in rows if grade(r["response_text"], r["answer"])[1]] if correct_only else rows
-    examples = [build_example(tokenizer, row, max_length, prefix_tokens) for row in graded]
-    kept = [e for e in examples if e["num_response_tokens"] > 0]
+    examples = [build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos) for row in graded]
+    kept = [e for e in examples if loss_tokens(e) > 0]
     tmp = f"{out}.tmp-{os.getpid()}"
     pq.write_table(pa.Table.from_pylist(kept, schema=EXAMPLES_SCHEMA), tmp)
     os.replace(tmp, out)
@@ -90,9 +128,9 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
 
 
 def tokenize_shards(batch: dict, model_path: str, max_length: int, prefix_tokens: int | None = None,
-                    correct_only: bool = False) -> dict:
+                    correct_only: bool = False, prefix_eos: str = "loss") -> dict:
     """Ray Data UDF: tokenise each (shard, out) pair of ``batch``; return one count row per shard."""
-    counts = [tokenize_shard(shard, out, model_path, max_length, prefix_tokens, correct_only)
+    counts = [tokenize_shard(shard, out, model_path, max_length, prefix_tokens, correct_only, prefix_eos)
               for shard, out in zip(batch["shard"], batch["out"])]
     return {key: [c[key] for c in counts] for key in ("part", "rows_in", "incorrect", "examples")}
 

@@ -1,12 +1,16 @@
 """The SFT objective: next-token NLL on response tokens, normalised over the whole global batch.
 
 ``loss_normalization``:
-- ``token`` (default): the sum of every loss token's NLL in the global batch divided by the number
-  of loss tokens in it: the paper's token-level NLL, and the same number whatever the micro-batch
-  size, packing, gradient accumulation or world size (a per-micro-batch mean would weight tokens by
-  how they happened to be grouped).
-- ``example``: each example's mean token NLL, averaged over the examples of the global batch: a
-  prefix example (t tokens + EOS) then weighs as much as a full solution of hundreds of tokens.
+- ``example`` (default): each example's mean token NLL, averaged over the examples of the global
+  batch, as the official UPFT trainer does (micro-batch 1, per-sequence token mean, accumulated): a
+  prefix example (t tokens + EOS) then weighs as much as a full solution of hundreds of tokens, so
+  the p share of full solutions carries about p of the gradient.
+- ``token``: the sum of every loss token's NLL in the global batch divided by the number of loss
+  tokens in it; the rare long full solutions then carry most of the gradient (64-87% in the paper's
+  settings).
+
+Both are the same number whatever the micro-batch size, packing, gradient accumulation or world size
+(a per-micro-batch mean would weight tokens by how they happened to be grouped).
 
 Every rank knows the global batch from the deterministic plan, so the normaliser needs no
 communication; the loss given to DeepSpeed is scaled by world x accumulation because DeepSpeed

@@ -27,6 +27,7 @@ class ExampleStore:
     tokens: np.ndarray          # every example's input_ids, concatenated
     offsets: np.ndarray         # example i is tokens[offsets[i]:offsets[i+1]]
     num_prompt: np.ndarray      # prompt tokens per example (no loss on them)
+    masked_tail: np.ndarray | None = None  # trailing tokens without loss per example (prefix_eos no_loss)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -34,9 +35,14 @@ class ExampleStore:
         return np.diff(self.offsets)
 
     @property
+    def tails(self) -> np.ndarray:
+        """Trailing tokens per example that carry no loss (zeros when the examples have none)."""
+        return self.masked_tail if self.masked_tail is not None else np.zeros(len(self.num_prompt), dtype=np.int64)
+
+    @property
     def loss_tokens(self) -> np.ndarray:
         """Loss-bearing (response) tokens per example."""
-        return self.lengths - self.num_prompt
+        return self.lengths - self.num_prompt - self.tails
 
     def __len__(self) -> int:
         return len(self.num_prompt)
@@ -47,11 +53,19 @@ class ExampleStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.concat_tables([pq.read_table(p, columns=["input_ids", "num_prompt_tokens"]) for p in parts])
+        def read(part):
+            has_tail = "num_masked_tail" in pq.read_schema(part).names  # parts written before it existed: none
+            table = pq.read_table(part, columns=["input_ids", "num_prompt_tokens"] + ["num_masked_tail"] * has_tail)
+            if not has_tail:
+                table = table.append_column("num_masked_tail", pa.array(np.zeros(table.num_rows, dtype=np.int64)))
+            return table
+
+        table = pa.concat_tables([read(p) for p in parts])
         ids = table.column("input_ids").combine_chunks()
         offsets = ids.offsets.to_numpy().astype(np.int64)
         tokens = ids.values.to_numpy().astype(np.int32)
-        return cls(tokens, offsets - offsets[0], table.column("num_prompt_tokens").to_numpy().astype(np.int64))
+        return cls(tokens, offsets - offsets[0], table.column("num_prompt_tokens").to_numpy().astype(np.int64),
+                   table.column("num_masked_tail").to_numpy().astype(np.int64))
 
 
 def epoch_rows(lengths: np.ndarray, seed: int, epoch: int, pack_length: int) -> list[list[int]]:
@@ -102,14 +116,15 @@ def collate_rows(rows: list[list[int]], store: ExampleStore, pad_id: int, width:
     labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
     example_ids = torch.full(shape, -1, dtype=torch.long)
     seen = 0
+    tails = store.tails
     for b, row in enumerate(rows):
         at = 0
         for i in row:
             ids = torch.from_numpy(store.tokens[store.offsets[i]:store.offsets[i + 1]].astype(np.int64))
-            n, p = len(ids), int(store.num_prompt[i])
+            n, p, tail = len(ids), int(store.num_prompt[i]), int(tails[i])
             input_ids[b, at:at + n] = ids
             position_ids[b, at:at + n] = torch.arange(n)
-            labels[b, at + max(p, 1):at + n] = ids[max(p, 1):]  # a segment's first token is never a target
+            labels[b, at + max(p, 1):at + n - tail] = ids[max(p, 1):n - tail]  # a segment's first token is never a target
             example_ids[b, at:at + n] = seen
             seen += 1
             at += n

@@ -1,8 +1,10 @@
 """Training stage driver: sample shards -> tokenised examples -> Ray Train + DeepSpeed -> HF export.
 
-Writes under ``RUN/train/``: ``examples/part-*.parquet`` (what is trained on, one part per sample shard), ``ray/`` (Ray Train's run
-and DeepSpeed checkpoints), ``metrics.jsonl``, ``final/`` (safetensors HF checkpoint that
-transformers and vLLM load) and, last, ``manifest.json``.
+Writes under ``RUN/train/``: ``examples/part-*.parquet`` (what is trained on, one part per sample
+shard), ``loop_config.json`` (what every rank gets; ``harness_torch`` runs it without Ray), ``ray/``
+(Ray Train's run and DeepSpeed checkpoints), ``metrics.jsonl``, ``events.jsonl``, ``final/``
+(safetensors HF checkpoint in ``train.export_dtype`` that transformers and vLLM load) and, last,
+``manifest.json``.
 """
 
 from __future__ import annotations
@@ -20,48 +22,31 @@ from upft_ray.config import PipelineConfig, config_to_dict
 from upft_ray.models import resolve_model
 from upft_ray.schema import config_hash, package_versions, read_json, write_json_atomic
 from upft_ray.training.examples import example_parts, tokenize_shards
-from upft_ray.training.loop import plan_epochs, train_loop_per_worker
+from upft_ray.training.export import resolve_export_dtype
+from upft_ray.training.harness_ray import train_loop_per_worker
+from upft_ray.training.loop import plan_epochs
 from upft_ray.training.packing import epoch_rows, packing_efficiency
 
 RUN_NAME = "upft-train"
 
 
-def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, zero_stage: int) -> Path:
-    """Write the weights in a DeepSpeed checkpoint as an HF safetensors checkpoint; return ``out_dir``.
+def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, zero_stage: int | None = None,
+                         dtype: str = "float32") -> Path:
+    """Write the weights in a DeepSpeed checkpoint as an HF safetensors checkpoint in ``dtype``; return ``out_dir``.
 
-    Weights are consolidated to fp32 (ZeRO shards merged) and saved in fp32: small fine-tuning
-    updates would round away if the export were cast to bf16."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    Streams from the checkpoint files (see ``export.py``: peak memory about one chunk, not the model);
+    ``zero_stage`` is read from the checkpoint and kept only for callers that pass it."""
+    from upft_ray.training.export import export_hf_checkpoint as stream_export
 
-    if zero_stage == 0:
-        tag = (checkpoint_dir / "latest").read_text().strip()
-        state = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                           weights_only=False)["module"]
-    else:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir))
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    result = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
-    if set(result.missing_keys) - tied or result.unexpected_keys:
-        raise RuntimeError(f"checkpoint {checkpoint_dir} does not match {model_path}: "
-                           f"missing {result.missing_keys}, unexpected {result.unexpected_keys}")
-    staging = out_dir.with_name(out_dir.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model_path).save_pretrained(staging)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
-    return out_dir
+    return stream_export(Path(checkpoint_dir), model_path, Path(out_dir), dtype)
 
 
 def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> dict:
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
             "sample_config_hash": read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"],
-            "shards": [[s.name, s.stat().st_size] for s in shards], "filter": "correct-v1"}
+            "shards": [[s.name, s.stat().st_size] for s in shards], "filter": "correct-v1",
+            "prefix_eos": cfg.train.prefix_eos}
 
 
 def sampled_prefix_tokens(sample_manifest: dict) -> int:
@@ -97,14 +82,15 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
                     .map_batches(tokenize_shards, batch_size=1,
                                  fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length,
                                             "prefix_tokens": sampled_prefix_tokens(sample_manifest),
-                                            "correct_only": method in ("rft", "label_filter")})
+                                            "correct_only": method in ("rft", "label_filter"),
+                                            "prefix_eos": cfg.train.prefix_eos})
                     .take_all())
         write_json_atomic(done, {"key": key, "rows_in": sum(p["rows_in"] for p in per_part),
                                  "incorrect": sum(p["incorrect"] for p in per_part)})
     done_counts = read_json(done)
     rows_in, incorrect = done_counts["rows_in"], done_counts.get("incorrect", 0)
     table = pq.read_table(example_parts(out_dir), columns=["kind", "num_prompt_tokens", "num_response_tokens",
-                                                           "truncated"])
+                                                           "num_masked_tail", "truncated"])
     if table.num_rows == 0:
         raise ValueError(f"no training example left in {out_dir}: of {rows_in} sampled rows, {incorrect} were graded "
                          f"incorrect (method {method}) and {rows_in - incorrect} had no response token within "
@@ -119,7 +105,7 @@ def prepare_examples(cfg: PipelineConfig, model_path: str) -> tuple[Path, dict]:
         "examples_truncated": int(pc.sum(table["truncated"]).as_py() or 0),
         "prefix_examples": int(pc.sum(pc.equal(table["kind"], "prefix")).as_py() or 0),
         "full_examples": int(pc.sum(pc.equal(table["kind"], "full")).as_py() or 0),
-        "tokens_tuned": int(pc.sum(table["num_response_tokens"]).as_py() or 0),
+        "tokens_tuned": int(pc.sum(pc.subtract(table["num_response_tokens"], table["num_masked_tail"])).as_py() or 0),
         "tokens_total": int(pc.sum(pc.add(table["num_prompt_tokens"], table["num_response_tokens"])).as_py() or 0),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     }
@@ -132,13 +118,10 @@ def example_lengths(examples_dir: Path):
     return pc.add(table["num_prompt_tokens"], table["num_response_tokens"]).to_numpy()
 
 
-def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_token_id: int):
-    """Return the Ray Train TorchTrainer for this run (not started), for inspection or ``fit()``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+def loop_config(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_token_id: int) -> dict:
+    """Return the plain dict every training rank gets (Ray Train workers, or torchrun via loop_config.json)."""
     t = cfg.train
-    loop_config = {
+    return {
         "train": config_to_dict(t),
         "seed": cfg.seed,
         "model_path": model_path,
@@ -148,12 +131,20 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_
         "tensorboard_dir": str(cfg.run_path / "train" / "tensorboard") if t.tensorboard else None,
         "pad_token_id": pad_token_id,
     }
+
+
+def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_token_id: int):
+    """Return the Ray Train TorchTrainer for this run (not started), for inspection or ``fit()``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = cfg.train
     resources = {"CPU": t.cpus_per_worker}
     if t.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=loop_config(cfg, model_path, examples_dir, pad_token_id),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=RUN_NAME,
@@ -219,11 +210,15 @@ def run_train(cfg: PipelineConfig) -> dict:
           f"full), {counts['tokens_tuned']} tokens tuned; {len(first_rows)} rows"
           f"{' (packed, efficiency ' + str(counts['packing_efficiency']) + ')' if t.packing else ''}; "
           f"{counts['steps']} steps over {t.epochs} epoch(s), {t.num_workers} workers, ZeRO-{t.zero_stage}")
-    result = build_trainer(cfg, model_path, examples_dir, counts.pop("pad_token_id")).fit()
+    pad_token_id = counts.pop("pad_token_id")
+    # The same loop runs without Ray: torchrun -m upft_ray.training.harness_torch RUN/train/loop_config.json ...
+    write_json_atomic(train_dir / "loop_config.json", loop_config(cfg, model_path, examples_dir, pad_token_id))
+    result = build_trainer(cfg, model_path, examples_dir, pad_token_id).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
-        final = export_hf_checkpoint(Path(ckpt_dir), model_path, train_dir / "final", t.zero_stage)
+        final = export_hf_checkpoint(Path(ckpt_dir), model_path, train_dir / "final",
+                                     dtype=resolve_export_dtype(train_cfg))
     manifest = {
         "stage": "train",
         "model": cfg.model,
@@ -235,6 +230,7 @@ def run_train(cfg: PipelineConfig) -> dict:
         "resumed_at_steps": _resumed_steps(train_dir / "events.jsonl"),
         "checkpoint": result.checkpoint.path,
         "final_model": str(final),
+        "export_dtype": resolve_export_dtype(train_cfg),
         "versions": package_versions(),
         "wall_time_s": round(time.time() - started, 2),
     }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU check of the real training loop (torchrun + NCCL, ZeRO 1/2/3 bf16, kill/resume, export, tokens/s, MFU).
+#   bench/gpu_check.sh [--out DIR]            on a GPU machine (figures: DIR/gpu_check.json, default $OUT or bench/)
+#   bench/gpu_check.sh --tiny [--out DIR]     the same script on CPU: gloo, 2 processes, a 2-layer model
+# Needs torch, transformers, numpy, pyarrow, pyyaml and deepspeed; not Ray, not vLLM. Missing packages can be
+# given as wheels: UPFT_WHEELS=/path/to/dir-of-wheels (deepspeed's py3-none-any wheel + hjson, pydantic, ...,
+# pyarrow if absent); they are installed with --no-deps into a private directory. DeepSpeed compiles no CUDA op
+# (the loop uses torch's AdamW). Budget: under 8 minutes on one H100 (the script is killed at 450 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ -n "${UPFT_WHEELS:-}" ]; then
+  SITE="${TMPDIR:-/tmp}/upft-gpu-check-site"
+  "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$UPFT_WHEELS"/*.whl
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export DS_BUILD_OPS=0 TOKENIZERS_PARALLELISM=false
+LIMIT=450
+if [[ " $* " == *" --tiny "* ]]; then export DS_ACCELERATOR=cpu; LIMIT=900; fi  # CPUs may be shared and busy
+exec timeout "$LIMIT" "$PY" bench/gpu_check.py "$@"

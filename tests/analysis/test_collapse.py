@@ -1,0 +1,76 @@
+"""`upft analyze collapse` on the tiny model: answer lengths, ending within t+2, P(EOS) after t tokens."""
+
+import json
+import math
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from upft_ray.cli import app
+from upft_ray.schema import EVAL_SCHEMA
+
+PNG = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = ["Tom has 3 apples and gets 4 more, so he has 7 apples.", "7", "The answer is 12.",
+           "Let us count: 5 + 6 = 11. So the answer is 11.", "9 apples", "Each friend gets 3."]
+
+
+def _eval(path, lengths, finish):
+    path.mkdir(parents=True)
+    n = len(lengths)
+    pq.write_table(pa.Table.from_pydict({
+        "benchmark": ["arith-eval"] * n, "question_id": [f"q{i}" for i in range(n)], "sample_index": [0] * n,
+        "question": [f"What is {i} + 4?" for i in range(n)], "prompt": ["p"] * n, "output": OUTPUTS[:n],
+        "extracted_answer": ["1"] * n, "gold": ["1"] * n, "correct": [False] * n, "num_output_tokens": lengths,
+        "finish_reason": finish, "grade_status": ["ok"] * n}, schema=EVAL_SCHEMA), path / "arith-eval.parquet")
+    (path / "metrics.json").write_text(json.dumps({"benchmarks": {"arith-eval": {"accuracy": 0, "correct": 0,
+                                                                                   "graded": n}}}))
+
+
+def test_collapse_table_png_and_eos_probabilities_on_the_tiny_model(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from upft_ray.templates import UPFT_TASK_TEMPLATE, chat_messages, render_prompt
+
+    run = tmp_path / "run"
+    (run / "sample").mkdir(parents=True)
+    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": 4, "config": {
+        "prefix_tokens": 4, "task_template": UPFT_TASK_TEMPLATE}}))
+    # base: long answers; tuned: three of six stop within t + 2 = 6 tokens, one is cut by the limit.
+    _eval(run / "eval_base", [40, 2, 30, 50, 35, 45], ["stop"] * 6)
+    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop", "stop", "stop", "stop", "stop", "length"])
+    (run / "train").mkdir()
+    (run / "train" / "final").symlink_to(tiny_model_dir)
+    result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={run}", f"model={tiny_model_dir}",
+                                      "--max-questions", "5", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    out = run / "analysis" / "collapse"
+    table = pd.read_parquet(out / "collapse.parquet").set_index("model")
+    assert table.loc["eval", "share_end_within_t_plus_2"] == 3 / 6 and table.loc["eval_base", "share_end_within_t_plus_2"] == 1 / 6
+    assert table.loc["eval", "share_cut_by_limit"] == 1 / 6 and table.loc["eval", "p50_tokens"] == 6.5
+    assert table.loc["eval", "prefix_tokens"] == 4 and table.loc["eval", "answers"] == 6
+    # teacher forcing: 5 questions; the answers "7" and "9 apples" have fewer than t = 4 tokens: counted, not measured
+    assert table.loc["eval", "eos_questions"] == 3 and table.loc["eval", "eos_answers_shorter_than_t"] == 2
+    eos = pd.read_parquet(out / "eos.parquet")
+    assert set(eos["model"]) == {"eval", "eval_base"} and eos["p_eos_with_template"].notna().sum() == 6
+    # the batched, padded figure equals one unbatched forward pass computed here
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for suffix, column in ((UPFT_TASK_TEMPLATE, "p_eos_with_template"), ("", "p_eos_without_template")):
+        ids = render_prompt(tok, chat_messages("What is 3 + 4?", "", suffix))[1] + tok.encode(OUTPUTS[3], add_special_tokens=False)[:4]
+        with torch.no_grad():
+            expected = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)[tok.eos_token_id].item()
+        got = eos[(eos["model"] == "eval") & (eos["question_id"] == "q3")][column].item()
+        assert math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-7)
+    assert table.loc["eval", "p_eos_with_template"] != table.loc["eval", "p_eos_without_template"]
+    md = (out / "collapse.md").read_text()
+    assert "| eval | 4 | 6 | 11.0 |" in md and "| 50.0% | 16.7% |" in md and "| 3 (2) |" in md
+    assert json.loads((out / "collapse.json").read_text())["models"][0]["model"] == "eval_base"
+    assert (out / "collapse.png").read_bytes()[:8] == PNG
+
+
+def test_collapse_without_evaluations_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={tmp_path}"])
+    assert result.exit_code == 1 and "no evaluation" in result.output

@@ -1,0 +1,82 @@
+"""The streaming HF export equals DeepSpeed's own consolidation, shards, casts, reloads, and holds no model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loop_helpers import synthetic, torchrun_zero2  # noqa: F401 (fixtures)
+from upft_ray.training import export
+from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
+from upft_ray.training.harness_torch import latest_checkpoint
+
+
+def _reference(ckpt):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(latest_checkpoint(ckpt)))
+
+
+def _load_dir(out):
+    weights = {}
+    for shard in sorted(out.glob("*.safetensors")):
+        weights.update(load_file(str(shard)))
+    return weights
+
+
+def test_sharded_chunked_export_equals_deepspeeds_consolidation_and_reloads(torchrun_zero2, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    cfg, ckpt, _ = torchrun_zero2
+    monkeypatch.setattr(export, "CHUNK_ELEMENTS", 1000)  # many chunks per tensor, page releases in between
+    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg["model_path"], tmp_path / "final",
+                               max_shard_bytes=100_000)
+    reference, mine = _reference(ckpt), _load_dir(out)
+    assert len(list(out.glob("*.safetensors"))) > 1
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(mine)
+    assert set(mine) == set(reference) - {"lm_head.weight"}  # tied to the embedding, as save_pretrained writes it
+    for name, tensor in mine.items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, reference[name]), name
+    model = AutoModelForCausalLM.from_pretrained(out)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in mine.items())
+    assert torch.equal(state["lm_head.weight"], mine["model.embed_tokens.weight"])
+
+
+def test_bfloat16_export_is_the_fp32_weights_rounded(torchrun_zero2, tmp_path):
+    cfg, ckpt, _ = torchrun_zero2
+    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg["model_path"], tmp_path / "bf16", "bfloat16")
+    reference, mine = _reference(ckpt), _load_dir(out)
+    assert all(t.dtype == torch.bfloat16 and torch.equal(t, reference[k].to(torch.bfloat16)) for k, t in mine.items())
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_export_refuses_a_model_of_another_shape(torchrun_zero2, tmp_path):
+    from upft_ray.training.synthetic import TINY_QWEN2, write_random_model
+
+    _, ckpt, _ = torchrun_zero2
+    other = write_random_model(tmp_path / "other", {**TINY_QWEN2, "num_hidden_layers": 3})
+    with pytest.raises(RuntimeError, match="does not match"):
+        export_hf_checkpoint(latest_checkpoint(ckpt), str(other), tmp_path / "out")
+
+
+def test_page_release_keeps_values_of_mapped_and_anonymous_tensors(tmp_path):
+    values = torch.arange(1 << 20, dtype=torch.float32)
+    torch.save({"x": values}, tmp_path / "t.pt")
+    mapped = torch.load(tmp_path / "t.pt", mmap=True, weights_only=True)["x"]
+    assert float(mapped.sum()) == float(values.sum())
+    export._release(mapped)  # dropped pages are read again from the file
+    assert torch.equal(mapped, values)
+    anonymous = values.clone()
+    export._release(anonymous)  # anonymous memory would be zeroed: it must be left alone
+    assert torch.equal(anonymous, values)
+    assert np.array_equal(anonymous.numpy(), values.numpy())
+
+
+def test_export_dtype_auto_is_bf16_on_gpus_only():
+    assert resolve_export_dtype({"export_dtype": "auto", "use_gpu": True}) == "bfloat16"
+    assert resolve_export_dtype({"export_dtype": "auto", "use_gpu": False}) == "float32"
+    assert resolve_export_dtype({"export_dtype": "float32", "use_gpu": True}) == "float32"

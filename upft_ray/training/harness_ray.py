@@ -1,0 +1,53 @@
+"""Ray Train harness: rank layout from Ray's context, checkpoints through ``ray.train.report``.
+
+Ray Train starts one worker per rank, initialises the torch process group (NCCL with GPUs, gloo
+without) and restarts workers after a failure; this module only adapts that to the recipe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from upft_ray.training.recipe import Recipe, loop_device
+
+
+def _set_dist_env(ctx) -> None:
+    # DeepSpeed reads the rank layout from the environment; Ray Train keeps it in its context.
+    os.environ["RANK"] = str(ctx.get_world_rank())
+    os.environ["WORLD_SIZE"] = str(ctx.get_world_size())
+    os.environ["LOCAL_RANK"] = str(ctx.get_local_rank())
+    os.environ["LOCAL_WORLD_SIZE"] = str(ctx.get_local_world_size())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: train config["train"] on the parts in config["examples_dir"]; report checkpoints."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    _set_dist_env(ctx)
+    if config["train"]["use_gpu"]:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()  # the GPU Ray assigned (an index into CUDA_VISIBLE_DEVICES)
+    else:
+        device = loop_device(False, 0)
+    recipe = Recipe(config, ctx.get_world_rank(), ctx.get_world_size(), device)
+    recipe.setup()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            recipe.load_checkpoint(ckpt_dir)
+
+    def report(state: dict) -> None:
+        # Every rank saves its part and reports it; Ray Train merges the files and registers the
+        # checkpoint only once every rank has reported (a half-saved one is never resumed from).
+        tmp = tempfile.mkdtemp(prefix="upft-ckpt-")
+        recipe.save_checkpoint(tmp)
+        ray.train.report({k: state[k] for k in ("step", "consumed_examples")},
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    recipe.fit(report)
+    recipe.cleanup()

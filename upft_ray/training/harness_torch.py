@@ -1,0 +1,110 @@
+"""Plain ``torch.distributed`` harness: the recipe under torchrun or as one process, no Ray needed.
+
+    torchrun --nproc_per_node=8 -m upft_ray.training.harness_torch RUN/train/loop_config.json \\
+        --checkpoint-dir RUN/train/torch_checkpoints --export-dir RUN/train/final_torchrun
+
+``loop_config.json`` is what ``upft train`` writes beside its examples (the same dict Ray Train
+workers get). Checkpoints go to ``CHECKPOINT_DIR/step_NNNNNNNN/``; the checkpoint is committed
+(``CHECKPOINT_DIR/latest.json`` rewritten atomically by rank 0) only after a barrier that every
+rank passes once it has saved, so a crash mid-save resumes from the previous one. Rerunning the
+same command resumes from ``latest.json``. With several nodes, CHECKPOINT_DIR must be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+from upft_ray.training.recipe import Recipe, loop_device
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_layout() -> tuple[int, int, int]:
+    """Return (rank, world size, local rank) from torchrun's env; one process when torchrun is absent
+    (the env DeepSpeed reads is then filled in)."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """Return the last committed checkpoint under ``root``, or None."""
+    marker = root / "latest.json"
+    return root / json.loads(marker.read_text())["dir"] if marker.is_file() else None
+
+
+def _commit(root: Path, name: str, rank: int, keep: int) -> None:
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank has saved its part
+    if rank == 0:
+        tmp = root / "latest.json.tmp"
+        tmp.write_text(json.dumps({"dir": name}))
+        tmp.replace(root / "latest.json")
+        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill_at_step: int = 0) -> dict:
+    """Train with the recipe on this process's rank; resume from ``checkpoint_dir`` when it has a committed
+    checkpoint; rank 0 exports the final weights to ``export_dir`` (HF safetensors) when given.
+
+    ``kill_at_step`` > 0 SIGKILLs every rank right after the checkpoint at that step is committed (crash
+    tests). Return the final client state."""
+    rank, world, local_rank = rank_layout()
+    recipe = Recipe(config, rank, world, loop_device(config["train"]["use_gpu"], local_rank))
+    recipe.setup()
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume is not None:
+        recipe.load_checkpoint(resume)
+
+    def save(state: dict) -> None:
+        name = f"step_{state['step']:08d}"
+        (checkpoint_dir / name).mkdir(exist_ok=True)
+        recipe.save_checkpoint(checkpoint_dir / name)
+        _commit(checkpoint_dir, name, rank, config["train"]["keep_last_k"])
+        if kill_at_step and state["step"] >= kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as in a real crash
+
+    state = recipe.fit(save)
+    recipe.cleanup()
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()  # the export below needs no peers (and must not hit a collective timeout)
+    if export_dir is not None and rank == 0:
+        from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
+
+        export_hf_checkpoint(latest_checkpoint(checkpoint_dir), config["model_path"], Path(export_dir),
+                             resolve_export_dtype(config["train"]))
+    return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``[torchrun ...] python -m upft_ray.training.harness_torch LOOP_CONFIG --checkpoint-dir DIR``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("loop_config", type=Path, help="loop config JSON (RUN/train/loop_config.json)")
+    parser.add_argument("--checkpoint-dir", type=Path, required=True, help="where checkpoints are written/resumed")
+    parser.add_argument("--export-dir", type=Path, help="write the final weights here as an HF checkpoint")
+    parser.add_argument("--kill-at-step", type=int, default=0, help="crash tests: SIGKILL after this checkpoint")
+    args = parser.parse_args(argv)
+    run(json.loads(args.loop_config.read_text()), args.checkpoint_dir, args.export_dir, args.kill_at_step)
+
+
+if __name__ == "__main__":
+    main()
