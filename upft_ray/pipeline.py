@@ -11,26 +11,14 @@ from upft_ray.ray_runtime import ray_session
 from upft_ray.report import write_report
 
 
-def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
-    """Fail fast, before Ray starts, on an input file the given stages would not find.
+def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None = None) -> None:
+    """Fail fast, before Ray starts, on what the given stages would fail on at their start: a model
+    that does not resolve, a run_dir that cannot be written, question files that cannot be read.
 
-    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set),
-    ValueError for an evaluation set whose rows carry no gold answer."""
-    from upft_ray.sources import list_source_files
+    Raises ConfigError listing every problem, one 'field: what is wrong' line each (exit 2 in the CLI)."""
+    from upft_ray.preflight import check_ready
 
-    if "sample" in stages:
-        list_source_files(cfg.sample.questions)
-    if "train" in stages and "sample" not in stages:
-        manifest = cfg.run_path / "sample" / "manifest.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} not found: run `upft sample` for this run_dir first")
-    if "evaluate" in stages:
-        from upft_ray.evaluation.benchmarks import load_benchmark
-
-        # Evaluation sets are small: reading them here finds a missing file or a set where no row has
-        # a gold answer (every score would be 0) before Ray starts.
-        for spec in cfg.eval.benchmarks:
-            load_benchmark(spec, cfg.seed, cfg.eval.max_questions, cfg.eval.columns_spec())
+    check_ready(cfg, stages, model)
 
 
 def trained_model_dir(cfg: PipelineConfig) -> Path:
@@ -65,11 +53,11 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
 
     if model is None:
         model = str(trained_model_dir(cfg)) if trained_model_dir(cfg).is_dir() else "base"
+    check_inputs(cfg, ("evaluate",), None if model == "base" else model)
     if model == "base":
         path, out, label = resolve_model(cfg.model), cfg.run_path / "eval_base", "base"
     else:
         path, out, label = resolve_model(model), cfg.run_path / "eval", "upft"
-    check_inputs(cfg, ("evaluate",))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         metrics = run_evaluate(cfg, path, out, label)
