@@ -40,17 +40,7 @@ def test_readme_cli_block_lists_every_command():
 
 
 # Cycles other branches are removing; drop an entry when its fix merges (the test then fails on it).
-KNOWN_CYCLES = {
-    # sampler imports runner.resolve_prefix_tokens: decide `prefix_tokens: auto` in the pipeline and hand
-    # run_sample a number.
-    frozenset({"upft_ray.sampling.sampler", "upft_ray.analysis.runner"}),
-    # sweep imports pipeline.check_inputs / trained_model_dir: move them below both (e.g. preflight.py, a
-    # run-layout module) so pipeline -> sweep is the only edge.
-    frozenset({"upft_ray.pipeline", "upft_ray.sweep"}),
-    # placement imports config.PipelineConfig for annotations only, config_from_dict imports
-    # placement.auto_problems: put placement's import under `if TYPE_CHECKING:`.
-    frozenset({"upft_ray.config", "upft_ray.placement"}),
-}
+KNOWN_CYCLES: set = set()  # none left; a cycle that comes back fails the test below
 
 
 def _module_name(path) -> str:

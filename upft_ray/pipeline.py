@@ -21,19 +21,14 @@ def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None
     check_ready(cfg, stages, model)
 
 
-def trained_model_dir(cfg: PipelineConfig) -> Path:
-    """Return ``RUN/train/final``, the HF export of the fine-tuned model."""
-    return cfg.run_path / "train" / "final"
-
-
 def sample(cfg: PipelineConfig) -> dict:
-    """Run the sampling stage on Ray; return its manifest."""
-    from upft_ray.sampling.sampler import run_sample
+    """Run the sampling stage on Ray (``prefix_tokens: auto`` decided first); return its manifest."""
+    from upft_ray.analysis.runner import sample_stage
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
-        return run_sample(cfg)
+        return sample_stage(cfg)
 
 
 def train(cfg: PipelineConfig) -> dict:
@@ -50,6 +45,7 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     """Evaluate ``model``: "base" (the configured model, into RUN/eval_base), a checkpoint path
     (into RUN/eval), or None (RUN/train/final if it exists, else the base model). Returns metrics."""
     from upft_ray.evaluation.evaluator import run_evaluate
+    from upft_ray.training.trainer import trained_model_dir
 
     if model is None:
         model = str(trained_model_dir(cfg)) if trained_model_dir(cfg).is_dir() else "base"
@@ -67,14 +63,14 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
 
 def run(cfg: PipelineConfig) -> Path:
     """Run sample -> train -> evaluate (base and fine-tuned) in one Ray session; return report.md."""
+    from upft_ray.analysis.runner import sample_stage
     from upft_ray.evaluation.evaluator import run_evaluate
-    from upft_ray.sampling.sampler import run_sample
-    from upft_ray.training.trainer import run_train
+    from upft_ray.training.trainer import run_train, trained_model_dir
 
     check_inputs(cfg, ("sample", "train", "evaluate"))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
-        run_sample(cfg)
+        sample_stage(cfg)
         run_train(cfg)
         if cfg.eval.evaluate_base:
             run_evaluate(cfg, resolve_model(cfg.model), cfg.run_path / "eval_base", "base")

@@ -41,6 +41,11 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, z
     return stream_export(Path(checkpoint_dir), model_path, Path(out_dir), dtype)
 
 
+def trained_model_dir(cfg: PipelineConfig) -> Path:
+    """Return ``RUN/train/final``, the HF export of the fine-tuned model."""
+    return cfg.run_path / "train" / "final"
+
+
 def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> dict:
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
