@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from upft_ray.schema import finite_json
+
 
 def say(message: str) -> None:
     """Print one line from a train worker exactly once (Ray Train's patched ``print`` would also send
@@ -43,7 +45,7 @@ class MetricsLog:
             f"grad_norm {row['grad_norm']:.3f} tok/s {row['tokens_per_s']:.0f} "
             f"ETA {per_step * (total_steps - row['step']):.0f}s")
         with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(finite_json(row), allow_nan=False) + "\n")  # NaN (no grad norm) -> null
         if self.writer is not None:
             for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
                 self.writer.add_scalar(f"train/{key}", row[key], row["step"])
