@@ -102,7 +102,9 @@ SETTINGS = [
     Setting("gradient checkpointing", lambda c: c.train.gradient_checkpointing, True),
     Setting("eval decoding", lambda c: c.eval.decoding, "greedy"),
     Setting("eval new tokens / context", lambda c: f"{c.eval.max_new_tokens} / {c.eval.engine.max_model_len}",
-            _per_model("16384 / 8192", "16384 / 4096", "16384 / 8192")),
+            _per_model("16384 / 8192", "16384 / 4096", "16384 / 8192"),
+            "16,384 new tokens cannot fit in the official context; both stop at the context's end (each answer "
+            "gets what its prompt leaves), and our config refuses a limit the context cannot reach"),
     Setting("eval benchmarks", lambda c: ", ".join(b.split(":")[0] for b in c.eval.benchmarks),
             "gsm8k, math500, aime2024, gpqa_free"),
     Setting("eval prompt", lambda c: "the question", "the question + \"1\"",

@@ -15,8 +15,12 @@ import sys
 from pathlib import Path
 
 from upft_ray import pipeline
-from upft_ray.config import load_config
+from upft_ray.config import ConfigError, load_config
 from upft_ray.run_lease import LeaseHeld
+
+
+_STAGES = {"run": ("sample", "train", "evaluate"), "sample": ("sample",), "train": ("train",),
+           "evaluate": ("evaluate",)}
 
 
 def main() -> None:
@@ -27,7 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     # Load every config first: a typo in the second must not surface after a day of the first.
     # A submitted job joins the cluster it runs on rather than starting a private Ray.
-    configs = [load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
+    try:
+        configs = [load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
+        if args.stage != "sweep":  # a sweep checks each of its runs itself
+            for cfg in configs:
+                pipeline.check_inputs(cfg, _STAGES[args.stage])
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     status = 0
     for cfg in configs:
         try:

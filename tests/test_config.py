@@ -56,7 +56,7 @@ def test_cli_exits_nonzero_naming_bad_fields(tmp_path):
 def test_cli_names_missing_question_file(tmp_path):
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "sample", f"run_dir={tmp_path}",
                           f"sample.questions={tmp_path}/nope.jsonl"], capture_output=True, text=True)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert f"{tmp_path}/nope.jsonl" in out.stderr
 
 

@@ -31,7 +31,7 @@ def test_replicas_of_several_gpus_and_fixed_counts():
 
 @pytest.mark.parametrize("gpus,field", [(0, "sample.engine.num_replicas"), (1, "sample.engine.num_replicas")])
 def test_too_few_gpus_name_the_field(gpus, field):
-    cfg = load_config(GPU_BOX, ["sample.engine.gpus_per_replica=2"])
+    cfg = load_config(GPU_BOX, ["sample.engine.gpus_per_replica=2", "sample.engine.tensor_parallel_size=2"])
     with pytest.raises(ValueError, match=field):
         resolve_auto_resources(cfg, gpus)
     with pytest.raises(ValueError, match="train.num_workers: auto found 0 GPU"):

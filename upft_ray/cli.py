@@ -37,9 +37,15 @@ def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optio
 
 
 def _guard(fn, *args):
-    """Run a stage; turn missing inputs and bad data into a one-line error and exit code 1."""
+    """Run a stage; a run that cannot start (checked before Ray) exits 2 naming each problem, missing
+    inputs and bad data found later exit 1 with a one-line error."""
+    from upft_ray.config import ConfigError
+
     try:
         return fn(*args)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from upft_ray.config_checks import cross_field_problems
 from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 from upft_ray.typed_config import (ConfigError, apply_overrides, build_config, config_field as _f,  # noqa: F401
@@ -224,8 +225,11 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
 
     problems: list[str] = []
     cfg = build_config(PipelineConfig, data, "", problems)
-    if isinstance(cfg.model, str) and (why := model_problem(cfg.model)):
-        problems.append(f"model: {why}")
+    try:
+        if isinstance(cfg.model, str) and "\x00" not in cfg.model and (why := model_problem(cfg.model)):
+            problems.append(f"model: {why}")
+    except (OSError, ValueError, RuntimeError) as err:  # a name too long for a path, a ~user that does not exist
+        problems.append(f"model: {cfg.model[:200]!r} cannot be looked up ({err})")
     if cfg.eval.decoding == "greedy" and cfg.eval.num_samples != 1:
         problems.append("eval.num_samples: greedy decoding gives one answer per question; set "
                         "eval.decoding=sample for pass@k / maj@k")
@@ -235,6 +239,7 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
     if cfg.train.offload_optimizer and cfg.train.zero_stage == 0:
         problems.append("train.offload_optimizer: needs ZeRO stage 1, 2 or 3")
     problems += _analyze_problems(cfg.analyze) + _sweep_problems(cfg.sweep) + auto_problems(cfg)
+    problems += cross_field_problems(cfg)
     if not cfg.eval.benchmarks:
         problems.append("eval.benchmarks: at least one benchmark is needed")
     elif not all(isinstance(b, str) for b in cfg.eval.benchmarks):

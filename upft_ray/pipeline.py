@@ -12,42 +12,25 @@ from upft_ray.report import write_report
 from upft_ray.run_lease import leased
 
 
-def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
-    """Fail fast, before Ray starts, on an input file the given stages would not find.
+def check_inputs(cfg: PipelineConfig, stages: tuple[str, ...], model: str | None = None) -> None:
+    """Fail fast, before Ray starts, on what the given stages would fail on at their start: a model
+    that does not resolve, a run_dir that cannot be written, question files that cannot be read.
 
-    Raises FileNotFoundError naming the missing path (or KeyError for an unknown bundled set),
-    ValueError for an evaluation set whose rows carry no gold answer."""
-    from upft_ray.sources import list_source_files
+    Raises ConfigError listing every problem, one 'field: what is wrong' line each (exit 2 in the CLI)."""
+    from upft_ray.preflight import check_ready
 
-    if "sample" in stages:
-        list_source_files(cfg.sample.questions)
-    if "train" in stages and "sample" not in stages:
-        manifest = cfg.run_path / "sample" / "manifest.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} not found: run `upft sample` for this run_dir first")
-    if "evaluate" in stages:
-        from upft_ray.evaluation.benchmarks import load_benchmark
-
-        # Evaluation sets are small: reading them here finds a missing file or a set where no row has
-        # a gold answer (every score would be 0) before Ray starts.
-        for spec in cfg.eval.benchmarks:
-            load_benchmark(spec, cfg.seed, cfg.eval.max_questions, cfg.eval.columns_spec())
-
-
-def trained_model_dir(cfg: PipelineConfig) -> Path:
-    """Return ``RUN/train/final``, the HF export of the fine-tuned model."""
-    return cfg.run_path / "train" / "final"
+    check_ready(cfg, stages, model)
 
 
 @leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def sample(cfg: PipelineConfig) -> dict:
-    """Run the sampling stage on Ray; return its manifest."""
-    from upft_ray.sampling.sampler import run_sample
+    """Run the sampling stage on Ray (``prefix_tokens: auto`` decided first); return its manifest."""
+    from upft_ray.analysis.runner import sample_stage
 
     check_inputs(cfg, ("sample",))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
-        return run_sample(cfg)
+        return sample_stage(cfg)
 
 
 @leased  # one attempt at a time per run directory (upft_ray.run_lease)
@@ -66,14 +49,15 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     """Evaluate ``model``: "base" (the configured model, into RUN/eval_base), a checkpoint path
     (into RUN/eval), or None (RUN/train/final if it exists, else the base model). Returns metrics."""
     from upft_ray.evaluation.evaluator import run_evaluate
+    from upft_ray.training.trainer import trained_model_dir
 
     if model is None:
         model = str(trained_model_dir(cfg)) if trained_model_dir(cfg).is_dir() else "base"
+    check_inputs(cfg, ("evaluate",), None if model == "base" else model)
     if model == "base":
         path, out, label = resolve_model(cfg.model), cfg.run_path / "eval_base", "base"
     else:
         path, out, label = resolve_model(model), cfg.run_path / "eval", "upft"
-    check_inputs(cfg, ("evaluate",))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         metrics = run_evaluate(cfg, path, out, label)
@@ -84,14 +68,14 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
 @leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def run(cfg: PipelineConfig) -> Path:
     """Run sample -> train -> evaluate (base and fine-tuned) in one Ray session; return report.md."""
+    from upft_ray.analysis.runner import sample_stage
     from upft_ray.evaluation.evaluator import run_evaluate
-    from upft_ray.sampling.sampler import run_sample
-    from upft_ray.training.trainer import run_train
+    from upft_ray.training.trainer import run_train, trained_model_dir
 
     check_inputs(cfg, ("sample", "train", "evaluate"))
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
-        run_sample(cfg)
+        sample_stage(cfg)
         run_train(cfg)
         if cfg.eval.evaluate_base:
             run_evaluate(cfg, resolve_model(cfg.model), cfg.run_path / "eval_base", "base")

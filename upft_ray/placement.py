@@ -8,8 +8,10 @@ starts, from the cluster's GPU count, so every stage below sees plain numbers.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from upft_ray.config import PipelineConfig
+if TYPE_CHECKING:  # annotations only: config imports this module's checks
+    from upft_ray.config import PipelineConfig
 
 
 def auto_problems(cfg: PipelineConfig) -> list[str]:

@@ -11,34 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
-# name -> (question field, answer field, id field); "" for the id field means "derive it".
-COLUMN_PRESETS: dict[str, tuple[str, str, str]] = {
-    "generic": ("question", "answer", "id"),           # the bundled sets, most JSONL files
-    "omi2": ("problem", "expected_answer", ""),         # nvidia/OpenMathInstruct-2 (no id column)
-    "uhard": ("problem", "answer", "id"),               # U-Hard-style math rows (problem/answer)
-}
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Which record fields hold the question, the gold answer and the id ("" = derive the id)."""
-
-    question: str = "question"
-    answer: str = "answer"
-    id: str = "id"
-    extra: tuple[str, ...] = ()  # further required text fields (a multiple-choice set's options)
-
-    def names(self) -> list[str]:
-        """Return the field names to read, in order, without empties or repeats."""
-        return list(dict.fromkeys(n for n in (self.question, self.answer, self.id, *self.extra) if n))
-
-
-def preset_columns(preset: str, question: str = "", answer: str = "", id: str = "") -> Columns:
-    """Return the Columns of ``preset`` with any non-empty field name given here taking its place."""
-    q, a, i = COLUMN_PRESETS[preset]
-    return Columns(question or q, answer or a, id or i)
+from upft_ray.records import COLUMN_PRESETS, RAW_CHARS, Columns, Unreadable, preset_columns  # noqa: F401
+from upft_ray.sources import iter_source_records
 
 
 @dataclass
@@ -61,16 +38,30 @@ def question_id(question: str) -> str:
 
 
 def rejected_row(source: str, number: int, reason: str, record: object) -> dict:
-    """Return a REJECTED_SCHEMA row: where the record was, why it was not used, and the record."""
-    return {"source": source, "line": number, "reason": reason, "raw": json.dumps(record, default=str)[:2000]}
+    """Return a REJECTED_SCHEMA row: where the record was, why it was not used, and the record as text."""
+    if isinstance(record, Unreadable):
+        raw = record.raw
+    else:
+        try:
+            raw = json.dumps(record, default=str)
+        except (RecursionError, ValueError, TypeError):  # nested too deep to print; the reason says why
+            raw = f"<{_kind(record)} too deeply nested to show>"
+    return {"source": source, "line": number, "reason": reason or "unusable record", "raw": raw[:RAW_CHARS]}
+
+
+def _kind(value: object) -> str:
+    """Return the name of a value's type for reasons (``null`` for JSON null)."""
+    return "null" if value is None else type(value).__name__
 
 
 def _text_problem(value: object, name: str) -> str | None:
     """Return why ``value`` is not usable text, or None."""
     if not isinstance(value, str):
-        return f"field {name!r} is {type(value).__name__}, not a string"
+        return f"field {name!r} is {_kind(value)}, not a string"
     if not value.strip():
         return f"field {name!r} is empty"
+    if "\x00" in value:
+        return f"field {name!r} contains a NUL character"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -79,44 +70,60 @@ def _text_problem(value: object, name: str) -> str | None:
 
 
 def validate_record(record: object, columns: Columns) -> tuple[str | None, dict | None]:
-    """Return (None, row) for a usable record, else (reason, None). Never raises.
+    """Return (None, row) for a usable record, else (reason, None); the reason is never empty.
 
-    A record that is a string is an error found while reading it (bad JSON, bad UTF-8)."""
-    if isinstance(record, str):
-        return record, None
+    Never raises: whatever a record holds costs that record only. An ``Unreadable`` record (bad
+    bytes or JSON) is rejected with the reader's reason; a record that is not an object (a bare
+    string, number, array, null) is rejected as such."""
+    try:
+        reason, row = _validate(record, columns)
+    except Exception as err:  # noqa: BLE001 - a shape no check foresaw must still cost one record, not the run
+        reason, row = f"unusable record: {type(err).__name__}: {err}", None
+    return (reason or "unusable record", None) if row is None else (None, row)
+
+
+def _validate(record: object, columns: Columns) -> tuple[str | None, dict | None]:
+    if isinstance(record, Unreadable):
+        return record.reason, None
     if not isinstance(record, dict):
-        return f"row is {type(record).__name__}, not an object", None
-    question = record.get(columns.question)
-    if question is None:
+        return f"row is {_kind(record)}, not an object", None
+    if record.get(columns.question) is None:
         return f"missing field {columns.question!r}", None
-    if problem := _text_problem(question, columns.question):
+    if problem := _text_problem(record[columns.question], columns.question):
         return problem, None
-    answer = record.get(columns.answer, "") if columns.answer else ""
-    if answer is None:
-        answer = ""
-    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        answer = str(answer)
-    if not isinstance(answer, str):
-        return f"field {columns.answer!r} is {type(answer).__name__}, not a string or number", None
-    if answer and (problem := _text_problem(answer, columns.answer)):
+    answer, problem = _answer(record.get(columns.answer) if columns.answer else None, columns.answer)
+    if problem:
         return problem, None
     qid = record.get(columns.id) if columns.id else None
     if qid is None:
-        qid = question_id(question)
-    elif isinstance(qid, (int, str)) and not isinstance(qid, bool):
+        qid = question_id(record[columns.question])
+    elif isinstance(qid, int) and not isinstance(qid, bool):
         qid = str(qid)
-        if problem := _text_problem(qid, columns.id):
-            return problem, None
-    else:
-        return f"field {columns.id!r} is {type(qid).__name__}, not a string or integer", None
+    elif not isinstance(qid, str):
+        return f"field {columns.id!r} is {_kind(qid)}, not a string or integer", None
+    elif problem := _text_problem(qid, columns.id):
+        return problem, None
     extra = [record.get(name) for name in columns.extra]
     for name, value in zip(columns.extra, extra):
-        if value is None or _text_problem(value, name):
-            return f"field {name!r} is missing or not a non-empty string", None
-    row = {"id": qid, "question": question, "answer": answer}
+        if problem := _text_problem(value, name):
+            return problem, None
+    row = {"id": qid, "question": record[columns.question], "answer": answer}
     if columns.extra:
         row["extra"] = extra
     return None, row
+
+
+def _answer(value: object, name: str) -> tuple[str, str | None]:
+    """Return (gold answer text, None), or ("", why the value is no answer); absent or null is ""."""
+    if value is None or value == "":
+        return "", None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "", f"field {name!r} is {value!r}, not a finite number"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value), None
+    if not isinstance(value, str):
+        return "", f"field {name!r} is {_kind(value)}, not a string or number"
+    return value, _text_problem(value, name)
 
 
 def load_questions(source: str, columns: Columns = Columns(), max_questions: int = 0) -> QuestionSet:
@@ -124,8 +131,6 @@ def load_questions(source: str, columns: Columns = Columns(), max_questions: int
 
     Duplicate ids are rejected after their first occurrence. Raises FileNotFoundError for a missing
     source and ValueError for an unreadable file or a question column no record has."""
-    from upft_ray.sources import iter_source_records
-
     out = QuestionSet(source=source)
     seen: set[str] = set()
     for file, number, record in iter_source_records(source, columns, max_questions):

@@ -185,9 +185,11 @@ def acquire(run_dir: Path, timeout_s: float | None = None) -> Lease:
                        "acquired": time.time(), "timeout_s": timeout_s, "argv": sys.argv}, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        from upft_ray.durable import fsync_path
-
-        fsync_path(lease_dir)
+        dir_fd = os.open(lease_dir, os.O_RDONLY)  # the claim's name is durable too (durable.py imports us)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         if state is not None and not state.released:
             print(f"[lease] {run_dir}: took over from {state.describe()}; its later commits are fenced",
                   file=sys.stderr, flush=True)

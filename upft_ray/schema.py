@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import tempfile
 from importlib import metadata
@@ -60,13 +62,29 @@ EVAL_SCHEMA = pa.schema([
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` via a temp file + rename (never half-written)."""
+    """Write ``data`` as indented JSON to ``path`` via a temp file + rename (never half-written).
+
+    The file is strict JSON: a NaN or infinite number (a diverged loss, a mean over nothing) is
+    written as null, since ``NaN`` is not JSON and would break every other reader of a manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        json.dump(finite_json(data), fh, indent=2, sort_keys=False, default=str, allow_nan=False)
         fh.write("\n")
     commit_file(tmp, path)  # fsync file, rename, fsync directory (upft_ray.durable)
+
+
+def finite_json(value):
+    """Return ``value`` with every NaN or infinite float (NumPy's too) inside it replaced by None."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def read_json(path: Path) -> dict:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from upft_ray.questions import Columns
+from upft_ray.records import BOM, RAW_CHARS, Columns, Unreadable, parse_jsonl_line
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
 _TABLE_BATCH_ROWS = 8192
@@ -134,29 +134,80 @@ def _open_arrow(file: SourceFile):
         raise ValueError(f"cannot read Arrow file {file.uri}: {err}") from err
 
 
-def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
-    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow file."""
+def _open_parquet(file: SourceFile):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    filesystem, path = _filesystem(file.uri)
+    try:
+        return pq.ParquetFile(filesystem.open_input_file(path))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"cannot read Parquet file {file.uri}: {err}") from err
+
+
+def check_readable(file: SourceFile, columns: Columns) -> bool:
+    """Open ``file`` and read its first bytes (JSONL) or its schema (tables), nothing more; return
+    whether it may hold records (False for an empty file or table).
+
+    Raises ValueError naming the file when it cannot be opened or read, or a table lacks the
+    question column (the checks a run would otherwise meet on a worker)."""
+    if file.format == "jsonl":
+        filesystem, path = _filesystem(file.uri)
+        try:
+            with filesystem.open_input_stream(path) as fh:
+                return bool(fh.read(1))
+        except OSError as err:
+            raise ValueError(f"cannot read {file.uri}: {err}") from err
+    table = _open_arrow(file) if file.format == "arrow" else _open_parquet(file)
+    schema = table.schema if file.format == "arrow" else table.schema_arrow
+    _check_columns(file, schema.names, columns)
+    return (table.num_rows if file.format == "arrow" else table.metadata.num_rows) > 0
+
+
+def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
+    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow file."""
     if file.format == "arrow":
         table = _open_arrow(file)
         names = _check_columns(file, table.schema.names, columns)
         table = table.select(names).slice(start, None if stop is None else stop - start)
         batches = table.to_batches(max_chunksize=_TABLE_BATCH_ROWS)
     else:
-        filesystem, path = _filesystem(file.uri)
-        try:
-            parquet = pq.ParquetFile(filesystem.open_input_file(path))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(f"cannot read Parquet file {file.uri}: {err}") from err
+        parquet = _open_parquet(file)
         names = _check_columns(file, parquet.schema_arrow.names, columns)
         batches = _parquet_batches(parquet, names, start, stop)
     row = start
     for batch in batches:
-        for record in batch.to_pylist():
+        try:
+            records = batch.to_pylist()
+        except Exception:  # noqa: BLE001 - e.g. a string cell of bad UTF-8: read cell by cell, losing that row only
+            records = [_table_record(batch, i) for i in range(batch.num_rows)]
+        for record in records:
             yield row + 1, record, row + 1
             row += 1
+
+
+def _table_record(batch, i: int) -> object:
+    """Return row ``i`` of ``batch`` as a dict, or Unreadable naming the first cell that cannot be read."""
+    record = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        try:
+            record[name] = column[i].as_py()
+        except UnicodeDecodeError:
+            return Unreadable(f"field {name!r} is not valid UTF-8", _cell_bytes(column, i))
+        except Exception as err:  # noqa: BLE001 - any unconvertible cell costs its row only
+            return Unreadable(f"field {name!r} cannot be read: {type(err).__name__}: {err}", "")
+    return record
+
+
+def _cell_bytes(column, i: int) -> str:
+    """Return a string cell's bytes as text (bad bytes as escapes), for the rejected row."""
+    import pyarrow as pa
+
+    try:
+        value = column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())[i].as_py()
+        return value[:RAW_CHARS].decode("utf-8", "backslashreplace")
+    except Exception:  # noqa: BLE001 - only for display
+        return ""
 
 
 def _parquet_batches(parquet, names: list[str], start: int, stop: int | None):
@@ -175,7 +226,7 @@ def _parquet_batches(parquet, names: list[str], start: int, stop: int | None):
 
 
 def _jsonl_lines(file: SourceFile, start: int, stop: int | None, first_number: int) -> Iterator[tuple[int, object, int]]:
-    """Yield (line number, record or error text, byte offset after the line) for bytes [start, stop)."""
+    """Yield (line number, record or Unreadable, byte offset after the line) for bytes [start, stop)."""
     filesystem, path = _filesystem(file.uri)
     raw = filesystem.open_input_file(path)
     raw.seek(start)
@@ -184,14 +235,9 @@ def _jsonl_lines(file: SourceFile, start: int, stop: int | None, first_number: i
         for line in fh:
             number += 1
             offset += len(line)
-            if not line.strip():
+            if not line.removeprefix(BOM).strip():
                 continue
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                record = "line is not valid UTF-8"
-            except json.JSONDecodeError as err:
-                record = f"invalid JSON: {err.msg} (column {err.colno})"
+            record = parse_jsonl_line(line)
             yield number, record, offset
             if stop is not None and offset >= stop:
                 return
@@ -201,7 +247,7 @@ def scan_records(file: SourceFile, columns: Columns, start: int = 0, stop: int |
                  first_number: int = 1) -> Iterator[tuple[int, object, int]]:
     """Yield (number, record, offset after it) for the records of ``file`` in offsets [start, stop).
 
-    A record is a dict, anything else JSON holds, or an error string (bad JSON line). Raises
+    A record is a dict, anything else JSON holds, or an Unreadable (a bad line or cell). Raises
     ValueError naming the file when it cannot be read or lacks the question column."""
     if file.format == "jsonl":
         return _jsonl_lines(file, start, stop, first_number)

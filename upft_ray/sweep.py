@@ -149,16 +149,16 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run every (variant, seed) of the sweep on Ray, then write ``RUN/report.md``; return it and the
     failed or refused runs ({run: why}). A failed run is reported and the others go on; a run directory
     holding another config's results is refused before Ray starts (see ``run_state``)."""
+    from upft_ray.analysis.runner import sample_stage
     from upft_ray.evaluation.evaluator import run_evaluate
     from upft_ray.models import resolve_model
-    from upft_ray.pipeline import check_inputs, trained_model_dir
     from upft_ray.placement import with_resolved_resources
+    from upft_ray.preflight import check_ready
     from upft_ray.ray_runtime import ray_session
-    from upft_ray.sampling.sampler import run_sample
-    from upft_ray.training.trainer import run_train
+    from upft_ray.training.trainer import run_train, trained_model_dir
 
     runs, states, (base_state, base_why) = _plan(cfg)
-    check_inputs(cfg, ("sample", "evaluate"))
+    check_ready(cfg, ("sample", "evaluate"))
     failures = {name: why for name, (state, why) in states.items() if state == "stale"}
     if cfg.eval.evaluate_base and base_state == "stale":
         failures["base"] = base_why
@@ -181,7 +181,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
                 try:
                     claim_run(run_cfg.run_path, results_config(run_cfg))
                     run_cfg = with_resolved_resources(run_cfg)
-                    run_sample(run_cfg)
+                    sample_stage(run_cfg)
                     run_train(run_cfg)
                     run_evaluate(run_cfg, str(trained_model_dir(run_cfg)), run_cfg.run_path / "eval", "trained")
                 except Exception as err:  # one failed run must not cost the others

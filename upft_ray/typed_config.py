@@ -7,6 +7,7 @@ tree from YAML data (every problem reported at once), dotted overrides, and ``ba
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import field
@@ -43,6 +44,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str]) -> Any:
     """Return ``value`` coerced to ``tp`` (int->float only), appending a problem if it does not fit."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -57,7 +63,13 @@ def _check_value(value: Any, tp: Any, meta: dict, where: str, problems: list[str
         list: lambda v: isinstance(v, list),
     }[tp](value)
     if not ok:
-        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        problems.append(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+        return value
+    if tp is str and "\x00" in value:  # no path, model id or prompt can hold one
+        problems.append(f"{where}: contains a NUL character")
+        return value
+    if tp is float and not math.isfinite(value):  # NaN slips through every range comparison below
+        problems.append(f"{where}: {value!r} is not a finite number")
         return value
     if "choices" in meta and value not in meta["choices"]:
         problems.append(f"{where}: {value!r} is not one of {list(meta['choices'])}")
@@ -105,7 +117,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError([f"override {text!r}: expected key=value"], "command line")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError) as err:
+        why = _one_line(err) or "nested too deeply"
+        raise ConfigError([f"{key.strip()}: value {_short(raw)} is not valid YAML ({why})"], "command line") from err
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -142,15 +162,19 @@ def read_config_data(path: Path, seen: tuple = ()) -> dict:
     """Return the YAML mapping in ``path``, laid over the file its ``base:`` key names (relative to it).
 
     ``base`` lets a variant (an SFT baseline, a sweep point) state only what differs from its parent.
-    Raises FileNotFoundError naming a missing file, ConfigError for bad YAML or a cycle of bases."""
+    Raises FileNotFoundError naming a missing file, ConfigError for bad YAML, an empty file (more
+    likely a wrong or truncated file than a wish for every default; write ``{}`` for that) or a
+    cycle of bases."""
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError([f"base: {path} includes itself"], str(path))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], str(path)) from err
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError([f"not valid YAML: {_one_line(err) or 'nested too deeply'}"], str(path)) from err
+    if data is None:
+        raise ConfigError(["the file is empty (no settings); write `{}` to mean every default"], str(path))
     if not isinstance(data, dict):
         raise ConfigError([f"top level must be a mapping, got {type(data).__name__}"], str(path))
     base = data.pop("base", None)

@@ -63,5 +63,5 @@ def test_prefix_tokens_accepts_auto_and_nothing_else_that_is_not_a_positive_int(
         load_config(None, ["sample.prefix_tokens=automatic", "analyze.prefix_lengths=[0, 2]",
                            "analyze.rollout_positions=[1.5]"])
     text = str(err.value)
-    assert "sample.prefix_tokens: expected int, got str 'automatic'" in text
+    assert "sample.prefix_tokens: expected int or one of ['auto'], got 'automatic'" in text
     assert "analyze.prefix_lengths" in text and "analyze.rollout_positions" in text

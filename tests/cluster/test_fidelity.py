@@ -30,8 +30,8 @@ def test_table_states_the_paper_recipe_of_each_run():
     assert _row(table, "global batch (workers x micro x accumulation)")[:4] == ["`64` ✓"] * 4
     assert _row(table, "loss normalisation")[:4] == ["`example` ✓"] * 4
     assert _row(table, "prefix length t (`sample.prefix_tokens`)")[:4] == ["`8` ✓", "`32` ✓", "`32` ✓", "`128` ✓"]
-    assert _row(table, "eval new tokens / context")[:4] == ["`16384 / 8192` ✓", "`16384 / 4096` ✓",
-                                                            "`16384 / 4096` ✓", "`16384 / 8192` ✓"]
+    assert _row(table, "eval new tokens / context")[:4] == ["`8192 / 8192` ≠ `16384 / 8192`", "`4096 / 4096` ≠ `16384 / 4096`",
+                                                            "`4096 / 4096` ≠ `16384 / 4096`", "`8192 / 8192` ≠ `16384 / 8192`"]
     assert _row(table, "eval benchmarks")[0] == "`gsm8k, math500, aime2024, gpqa_free` ✓"
     micro = _row(table, "micro-batch")
     assert micro[0] == "`4` ≠ `1`" and micro[3] == "`1` ✓" and "throughput" in micro[4]

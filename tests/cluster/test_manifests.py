@@ -117,6 +117,6 @@ def test_job_configs_follow_the_paper():
         assert t_.loss_normalization == "example" and not t_.packing and t_.offload_optimizer
         assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.top_k, cfg.sample.num_samples) == \
             (0.6, "model", "model", 1)
-        assert cfg.eval.decoding == "greedy" and cfg.eval.max_new_tokens == 16384
+        assert cfg.eval.decoding == "greedy" and cfg.eval.max_new_tokens == cfg.eval.engine.max_model_len
         assert cfg.eval.engine.max_model_len == (4096 if "qwen-math" in name else 8192)  # the official contexts
         assert [b.split(":")[0] for b in cfg.eval.benchmarks] == ["gsm8k", "math500", "aime2024", "gpqa_free"]

@@ -10,7 +10,7 @@ import pytest
 
 from upft_ray.config import load_config
 from upft_ray.questions import Columns, preset_columns, question_id
-from upft_ray.sampling.plan import make_plan, plan_for_run
+from upft_ray.sampling.plan import load_plan, make_plan, plan_for_run
 from upft_ray.sampling.requests import chunk_requests
 
 ROWS = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10)]
@@ -118,8 +118,42 @@ def test_saved_plan_is_reused_only_for_the_same_config_and_input(tmp_path):
     assert not resumed and (out / "plan.json").is_file()
     again, resumed = plan_for_run(out, str(source), Columns(), 4, 0, "hash-a")
     assert resumed and [c.to_json() for c in again.chunks] == [c.to_json() for c in plan.chunks]
+    (out / "chunks").mkdir()
+    (out / "chunks" / "chunk-000000.json").write_text("{}")  # a committed chunk: the plan is now the run's
     with pytest.raises(ValueError, match="another config"):
         plan_for_run(out, str(source), Columns(), 4, 0, "hash-b")
     source.write_text(source.read_text() + json.dumps({"id": "new", "question": "new?"}) + "\n")
     with pytest.raises(ValueError, match="input changed"):
         plan_for_run(out, str(source), Columns(), 4, 0, "hash-a")
+
+
+def test_a_start_that_wrote_no_shard_does_not_block_the_corrected_command(tmp_path):
+    source = tmp_path / "q.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "sample"
+    out.mkdir()
+    plan_for_run(out, str(source), Columns(), 4, 0, "hash-a")  # the failed start: a plan, no shard
+    (out / "shards").mkdir()
+    (out / "shards" / "shard-000002.parquet").write_text("left by a chunk killed before its summary")
+    plan, resumed = plan_for_run(out, str(source), Columns(), 3, 0, "hash-b")  # the corrected command
+    assert not resumed and load_plan(out / "plan.json").config_hash == "hash-b" and len(plan.chunks) == 4
+    assert not (out / "shards" / "shard-000002.parquet").exists()
+    source.write_text(source.read_text() + json.dumps({"id": "new", "question": "new?"}) + "\n")
+    plan, resumed = plan_for_run(out, str(source), Columns(), 3, 0, "hash-b")  # input changed, nothing written
+    assert not resumed and plan.records == len(ROWS) + 1
+    # once a chunk is committed the plan is the run's: another config or changed input is refused
+    (out / "chunks").mkdir()
+    (out / "chunks" / "chunk-000000.json").write_text("{}")
+    with pytest.raises(ValueError, match="another config"):
+        plan_for_run(out, str(source), Columns(), 3, 0, "hash-c")
+    assert load_plan(out / "plan.json").config_hash == "hash-b"
+
+
+def test_an_unreadable_source_leaves_no_plan(tmp_path):
+    out = tmp_path / "sample"
+    out.mkdir()
+    bad = tmp_path / "q.jsonl"
+    bad.write_text(json.dumps({"problem": "1+1?"}) + "\n")
+    with pytest.raises(ValueError):
+        plan_for_run(out, str(bad), Columns(), 4, 0, "hash-a")
+    assert not (out / "plan.json").exists()

@@ -84,3 +84,11 @@ def resolve_prefix_tokens(cfg: PipelineConfig) -> tuple[PipelineConfig, dict | N
     choice = {"prefix_tokens": result["chosen_prefix_tokens"], "reason": result["reason"],
               "measured_in": str(consistency_config(cfg).run_path)}
     return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, prefix_tokens=choice["prefix_tokens"])), choice
+
+
+def sample_stage(cfg: PipelineConfig) -> dict:
+    """Run the sampling stage with ``prefix_tokens: auto`` decided first (Ray must be up); return its manifest."""
+    from upft_ray.sampling.sampler import run_sample
+
+    resolved, choice = resolve_prefix_tokens(cfg)
+    return run_sample(resolved, prefix_choice=choice)

@@ -132,20 +132,48 @@ def plan_for_run(sample_dir: Path, source: str, columns: Columns, rows_per_shard
                  config_hash: str) -> tuple[Plan, bool]:
     """Return (plan, resumed): the saved plan of an earlier attempt of this same run, or a new one.
 
-    Raises ValueError when ``sample_dir`` holds a run of another config, or an input file changed
-    since the plan was made (its chunks' offsets would no longer be valid)."""
+    A saved plan that no chunk was committed under (a start that failed before writing any shard:
+    a wrong setting, a model that would not load) protects nothing, so another config or changed
+    input replaces it rather than blocking the corrected command. Raises ValueError when
+    ``sample_dir`` holds committed chunks of another config, or of input that changed since (their
+    offsets would no longer be valid)."""
     path = sample_dir / "plan.json"
     if path.is_file():
-        plan = load_plan(path)
-        if plan.config_hash != config_hash:
-            raise ValueError(f"{sample_dir} holds samples of another config (hash {plan.config_hash}, now "
-                             f"{config_hash}); use a new run_dir or delete {sample_dir}")
-        now = [_file_record(f) for f in list_source_files(source)]
-        if now != plan.files:
-            changed = [f["uri"] for f in now if f not in plan.files] or [f["uri"] for f in plan.files]
-            raise ValueError(f"input changed since {path} was made ({', '.join(changed[:3])}); "
-                             f"use a new run_dir or delete {sample_dir}")
-        return plan, True
+        plan, mismatch = _saved_plan_mismatch(path, sample_dir, source, config_hash)
+        if mismatch is None:
+            return plan, True
+        if any((sample_dir / "chunks").glob("chunk-*.json")):
+            raise ValueError(mismatch)
+        print(f"[sample] replacing the plan of an earlier start that wrote no shard: {mismatch.split(';')[0]}",
+              flush=True)
+        _clear_uncommitted(sample_dir)
     plan = make_plan(source, columns, rows_per_shard, max_records, config_hash)
     save_plan(plan, path)
     return plan, False
+
+
+def _saved_plan_mismatch(path: Path, sample_dir: Path, source: str, config_hash: str) -> tuple[Plan | None, str | None]:
+    """Return (saved plan, None) when it belongs to this run, else (plan or None, why it does not)."""
+    try:
+        plan = load_plan(path)
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"{path} cannot be read ({err}); use a new run_dir or delete {sample_dir}"
+    if plan.config_hash != config_hash:
+        return plan, (f"{sample_dir} holds samples of another config (hash {plan.config_hash}, now {config_hash}); "
+                      f"use a new run_dir or delete {sample_dir}")
+    now = [_file_record(f) for f in list_source_files(source)]
+    if now != plan.files:
+        changed = [f["uri"] for f in now if f not in plan.files] or [f["uri"] for f in plan.files]
+        return plan, (f"input changed since {path} was made ({', '.join(changed[:3])}); "
+                      f"use a new run_dir or delete {sample_dir}")
+    return plan, None
+
+
+def _clear_uncommitted(sample_dir: Path) -> None:
+    """Remove what an attempt without committed chunks left (parts of chunks no summary vouches for)."""
+    for sub in ("shards", "rejected", "chunks"):
+        for leftover in (sample_dir / sub).glob("*"):
+            if leftover.is_file():
+                leftover.unlink()
+    for name in ("plan.json", "rejected.parquet", "manifest.json"):
+        (sample_dir / name).unlink(missing_ok=True)

@@ -67,16 +67,20 @@ class Progress:
               f"| {rate:,.1f} q/s | {tok_rate:,.0f} gen tok/s | ETA {eta}", flush=True)
 
 
-def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
+def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator, prefix_choice: dict | None = None) -> dict:
     """Run (or finish) the sampling stage into ``RUN/sample/``; return the manifest it wrote.
 
     Writes ``plan.json``, ``shards/shard-*.parquet`` (SAMPLE_SCHEMA), ``rejected/`` parts merged into
     ``rejected.parquet`` and, last, ``manifest.json``. ``engine_cls`` is VLLMGenerator except in the
     scale benchmark. Raises ValueError for a run directory that holds another config's samples and
-    RuntimeError if counts do not balance (records in != questions written + records rejected)."""
+    RuntimeError if counts do not balance (records in != questions written + records rejected).
+    ``sample.prefix_tokens: auto`` is decided above this stage (``analysis.runner.sample_stage``):
+    ``prefix_choice`` is that decision, recorded in the manifest; the run hash keeps "auto" as written."""
     import ray.data
 
-    from upft_ray.analysis.runner import resolve_prefix_tokens
+    if cfg.sample.prefix_tokens == "auto":
+        raise ValueError("sample.prefix_tokens: 'auto' must be resolved before the sampling stage "
+                         "(upft_ray.analysis.runner.sample_stage does it)")
 
     started = time.time()
     out_dir = cfg.run_path / "sample"
@@ -86,8 +90,10 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator) -> dict:
     # so a run resumed after the model's generation_config changed is refused, not mixed.
     sample_cfg, sampling = resolve_sampling(cfg.sample, model_path)
     cfg = dataclasses.replace(cfg, sample=sample_cfg)
-    run_hash = sample_config_hash(cfg)  # prefix_tokens as written: "auto" stays "auto" on a rerun
-    cfg, prefix_choice = resolve_prefix_tokens(cfg)
+    # prefix_tokens as written: "auto" stays "auto" in the hash, so a rerun resumes whatever t it chose
+    written = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, prefix_tokens="auto")) \
+        if prefix_choice else cfg
+    run_hash = sample_config_hash(written)
     s = cfg.sample
     plan, resumed = plan_for_run(out_dir, s.questions, s.columns_spec(), s.rows_per_shard, s.max_questions, run_hash)
     todo = pending_chunks(plan, out_dir)

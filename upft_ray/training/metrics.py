@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from upft_ray.run_lease import check_fence
+from upft_ray.schema import finite_json
 
 
 def say(message: str) -> None:
@@ -48,7 +49,7 @@ class MetricsLog:
             f"ETA {per_step * (total_steps - row['step']):.0f}s")
         check_fence(self.path)  # an attempt whose run lease was taken over stops here, not in another's log
         with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(finite_json(row), allow_nan=False) + "\n")  # NaN (no grad norm) -> null
         if self.writer is not None:
             for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
                 self.writer.add_scalar(f"train/{key}", row[key], row["step"])

@@ -43,6 +43,6 @@ def write_upft_examples(out_dir: Path, n: int, vocab: int, prompt_tokens: int, p
             "input_ids": [rng.integers(1, vocab, size=prompt_tokens + int(r)).astype(np.int32).tolist()
                           for r in responses],
             "num_prompt_tokens": [prompt_tokens] * n, "num_response_tokens": responses.tolist(),
-            "truncated": [False] * n}
+            "num_masked_tail": [0] * n, "truncated": [False] * n}
     pq.write_table(pa.table(rows, schema=EXAMPLES_SCHEMA), out_dir / "part-00000.parquet")
     return out_dir

@@ -41,6 +41,11 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, z
     return stream_export(Path(checkpoint_dir), model_path, Path(out_dir), dtype)
 
 
+def trained_model_dir(cfg: PipelineConfig) -> Path:
+    """Return ``RUN/train/final``, the HF export of the fine-tuned model."""
+    return cfg.run_path / "train" / "final"
+
+
 def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> dict:
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
@@ -156,17 +161,21 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_
 
 
 def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
-    """Record which config owns ``RUN/train/``; refuse a different config on a used directory.
+    """Record which config owns ``RUN/train/``; refuse a different config on a directory with checkpoints.
 
     Ray Train resumes a run whose name and storage path exist, so rerunning the same command after
     a crash continues from the last checkpoint. Resuming a *different* config from those weights
-    would silently mix two runs; that is an error instead."""
+    would silently mix two runs; that is an error instead. A run that stopped before its first
+    checkpoint holds nothing to resume: its Ray Train directory is cleared, so the corrected
+    command can start."""
     owner = cfg.run_path / "train" / "run_config.json"
-    if (cfg.run_path / "train" / "ray").exists():
-        previous = read_json(owner).get("config_hash") if owner.is_file() else "unknown"
-        if previous != run_hash:
+    ray_dir = cfg.run_path / "train" / "ray"
+    previous = read_json(owner).get("config_hash") if owner.is_file() else "unknown"
+    if ray_dir.exists() and previous != run_hash:
+        if any(p.is_dir() and p.name.startswith("checkpoint_") for p in ray_dir.glob("*/*")):
             raise ValueError(f"{cfg.run_path / 'train'} holds a training run with another config "
                              f"(hash {previous}, now {run_hash}); use a new run_dir or delete that directory")
+        shutil.rmtree(ray_dir)  # no checkpoint: nothing of the other config's training survives
     write_json_atomic(owner, {"config_hash": run_hash})
 
 
