@@ -31,12 +31,13 @@ import functools
 import json
 import os
 import re
+import shutil
 import secrets
 import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,9 +244,35 @@ def run_lease(run_dir: Path):
 
 
 def leased(fn):
-    """Decorate a stage entry point ``fn(cfg, ...)``: run it holding the lease on ``cfg.run_path``."""
+    """Decorate a stage entry point ``fn(cfg, ...)``: run it holding the lease on ``cfg.run_path``.
+
+    A run_dir that cannot be written is left to the stage's own checks (they report it with every other
+    problem, exit 2); a start that fails before any work leaves no run directory made just for its lease."""
     @functools.wraps(fn)
     def wrapper(cfg, *args, **kwargs):
-        with run_lease(cfg.run_path):
+        try:
+            run_dir = cfg.run_path
+            existed = run_dir.exists()
+        except (OSError, ValueError, RuntimeError):  # not a usable path: the stage's checks say why (exit 2)
             return fn(cfg, *args, **kwargs)
+        try:
+            with ExitStack() as stack:
+                try:
+                    stack.enter_context(run_lease(run_dir))
+                except OSError:  # nothing can be written there: the stage's checks say why (exit 2)
+                    pass
+                return fn(cfg, *args, **kwargs)
+        except BaseException:
+            if not existed:
+                _remove_if_only_the_lease(run_dir)
+            raise
     return wrapper
+
+
+def _remove_if_only_the_lease(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but a released lease (a start that failed its checks)."""
+    try:
+        if [p.name for p in run_dir.iterdir()] == [LEASE_DIR]:
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass  # best effort: another attempt may be using it now
