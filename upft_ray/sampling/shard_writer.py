@@ -99,6 +99,10 @@ class ShardWriter:
     async def _write_chunk(self, part: pd.DataFrame) -> dict:
         started = time.time()
         chunk, expected = int(part["chunk"].iloc[0]), int(part["chunk_records"].iloc[0])
+        if summary_path(self.out_dir, chunk).is_file():
+            # Committed already: Ray Data retries every batch of a lost actor, also one whose chunk was
+            # committed before its result reached the driver. Exactly once: keep what was committed.
+            return read_json(summary_path(self.out_dir, chunk))
         _log_chunk_start(chunk, self.node_id, started)
         if part["number"].nunique() != expected:
             raise RuntimeError(f"chunk {chunk} arrived split ({part['number'].nunique()} of {expected} records); "
