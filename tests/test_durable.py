@@ -108,3 +108,16 @@ def test_fenced_commit_does_not_land(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, json.dumps({"run_dir": str(run), "epoch": 2, "pid": -1}))
     write_json_atomic(target, {"rows": 1})  # the current holder commits
     assert read_json(target) == {"rows": 1}
+
+
+def test_orphan_temps_of_every_writer_are_removed_and_committed_files_kept(tmp_path):
+    shards, chunks = tmp_path / "shards", tmp_path / "chunks"
+    shards.mkdir(), chunks.mkdir()
+    (shards / "shard-000001.parquet").write_bytes(b"committed")
+    (shards / ".shard-000013.parquet.tmp-22436").write_bytes(b"half")  # write_parquet_durably's name
+    (chunks / "chunk-000001.json").write_text("{}")
+    (chunks / ".chunk-000013.json.k3x9_q").write_text("{")  # write_json_atomic's mkstemp name
+    (chunks / ".staging").mkdir()  # a directory is never taken for a file
+    assert durable.remove_orphan_temps([shards, chunks, tmp_path / "missing"]) == 2
+    assert sorted(p.name for p in shards.iterdir()) == ["shard-000001.parquet"]
+    assert sorted(p.name for p in chunks.iterdir()) == [".staging", "chunk-000001.json"]

@@ -61,6 +61,22 @@ def commit_dir(staging: Path, target: Path) -> None:
     fsync_path(target.parent)
 
 
+def remove_orphan_temps(dirs) -> int:
+    """Remove the temporary files in each of ``dirs`` (every temporary name here starts with a dot and
+    no committed file does); return how many went.
+
+    Call only while no writer of those directories can still commit: before a stage starts its writers,
+    or after every writer has finished. A writer killed mid-write (its node lost) leaves its temporary
+    file behind; nothing will ever rename it, and a later rename of it would fail harmlessly."""
+    removed = 0
+    for folder in dirs:
+        for tmp in Path(folder).glob(".*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_parquet_durably(table, path: Path) -> None:
     """Write the pyarrow ``table`` to ``path`` as Parquet through a temporary name and :func:`commit_file`."""
     import pyarrow.parquet as pq

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from upft_ray.config import PipelineConfig, config_to_dict, sample_config_hash
-from upft_ray.durable import commit_file
+from upft_ray.durable import commit_file, remove_orphan_temps
 from upft_ray.inference import VLLMGenerator, engine_actor_options
 from upft_ray.models import resolve_model
 from upft_ray.sampling.plan import Plan, plan_for_run
@@ -25,12 +25,12 @@ from upft_ray.sampling.requests import chunk_requests, resolve_sampling
 from upft_ray.sampling.shard_writer import ShardWriter, read_summary, rejected_part_path, summary_path
 from upft_ray.schema import REJECTED_SCHEMA, package_versions, write_json_atomic
 
+CHUNK_DIRS = ("shards", "rejected", "chunks")  # where the chunk writers put their files
+
 
 def pending_chunks(plan: Plan, out_dir: Path) -> list:
     """Return the chunks of ``plan`` not finished yet (no summary); remove temp files a kill left."""
-    for sub in ("shards", "rejected", "chunks"):
-        for tmp in (out_dir / sub).glob(".*"):
-            tmp.unlink(missing_ok=True)
+    remove_orphan_temps(out_dir / sub for sub in CHUNK_DIRS)
     return [c for c in plan.chunks if not summary_path(out_dir, c.index).is_file()]
 
 
@@ -116,6 +116,10 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator, prefix_cho
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             for summary in batch.to_dict("records"):
                 progress.update(summary)
+    # Every writer has finished; a writer on a lost node may have left its half-written file behind.
+    orphans = remove_orphan_temps(out_dir / sub for sub in CHUNK_DIRS)
+    if orphans:
+        print(f"[sample] removed {orphans} temporary file(s) left by writers that were lost mid-chunk")
     manifest = sample_manifest(cfg, model_path, plan, out_dir, run_hash, reused, time.time() - started)
     manifest["prefix_tokens"] = s.prefix_tokens
     manifest["sampling_params"] = sampling
