@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from upft_ray.training.synthetic import QWEN25_05B, TINY_QWEN2, write_random_model, write_upft_examples  # noqa: E402
+from upft_ray.training.harness_torch import torchrun_command  # noqa: E402
 
 
 def _peak_flops(name: str) -> float | None:
@@ -41,12 +42,7 @@ def _peak_flops(name: str) -> float | None:
 
 
 def _launch(nproc: int, loop_json: Path, ckpt: Path, export: Path | None, kill_at: int, log: Path) -> dict:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "upft_ray.training.harness_torch", str(loop_json), "--checkpoint-dir", str(ckpt)]
-    if export is not None:
-        command += ["--export-dir", str(export)]
-    if kill_at:
-        command += ["--kill-at-step", str(kill_at)]
+    command = torchrun_command(loop_json, ckpt, export, nproc, kill_at)
     started = time.time()
     with open(log, "w") as fh:
         rc = subprocess.run(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT).returncode

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from upft_ray.training.harness_torch import torchrun_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,12 +33,7 @@ def make_loop_config(root: Path, model_dir: Path, examples: Path, name: str, **t
 def torchrun(loop_json: Path, checkpoint_dir: Path, export_dir: Path | None, nproc: int = 2,
              kill_at: int = 0) -> subprocess.CompletedProcess:
     """Run the torch harness under torchrun (gloo) and return the finished process."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "upft_ray.training.harness_torch", str(loop_json), "--checkpoint-dir", str(checkpoint_dir)]
-    if export_dir is not None:
-        command += ["--export-dir", str(export_dir)]
-    if kill_at:
-        command += ["--kill-at-step", str(kill_at)]
+    command = torchrun_command(loop_json, checkpoint_dir, export_dir, nproc, kill_at)
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

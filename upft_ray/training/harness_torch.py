@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from upft_ray.durable import fsync_tree, write_text_durably
@@ -93,6 +94,18 @@ def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill
         export_hf_checkpoint(latest_checkpoint(checkpoint_dir), config["model_path"], Path(export_dir),
                              resolve_export_dtype(config["train"]))
     return state
+
+
+def torchrun_command(loop_json: Path, checkpoint_dir: Path, export_dir: Path | None = None, nproc: int = 1,
+                     kill_at_step: int = 0) -> list[str]:
+    """Return the argv that runs this harness under ``torchrun --standalone`` with ``nproc`` ranks."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "upft_ray.training.harness_torch", str(loop_json), "--checkpoint-dir", str(checkpoint_dir)]
+    if export_dir is not None:
+        command += ["--export-dir", str(export_dir)]
+    if kill_at_step:
+        command += ["--kill-at-step", str(kill_at_step)]
+    return command
 
 
 def main(argv: list[str] | None = None) -> None:
