@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from upft_ray.records import COLUMN_PRESETS, RAW_CHARS, Columns, Unreadable, preset_columns  # noqa: F401
 from upft_ray.sources import iter_source_records
@@ -126,15 +127,21 @@ def _answer(value: object, name: str) -> tuple[str, str | None]:
     return value, _text_problem(value, name)
 
 
-def load_questions(source: str, columns: Columns = Columns(), max_questions: int = 0) -> QuestionSet:
+def load_questions(source: str, columns: Columns = Columns(), max_questions: int = 0,
+                   check: Callable[[object, str | None, dict | None], str | None] | None = None) -> QuestionSet:
     """Read and validate a whole (small) question set; return its kept and rejected rows.
 
-    Duplicate ids are rejected after their first occurrence. Raises FileNotFoundError for a missing
-    source and ValueError for an unreadable file or a question column no record has."""
+    ``check(record, reason, row)``, when given, sees every record with :func:`validate_record`'s verdict
+    and returns the reason to reject it (or None); it may rewrite a kept ``row`` in place (evaluation
+    parses gold answers this way). Duplicate ids are rejected after their first occurrence. Raises
+    FileNotFoundError for a missing source and ValueError for an unreadable file or a question column
+    no record has."""
     out = QuestionSet(source=source)
     seen: set[str] = set()
     for file, number, record in iter_source_records(source, columns, max_questions):
         reason, row = validate_record(record, columns)
+        if check is not None:
+            reason = check(record, reason, row)
         if reason is None and row["id"] in seen:
             reason = f"duplicate id: {row['id']!r}"
         if reason is not None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from upft_ray.grading import grade, grade_letter, last_boxed  # grade_letter: importable from here too
-from upft_ray.questions import Columns, QuestionSet, rejected_row, validate_record
-from upft_ray.sources import iter_source_records, list_source_files, source_name
+from upft_ray.questions import Columns, load_questions
+from upft_ray.sources import list_source_files, source_name
 
 LETTERS = "ABCD"
 
@@ -162,30 +162,23 @@ def load_benchmark(spec: str, seed: int, max_questions: int = 0, columns: Column
         cols = Columns(columns.question, columns.answer, columns.id, columns.extra)
     else:
         cols = Columns(bench.question_field, bench.answer_field, bench.id_field, bench.extra_fields)
-    qs = QuestionSet(source=source)
-    seen_ids: set[str] = set()
     keys: set[str] = set()
     with_gold = 0
-    for file, number, record in iter_source_records(source, cols, max_questions):
-        keys |= set(record) if isinstance(record, dict) else set()
+
+    def gold_check(record, reason, row):  # the gold answer first: a row without one is never graded
+        nonlocal with_gold
+        keys.update(record if isinstance(record, dict) else ())
         missing_gold = gold_problem(record, cols.answer)
         with_gold += isinstance(record, dict) and missing_gold is None
-        reason, row = validate_record(record, cols)
-        reason = missing_gold or reason
-        if reason is None:
-            if bench.choices:
-                row["question"], row["answer"] = gpqa_question(row, seed)
-            else:
-                row["answer"] = bench.gold(row["answer"])
-            if not row["answer"].strip():
-                reason = f"gold answer field {cols.answer!r} parses to an empty {name} answer"
-            elif row["id"] in seen_ids:
-                reason = f"duplicate id: {row['id']!r}"
-        if reason is not None:
-            qs.rejected.append(rejected_row(file, number, reason, record))
-            continue
-        seen_ids.add(row["id"])
-        qs.rows.append(row)
+        if (reason := missing_gold or reason) is not None:
+            return reason
+        if bench.choices:
+            row["question"], row["answer"] = gpqa_question(row, seed)
+        else:
+            row["answer"] = bench.gold(row["answer"])
+        return None if row["answer"].strip() else f"gold answer field {cols.answer!r} parses to an empty {name} answer"
+
+    qs = load_questions(source, cols, max_questions, check=gold_check)
     if keys and not with_gold:
         raise ValueError(f"{source}: no row has a usable gold answer in field {cols.answer!r} (fields found: "
                          f"{_fields_found(source, keys)}); for a generic set map it with eval.answer_field or "
