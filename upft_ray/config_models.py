@@ -9,13 +9,13 @@ fields together live in ``upft_ray.config_checks`` and run as each model's after
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from typing_extensions import NotRequired, TypedDict
 
 from upft_ray import config_checks as checks
-from upft_ray.config_types import Float, OverrideText, RunName, Seed, Text, number_or
+from upft_ray.config_types import Float, OverrideText, RunName, Seed, Text, number_or, ranged
 from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 
@@ -78,10 +78,10 @@ class SampleConfig(_Config):
                              "analysis use n > 1)")
     rows_per_shard: int = Field(1024, ge=1, description="questions per chunk; each chunk is one shard, the unit of "
                                 "resume")
-    temperature: number_or(Float, MODEL_DEFAULT, ge=0.0) = Field(
+    temperature: number_or(float, MODEL_DEFAULT, ge=0.0) = Field(
         MODEL_DEFAULT, description="sampling temperature; 'model': the model's generation_config (1.0 where it sets "
         "none); the paper's runs use 0.6")
-    top_p: number_or(Float, MODEL_DEFAULT, ge=0.0, le=1.0) = Field(
+    top_p: number_or(float, MODEL_DEFAULT, ge=0.0, le=1.0) = Field(
         MODEL_DEFAULT, description="nucleus sampling; 'model': the model's generation_config (1.0 where it sets "
         "none), as the official sampler")
     top_k: number_or(int, MODEL_DEFAULT, ge=-1) = Field(
@@ -204,7 +204,7 @@ class AnalyzeConfig(_Config):
     num_samples: int = Field(16, ge=2, description="n: full solutions sampled per question (temperature and engine "
                              "from sample)")
     max_questions: int = Field(64, ge=0, description="questions of sample.questions measured (0 = all)")
-    prefix_lengths: list[Annotated[int, Field(ge=1)]] = Field(
+    prefix_lengths: list[ranged(int, ge=1)] = Field(
         [1, 2, 4, 8, 16, 32, 64, 128], min_length=1, description="prefix lengths t at which agreement is measured")
     max_new_tokens: int = Field(256, ge=1, description="generation limit of the measured solutions (they are graded "
                                 "when gold exists)")
@@ -212,7 +212,7 @@ class AnalyzeConfig(_Config):
                                       "modal-prefix share is at least this")
     rollout_questions: int = Field(16, ge=1, description="analyze rollouts: questions whose first sampled solutions "
                                    "are rolled out")
-    rollout_positions: list[Annotated[Float, Field(ge=0.0, lt=1.0)]] = Field(
+    rollout_positions: list[ranged(float, ge=0.0, lt=1.0)] = Field(
         [0.0, 0.25, 0.5, 0.75], min_length=1, description="analyze rollouts: cut points, as shares of each "
         "solution's length, from which completions are rolled out")
     rollouts_per_position: int = Field(8, ge=1, description="analyze rollouts: m completions per cut point")

@@ -29,9 +29,18 @@ Text = Annotated[str, AfterValidator(_no_nul)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]  # NumPy and vLLM seed with 32-bit unsigned integers
 
 
+def ranged(number: type, **limits: Any) -> Any:
+    """Return ``number`` (int or float) within ``limits`` (ge, le, lt) as a type; a float also takes numeric text.
+
+    The range comes before the text conversion so pydantic states it as a plain JSON-schema range."""
+    if number is float:
+        return Annotated[float, Field(**limits), BeforeValidator(_number_text)]
+    return Annotated[number, Field(**limits)]
+
+
 def number_or(number: type, *words: str, **limits: Any) -> Any:
     """Return the type of a field taking a ``number`` within ``limits`` (ge, le) or one of ``words``."""
-    return Union[Literal[words], Annotated[number, Field(**limits)]]
+    return Union[Literal[words], ranged(number, **limits)]
 
 
 def _variant_name(name: str) -> str:
