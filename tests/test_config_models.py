@@ -143,6 +143,13 @@ def test_a_mapping_where_a_stage_belongs_is_named():
     _names_only(_problems(["train=[1, 2]"]), "train")
 
 
+def test_a_section_with_every_setting_commented_out_takes_the_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nsample:\n  # prefix_tokens: 16\nsweep:\n")
+    cfg = load_config(path)
+    assert cfg.seed == 3 and cfg.sample == SampleConfig() and cfg.sweep.variants == []
+
+
 def test_the_models_keep_their_own_rules():
     with pytest.raises(ValidationError, match="max_new_tokens: 4096 tokens do not fit in engine.max_model_len"):
         SampleConfig(max_new_tokens=4096)

@@ -136,8 +136,18 @@ def _union_message(errors: list[dict], tp: Any) -> str:
     return _message((others or errors)[0], tp)
 
 
+def _drop(parts: list) -> tuple[str, ...]:
+    """The key path to leave out for a bad value at ``parts``: up to the list holding it, if any."""
+    named = []
+    for part in parts:
+        if isinstance(part, int):
+            break
+        named.append(part)
+    return tuple(named)
+
+
 def explain(err: ValidationError, model: type[BaseModel]) -> list[Problem]:
-    """Return one Problem per bad field of ``err`` (a validation of ``model``), in input order.
+    """Return one Problem per bad field of ``err`` (a validation of ``model``), in pydantic's order.
 
     Several errors for one field (the alternatives of a union, several bad list items) become one
     line; an unknown key names the keys its mapping knows; cross-field rules keep their own fields."""
@@ -149,7 +159,7 @@ def explain(err: ValidationError, model: type[BaseModel]) -> list[Problem]:
             parts, tp = _walk(model, loc[:-1])
             known = ", ".join(_keys(_unwrap(tp)) or ())
             problems.append(Problem(_dotted([*parts, loc[-1]]), f"unknown key (known: {known})",
-                                    tuple(p for p in [*parts, loc[-1]] if isinstance(p, str))))
+                                    _drop([*parts, loc[-1]])))
             continue
         parts, tp = _walk(model, loc)
         cause = (error.get("ctx") or {}).get("error")
@@ -167,7 +177,6 @@ def explain(err: ValidationError, model: type[BaseModel]) -> list[Problem]:
         field = _dotted(list(parts)) or "config"
         text = _union_message(errors, tp) if len(errors) > 1 else _message(errors[0], tp)
         lines.setdefault(field, []).append(f"item {items[0]}: {text}" if items else text)
-        drops[field] = tuple(p for p in parts[:next((i for i, p in enumerate(parts) if isinstance(p, int)),
-                                                    len(parts))])
+        drops[field] = _drop(list(parts))
     problems += [Problem(field, "; ".join(texts), drops[field]) for field, texts in lines.items()]
     return problems

@@ -26,6 +26,11 @@ MODEL_DEFAULT = "model"
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: object) -> object:
+        return {} if data is None else data  # a YAML section whose settings are all commented out
+
 
 class EngineConfig(_Config):
     """vLLM engine options, shared by sampling and evaluation."""
