@@ -4,7 +4,6 @@ bad field, no traceback. Manifests are strict JSON whatever a stage computed."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -12,20 +11,27 @@ import typing
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from conftest import REPO
 from upft_ray.config import ConfigError, PipelineConfig, load_config
 from upft_ray.schema import write_json_atomic
 
 
+def _holds_float(tp) -> bool:
+    """A float field, plain, ranged (Annotated) or in a union with words ("model")."""
+    if typing.get_origin(tp) in (list, dict):
+        return False
+    return tp is float or any(_holds_float(arg) for arg in typing.get_args(tp))
+
+
 def _float_fields(cls=PipelineConfig, prefix: str = "") -> list[str]:
     names = []
-    for f in dataclasses.fields(cls):
-        tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            names += _float_fields(tp, f"{prefix}{f.name}.")
-        elif tp is float or float in typing.get_args(tp):  # `float | str` fields take a word or a number
-            names.append(f"{prefix}{f.name}")
+    for name, f in cls.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            names += _float_fields(f.annotation, f"{prefix}{name}.")
+        elif _holds_float(f.annotation):
+            names.append(f"{prefix}{name}")
     return names
 
 

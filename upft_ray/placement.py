@@ -7,24 +7,10 @@ starts, from the cluster's GPU count, so every stage below sees plain numbers.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # annotations only: config imports this module's checks
+if TYPE_CHECKING:  # annotations only
     from upft_ray.config import PipelineConfig
-
-
-def auto_problems(cfg: PipelineConfig) -> list[str]:
-    """Return why an ``auto`` count could not be decided from GPUs (it counts GPUs, so it needs GPU work)."""
-    problems = []
-    for stage in ("sample", "eval"):
-        engine = getattr(cfg, stage).engine
-        if engine.num_replicas == "auto" and engine.gpus_per_replica <= 0:
-            problems.append(f"{stage}.engine.num_replicas: auto counts GPUs; set {stage}.engine.gpus_per_replica "
-                            "(= tensor_parallel_size) or give a number")
-    if cfg.train.num_workers == "auto" and not cfg.train.use_gpu:
-        problems.append("train.num_workers: auto is one worker per GPU; set train.use_gpu: true or give a number")
-    return problems
 
 
 def resolve_auto_resources(cfg: PipelineConfig, gpus: float) -> PipelineConfig:
@@ -42,15 +28,15 @@ def resolve_auto_resources(cfg: PipelineConfig, gpus: float) -> PipelineConfig:
         if count < 1:
             raise ValueError(f"{stage}.engine.num_replicas: auto found {gpus:g} GPU(s) in the Ray cluster, fewer "
                              f"than one replica's {engine.gpus_per_replica:g}")
-        return {stage: dataclasses.replace(getattr(cfg, stage),
-                                           engine=dataclasses.replace(engine, num_replicas=count))}
+        engine = engine.model_copy(update={"num_replicas": count})
+        return {stage: getattr(cfg, stage).model_copy(update={"engine": engine})}
 
     changes = {**replicas("sample"), **replicas("eval")}
     if cfg.train.num_workers == "auto":
         if int(gpus) < 1:
             raise ValueError(f"train.num_workers: auto found {gpus:g} GPU(s) in the Ray cluster; one worker needs one")
-        changes["train"] = dataclasses.replace(cfg.train, num_workers=int(gpus))
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+        changes["train"] = cfg.train.model_copy(update={"num_workers": int(gpus)})
+    return cfg.model_copy(update=changes) if changes else cfg
 
 
 def cluster_gpus() -> float:

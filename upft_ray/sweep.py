@@ -15,7 +15,6 @@ stage): a rerun skips runs that finished with the same config, resumes unfinishe
 
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from pathlib import Path
 
@@ -172,7 +171,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
         with ray_session(cfg.ray):
             # `auto` counts are resolved from the GPUs Ray sees; the run records keep the config as written
             if base_todo:
-                base_cfg = dataclasses.replace(with_resolved_resources(cfg), run_dir=str(cfg.run_path / "base"))
+                base_cfg = with_resolved_resources(cfg).model_copy(update={"run_dir": str(cfg.run_path / "base")})
                 claim_run(base_cfg.run_path, base_results_config(cfg))
                 run_evaluate(base_cfg, resolve_model(cfg.model), base_cfg.run_path / "eval_base", "base")
             for i, (variant, seed, run_cfg) in enumerate(todo, 1):

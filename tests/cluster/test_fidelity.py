@@ -49,7 +49,7 @@ def test_a_changed_config_changes_the_table(monkeypatch):
 
     def with_token_loss(run, sft=False):
         cfg = real(run, sft)
-        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_normalization="token"))
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss_normalization": "token"})})
 
     monkeypatch.setattr(fidelity, "job_config", with_token_loss)
     loss = next(s for s in fidelity.SETTINGS if s.label == "loss normalisation")

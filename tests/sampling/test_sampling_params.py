@@ -1,7 +1,6 @@
 """Sampling parameters: ``model`` takes the model's generation_config (explicit values win, a documented
 fallback where it is silent), the resolved values reach vLLM, the manifest and the run's config hash."""
 
-import dataclasses
 import json
 import shutil
 
@@ -61,7 +60,7 @@ def test_explicit_values_win_over_the_model(tmp_path):
 def test_the_hash_sees_resolved_values(tmp_path):
     path = _model_dir(tmp_path, {"top_p": 0.8, "top_k": 20, "temperature": 0.6})
     by_model = load_config(None)
-    resolved = dataclasses.replace(by_model, sample=resolve_sampling(by_model.sample, str(path))[0])
+    resolved = by_model.model_copy(update={"sample": resolve_sampling(by_model.sample, str(path))[0]})
     same = load_config(None, ["sample.temperature=0.6", "sample.top_p=0.8", "sample.top_k=20"])
     other = load_config(None, ["sample.temperature=0.6", "sample.top_p=0.9", "sample.top_k=20"])
     assert sample_config_hash(resolved) == sample_config_hash(same) != sample_config_hash(other)

@@ -8,7 +8,6 @@ through the same vLLM actors.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -23,9 +22,9 @@ def consistency_config(cfg: PipelineConfig) -> PipelineConfig:
     """Return the sampling run that measures consistency: ``analyze.num_samples`` whole solutions per
     question (temperature and engine from ``sample``), under ``RUN/analysis/consistency``."""
     a = cfg.analyze
-    sample = dataclasses.replace(cfg.sample, num_samples=a.num_samples, method="sft", prefix_tokens=1,
-                                 max_new_tokens=a.max_new_tokens, max_questions=a.max_questions)
-    return dataclasses.replace(cfg, run_dir=str(cfg.run_path / "analysis" / "consistency"), sample=sample)
+    sample = cfg.sample.model_copy(update=dict(num_samples=a.num_samples, method="sft", prefix_tokens=1,
+                                               max_new_tokens=a.max_new_tokens, max_questions=a.max_questions))
+    return cfg.model_copy(update=dict(run_dir=str(cfg.run_path / "analysis" / "consistency"), sample=sample))
 
 
 def graded_samples(sample_dir: Path) -> pd.DataFrame:
@@ -83,7 +82,8 @@ def resolve_prefix_tokens(cfg: PipelineConfig) -> tuple[PipelineConfig, dict | N
     result = run_consistency(cfg)
     choice = {"prefix_tokens": result["chosen_prefix_tokens"], "reason": result["reason"],
               "measured_in": str(consistency_config(cfg).run_path)}
-    return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, prefix_tokens=choice["prefix_tokens"])), choice
+    sample = cfg.sample.model_copy(update={"prefix_tokens": choice["prefix_tokens"]})
+    return cfg.model_copy(update={"sample": sample}), choice
 
 
 def sample_stage(cfg: PipelineConfig) -> dict:

@@ -11,7 +11,6 @@ solutions, so they can be graded before their prefixes are trained on. Each ques
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 
@@ -53,7 +52,7 @@ def resolve_sampling(s: SampleConfig, model_path: str) -> tuple[SampleConfig, di
     defaults = generation_defaults(model_path) if wanted else {}
     values = {f: defaults[f] if f in wanted else getattr(s, f) for f in SAMPLING_FIELDS}
     record = {**values, "from_model": wanted, "source": defaults.get("source", "config")}
-    return dataclasses.replace(s, **values), record
+    return s.model_copy(update=values), record
 
 
 def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:

@@ -10,7 +10,6 @@ so every question ends up in exactly one shard (once per sample index).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -89,9 +88,9 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator, prefix_cho
     # Sampling fields saying "model" take the generation_config's values; the hash sees those values,
     # so a run resumed after the model's generation_config changed is refused, not mixed.
     sample_cfg, sampling = resolve_sampling(cfg.sample, model_path)
-    cfg = dataclasses.replace(cfg, sample=sample_cfg)
+    cfg = cfg.model_copy(update={"sample": sample_cfg})
     # prefix_tokens as written: "auto" stays "auto" in the hash, so a rerun resumes whatever t it chose
-    written = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, prefix_tokens="auto")) \
+    written = cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"prefix_tokens": "auto"})}) \
         if prefix_choice else cfg
     run_hash = sample_config_hash(written)
     s = cfg.sample
