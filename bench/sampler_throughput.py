@@ -47,7 +47,7 @@ def raw_vllm(cfg) -> dict:
 
     s, _ = resolve_sampling(cfg.sample, resolve_model(cfg.model))
     e = config_to_dict(s.engine)
-    _engine_env(e)
+    _engine_env(e, in_process_core=True)
     from vllm import LLM, SamplingParams
 
     started = time.time()
