@@ -111,11 +111,14 @@ class VLLMGenerator:
             return AsyncLLM.from_engine_args(args)
 
         self.llm = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
+        self.closed = False
+        asyncio.run_coroutine_threadsafe(self._watch_engine(), self.loop)
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = 0
 
     def close(self) -> None:
         """Shut the engine down (its core process too) and stop its loop; the object is unusable after."""
+        self.closed = True  # a stopped engine is not a dead one: the watch must not exit the process
         self.llm.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
@@ -180,14 +183,27 @@ class VLLMGenerator:
             final = out
         return final
 
+    async def _watch_engine(self) -> None:
+        # A request added while the engine dies can wait forever (vLLM fails only the requests it held
+        # when it noticed), so the death itself is watched, not only the requests' errors.
+        while not self.llm.errored:
+            await asyncio.sleep(1.0)
+        if not self.closed:
+            _exit_actor("the engine core stopped")
+
     def _die_if_engine_dead(self, err: BaseException) -> None:
-        """Exit the actor's process if the engine is dead (Ray Data restarts it; its batches are retried)."""
+        """Exit the actor's process if ``err`` says the engine is dead; return if it failed one request."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if isinstance(err, EngineDeadError) or self.llm.errored:
-            print(f"[upft] vLLM engine died ({type(err).__name__}: {err}); exiting the actor so Ray Data "
-                  "restarts it and redoes its batches", file=sys.stderr, flush=True)
-            os._exit(1)
+            _exit_actor(f"{type(err).__name__}: {err}")
+
+
+def _exit_actor(why: str) -> None:
+    """Exit this process at once: Ray Data restarts the actor and retries every batch it held."""
+    print(f"[upft] vLLM engine died ({why}); exiting the actor so Ray Data restarts it and redoes its batches",
+          file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def _failed(err: BaseException) -> str:
