@@ -123,6 +123,9 @@ class VLLMGenerator:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return ``batch`` with the generated columns (module docstring); never raises for one request.
+
+        Exits the process if the engine is dead (``_exit_actor``)."""
         n = len(batch["messages"])
         prompts: list[tuple[str, list[int]]] = [("", [])] * n
         reasons = [PROMPT_TOO_LONG] * n
@@ -165,6 +168,7 @@ class VLLMGenerator:
 
     def _params(self, batch: dict, i: int, prompt_len: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         seed = int(batch["request_seed"][i]) if "request_seed" in batch else None
         return SamplingParams(
@@ -173,6 +177,7 @@ class VLLMGenerator:
             top_p=float(batch["top_p"][i]),
             top_k=vllm_top_k(batch["top_k"][i]) if "top_k" in batch else -1,
             seed=seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request: no per-step copies
         )
 
     async def _generate(self, prompt_token_ids: list[int], params):
@@ -181,6 +186,8 @@ class VLLMGenerator:
         final = None
         async for out in self.llm.generate({"prompt_token_ids": prompt_token_ids}, params, f"r{self._ids}"):
             final = out
+        if final is None or not final.finished:
+            raise RuntimeError("the engine ended the request without a finished output")
         return final
 
     async def _watch_engine(self) -> None:
