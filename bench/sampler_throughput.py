@@ -39,7 +39,7 @@ def bench_config(run_dir: Path, args):
 
 def raw_vllm(cfg) -> dict:
     """Decode the sampler's requests with one LLM.generate call; return tokens and seconds."""
-    from upft_ray.inference import _engine_env, vllm_top_k
+    from upft_ray.inference import _engine_env, engine_dtype, vllm_top_k
     from upft_ray.models import resolve_model
     from upft_ray.questions import load_questions
     from upft_ray.sampling.requests import build_requests, resolve_sampling
@@ -47,11 +47,12 @@ def raw_vllm(cfg) -> dict:
 
     s, _ = resolve_sampling(cfg.sample, resolve_model(cfg.model))
     e = config_to_dict(s.engine)
-    _engine_env(e)
+    _engine_env(e, in_process_core=True)
     from vllm import LLM, SamplingParams
 
     started = time.time()
-    llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, dtype=e["dtype"], max_model_len=e["max_model_len"],
+    # The actor's dtype choice (engine_dtype), so both decode in the same precision.
+    llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, dtype=engine_dtype(e["dtype"]), max_model_len=e["max_model_len"],
               enforce_eager=e["enforce_eager"])
     init_s = time.time() - started
     tokenizer = llm.get_tokenizer()
@@ -59,7 +60,7 @@ def raw_vllm(cfg) -> dict:
     requests = build_requests(rows, s, cfg.seed)
     prompts = [{"prompt_token_ids": render_prompt(tokenizer, json.loads(r["messages"]))[1]} for r in requests]
     params = [SamplingParams(max_tokens=r["max_tokens"], temperature=r["temperature"], top_p=r["top_p"],
-                             top_k=vllm_top_k(r["top_k"]))
+                             top_k=vllm_top_k(r["top_k"]), seed=r["request_seed"])
               for r in requests]
     started = time.time()
     outputs = llm.generate(prompts, params, use_tqdm=False)

@@ -32,7 +32,7 @@ SAMPLE_SCHEMA = pa.schema([
     ("num_response_tokens", pa.int64()),
     ("finish_reason", pa.string()),        # "length" (hit max_tokens) or "stop" (EOS / stop token)
     ("model", pa.string()),
-    ("sampling_params", pa.string()),      # JSON: max_tokens, temperature, top_p, top_k
+    ("sampling_params", pa.string()),      # JSON: max_tokens, temperature, top_p, top_k, seed (per request)
     ("seed", pa.int64()),
 ])
 

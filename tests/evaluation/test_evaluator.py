@@ -1,6 +1,7 @@
 """Distributed evaluation gives the same per-question results as one engine in one process."""
 
 import asyncio
+import json
 
 import numpy as np
 import pandas as pd
@@ -12,18 +13,23 @@ from upft_ray.inference import VLLMGenerator
 
 
 def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_local):
+    # Sampled at temperature 1: the per-request seeds make each sample the same whichever replica and
+    # batch drew it (a redone chunk reproduces its samples).
     cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + [
         "eval.max_questions=20", "eval.engine.num_replicas=2", "eval.engine.batch_size=4",
-        "eval.engine.dtype=float32", "eval.benchmarks=[bundled:arith-eval]"])
+        "eval.engine.dtype=float32", "eval.benchmarks=[bundled:arith-eval]", "eval.decoding=sample",
+        "eval.num_samples=2", "eval.temperature=1.0", "eval.top_p=1.0"])
     metrics = run_evaluate(cfg, str(tiny_model_dir), tmp_path / "eval", "tiny")
-    distributed = pd.read_parquet(tmp_path / "eval" / "arith-eval.parquet").set_index("question_id")
-    assert metrics["benchmarks"]["arith-eval"]["graded"] == 20 == len(distributed)
+    distributed = pd.read_parquet(tmp_path / "eval" / "arith-eval.parquet").set_index(["question_id", "sample_index"])
+    assert metrics["benchmarks"]["arith-eval"]["graded"] == 40 == len(distributed)
 
     requests, _, _ = build_eval_requests(cfg)
     batch = {key: np.array([r[key] for r in requests], dtype=object) for key in requests[0]}
     engine = VLLMGenerator(str(tiny_model_dir), config_to_dict(cfg.eval.engine), cfg.seed)
-    single = grade_batch(pd.DataFrame(asyncio.run(engine(batch)))).set_index("question_id")
+    single = grade_batch(pd.DataFrame(asyncio.run(engine(batch)))).set_index(["question_id", "sample_index"])
+    engine.close()
     joined = distributed.join(single, rsuffix="_single")
+    assert len(joined) == 40 and joined["output"].nunique() > 20  # sampled: the two samples differ
     assert (joined["output"] == joined["output_single"]).all()
     assert (joined["correct"] == joined["correct_single"]).all()
     assert (joined["num_output_tokens"] == joined["num_output_tokens_single"]).all()
@@ -45,3 +51,15 @@ def test_grade_batch_records_each_answers_status():
     assert graded["correct"].tolist() == [True, False, False, True, False, True]
     assert graded["grade_status"].tolist() == ["ok", "missing", "unparsable", "ok", "unparsable", "ok"]
     assert graded["extracted_answer"].tolist() == ["18", "", "lots", "12", "", "C"]
+
+
+def test_a_request_that_failed_alone_rejects_its_question_with_the_reason():
+    from upft_ray.evaluation.evaluator import engine_rejects
+
+    graded = pd.DataFrame({"benchmark": ["b"] * 5, "question_id": ["q1", "q1", "q2", "q3", "q3"],
+                           "finish_reason": ["stop", "request_failed: VLLMValidationError: top_p must be in (0, 1]",
+                                             "prompt_too_long", "length", "stop"]})
+    rejected = engine_rejects(graded, 512)
+    assert [(json.loads(r["raw"])["id"], r["reason"]) for r in rejected] == [
+        ("q1", "request_failed: VLLMValidationError: top_p must be in (0, 1]"),
+        ("q2", "prompt does not fit max_model_len 512")]

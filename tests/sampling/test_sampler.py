@@ -37,6 +37,17 @@ def test_requests_put_the_template_on_prefix_rows_only():
             assert req["max_tokens"] == 99 and train_user == req["question"] and req["task_template"] == ""
 
 
+def test_each_request_carries_a_seed_from_seed_question_and_sample_index():
+    cfg = load_config(None, ["sample.num_samples=3"])
+    rows = [{"id": f"q{i}", "question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(10)]
+    seeds = {(r["question_id"], r["sample_index"]): r["request_seed"] for r in build_requests(rows, cfg.sample, 42)}
+    assert len(set(seeds.values())) == 30  # every (question, sample) draws its own
+    # Independent of which other questions share the chunk, and of their order: a redone chunk redraws them.
+    alone = build_requests(rows[7:8], cfg.sample, 42) + build_requests(rows[::-1], cfg.sample, 42)
+    assert all(seeds[(r["question_id"], r["sample_index"])] == r["request_seed"] for r in alone)
+    assert build_requests(rows[:1], cfg.sample, 43)[0]["request_seed"] != seeds[("q0", 0)]
+
+
 def test_sft_baseline_requests_are_full_solutions_without_template():
     cfg = load_config(None, ["sample.method=sft", "sample.structure_ratio=0.1", "sample.max_new_tokens=99"])
     rows = [{"id": f"q{i}", "question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(40)]

@@ -29,9 +29,12 @@ def pick_trajectories(samples: pd.DataFrame, per_kind: int) -> pd.DataFrame:
 
 
 def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int, max_new_tokens: int,
-                     temperature: float, top_p: float, top_k: int = 0) -> pd.DataFrame:
+                     temperature: float, top_p: float, top_k: int = 0, seed: int = 0) -> pd.DataFrame:
     """Return one generation request per (trajectory, cut position, rollout): the question's messages,
-    the response tokens before the cut to continue from, and what is left of the token budget."""
+    the response tokens before the cut to continue from, what is left of the token budget, and the
+    request's seed (hashed from ``seed``, question, trajectory kind, position and rollout)."""
+    from upft_ray.inference import request_seed
+
     rows = []
     for traj_id, t in enumerate(trajectories.itertuples()):
         response = [int(x) for x in t.response_token_ids]
@@ -42,7 +45,8 @@ def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int,
                              "trajectory_correct": bool(t.correct), "position": float(share), "cut_tokens": cut,
                              "rollout": k, "messages": t.train_messages, "continue_from_token_ids": response[:cut],
                              "max_tokens": max(1, max_new_tokens - cut), "temperature": temperature, "top_p": top_p,
-                             "top_k": top_k})
+                             "top_k": top_k, "request_seed": request_seed(
+                                 seed, t.question_id, k, "rollout", bool(t.correct), share)})
     return pd.DataFrame(rows)
 
 
@@ -90,7 +94,7 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
     model_path = resolve_model(cfg.model)
     sample, _ = resolve_sampling(cfg.sample, model_path)  # the sampler's values ("model" -> generation_config)
     requests = rollout_requests(trajectories, sorted(set(a.rollout_positions)), a.rollouts_per_position,
-                                a.max_new_tokens, sample.temperature, sample.top_p, sample.top_k)
+                                a.max_new_tokens, sample.temperature, sample.top_p, sample.top_k, cfg.seed)
     print(f"[analyze] rolling out {len(requests):,} completions from {len(trajectories)} trajectories "
           f"({int(trajectories['correct'].sum())} correct) at positions {sorted(set(a.rollout_positions))}")
     ds = add_generation(ray.data.from_pandas(requests), model_path, cfg.sample.engine, cfg.seed)

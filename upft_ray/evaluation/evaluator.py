@@ -18,7 +18,7 @@ import pyarrow as pa
 from upft_ray.config import PipelineConfig, config_to_dict
 from upft_ray.durable import write_parquet_durably
 from upft_ray.evaluation.benchmarks import BENCHMARKS, GENERIC, load_benchmark
-from upft_ray.inference import PROMPT_TOO_LONG, add_generation
+from upft_ray.inference import PROMPT_TOO_LONG, REQUEST_FAILED, add_generation, request_seed
 from upft_ray.schema import EVAL_SCHEMA, package_versions, write_json_atomic, write_rejected
 from upft_ray.templates import chat_messages
 
@@ -70,6 +70,7 @@ def build_eval_requests(cfg: PipelineConfig) -> tuple[list[dict], list[dict], di
                     "max_tokens": e.max_new_tokens,
                     "temperature": e.temperature if sampled else 0.0,
                     "top_p": e.top_p if sampled else 1.0,
+                    "request_seed": request_seed(cfg.seed, row["id"], k, name),
                 })
     return requests, rejected, read
 
@@ -112,6 +113,16 @@ def benchmark_metrics(part: pd.DataFrame, rows_read: int, rows_rejected: int, k:
     return metrics
 
 
+def engine_rejects(graded: pd.DataFrame, max_model_len: int) -> list[dict]:
+    """Return one rejected row per question the engine could not answer: a prompt that does not fit
+    ``max_model_len``, or a request that failed alone (``request_failed: <reason>``, the first sample's)."""
+    bad = graded[[str(f).startswith((PROMPT_TOO_LONG, REQUEST_FAILED)) for f in graded["finish_reason"]]]
+    return [{"benchmark": r.benchmark, "source": r.benchmark, "line": -1, "raw": json.dumps({"id": r.question_id}),
+             "reason": f"prompt does not fit max_model_len {max_model_len}" if r.finish_reason == PROMPT_TOO_LONG
+             else r.finish_reason}
+            for r in bad.drop_duplicates(["benchmark", "question_id"]).itertuples()]
+
+
 def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str) -> dict:
     """Evaluate the checkpoint at ``model_path``; write results to ``out_dir``; return the metrics.
 
@@ -129,12 +140,12 @@ def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str
         ds = ray.data.from_items(requests, override_num_blocks=max(1, min(len(requests) // 16, 64)))
         ds = add_generation(ds, model_path, e.engine, cfg.seed)
         graded = ds.map_batches(grade_batch, batch_format="pandas", num_cpus=0.5).to_pandas()
-    too_long = graded["finish_reason"] == PROMPT_TOO_LONG
-    dropped = graded[too_long].drop_duplicates(["benchmark", "question_id"])
-    rejected += [{"benchmark": r.benchmark, "source": r.benchmark, "line": -1,
-                  "reason": f"prompt does not fit max_model_len {e.engine.max_model_len}",
-                  "raw": json.dumps({"id": r.question_id})} for r in dropped.itertuples()]
-    graded = graded[~too_long].sort_values(["benchmark", "question_id", "sample_index"], kind="stable")
+    unanswered = engine_rejects(graded, e.engine.max_model_len)
+    rejected += unanswered
+    # A question with one failed sample is rejected whole: its k samples are graded together (pass@k).
+    failed = {(r["benchmark"], json.loads(r["raw"])["id"]) for r in unanswered}
+    keep = [(b, q) not in failed for b, q in zip(graded["benchmark"], graded["question_id"])]
+    graded = graded[keep].sort_values(["benchmark", "question_id", "sample_index"], kind="stable")
     write_rejected(out_dir / "rejected.parquet", [{k: r[k] for k in ("source", "line", "reason", "raw")}
                                                   for r in rejected])
     metrics = {"label": label, "model_path": model_path, "benchmarks": {}}

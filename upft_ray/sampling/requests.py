@@ -17,6 +17,7 @@ import json
 import pandas as pd
 
 from upft_ray.config import MODEL_DEFAULT, SampleConfig
+from upft_ray.inference import request_seed
 from upft_ray.questions import rejected_row, validate_record
 from upft_ray.sampling.plan import Chunk
 from upft_ray.sources import SourceFile, scan_records
@@ -24,7 +25,7 @@ from upft_ray.templates import chat_messages
 
 REQUEST_COLUMNS = ["chunk", "chunk_records", "number", "question_id", "question", "answer", "sample_index",
                    "kind", "messages", "train_messages", "task_template", "max_tokens", "temperature", "top_p",
-                   "top_k", "reject_reason", "source", "raw"]
+                   "top_k", "request_seed", "reject_reason", "source", "raw"]
 
 
 def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
@@ -77,6 +78,7 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
                 "task_template": template,
                 "max_tokens": s.max_new_tokens if decode_whole else s.prefix_tokens,
                 "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+                "request_seed": request_seed(seed, row["id"], k),
             })
     return requests
 
@@ -109,5 +111,5 @@ def _reject_fields(rejected: dict) -> dict:
     """Return a request-shaped row for a rejected record (empty request fields)."""
     return {"number": rejected["line"], "question_id": "", "question": "", "answer": "", "sample_index": 0,
             "kind": "", "messages": "", "train_messages": "", "task_template": "", "max_tokens": 0,
-            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "reject_reason": rejected["reason"], "source": rejected["source"],
+            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "request_seed": 0, "reject_reason": rejected["reason"], "source": rejected["source"],
             "raw": rejected["raw"]}

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from upft_ray.durable import write_parquet_durably
-from upft_ray.inference import PROMPT_TOO_LONG, VLLMGenerator
+from upft_ray.inference import PROMPT_TOO_LONG, REQUEST_FAILED, VLLMGenerator
 from upft_ray.schema import REJECTED_SCHEMA, SAMPLE_SCHEMA, read_json, write_json_atomic
 
 GENERATED_COLUMNS = ["prompt", "prompt_token_ids", "num_prompt_tokens", "response_text", "response_token_ids",
@@ -55,8 +55,9 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 def to_shard_table(rows: pd.DataFrame, model: str, seed: int) -> pa.Table:
     """Return generated rows (at least one) as a table in SAMPLE_SCHEMA."""
     rows = rows.assign(model=model, seed=seed, sampling_params=[
-        json.dumps({"max_tokens": int(m), "temperature": float(t), "top_p": float(p), "top_k": int(k)})
-        for m, t, p, k in zip(rows["max_tokens"], rows["temperature"], rows["top_p"], rows["top_k"])])
+        json.dumps({"max_tokens": int(m), "temperature": float(t), "top_p": float(p), "top_k": int(k), "seed": int(r)})
+        for m, t, p, k, r in zip(rows["max_tokens"], rows["temperature"], rows["top_p"], rows["top_k"],
+                                 rows["request_seed"])])
     for col in ("prompt_token_ids", "response_token_ids"):
         rows[col] = [list(map(int, ids)) for ids in rows[col]]
     return pa.Table.from_pandas(rows[SAMPLE_SCHEMA.names], schema=SAMPLE_SCHEMA, preserve_index=False)
@@ -71,11 +72,12 @@ def _node_id() -> str:
 
 def _log_chunk_start(chunk: int, node_id: str, when: float) -> None:
     # Diagnostics for node-loss tests and benchmarks: with UPFT_CHUNK_LOG=FILE every chunk start is
-    # appended there, so the work a lost node had started (and that was redone) can be counted.
+    # appended there (with the engine actor's pid), so the work a lost node or a killed engine had
+    # started (and that was redone) can be counted.
     path = os.environ.get("UPFT_CHUNK_LOG")
     if path:
         with open(path, "a") as fh:
-            fh.write(json.dumps({"chunk": chunk, "node_id": node_id, "started": when}) + "\n")
+            fh.write(json.dumps({"chunk": chunk, "node_id": node_id, "started": when, "pid": os.getpid()}) + "\n")
 
 
 class ShardWriter:
@@ -112,12 +114,16 @@ class ShardWriter:
         rejected = [{"source": r.source, "line": int(r.number), "reason": r.reject_reason, "raw": r.raw}
                     for r in bad.itertuples()]
         generated = await self._generate(todo)
-        too_long = generated["finish_reason"] == PROMPT_TOO_LONG
-        for r in generated[too_long].drop_duplicates("question_id").itertuples():
+        # A question the engine could not answer is rejected whole, with the reason of its first failed
+        # sample: its prompt does not fit, or one of its requests failed alone (request_failed: why).
+        unanswered = pd.Series([str(f).startswith((PROMPT_TOO_LONG, REQUEST_FAILED))
+                                for f in generated["finish_reason"]], index=generated.index, dtype=bool)
+        for r in generated[unanswered].drop_duplicates("question_id").itertuples():
+            reason = (f"prompt too long: {r.num_prompt_tokens} tokens, max_model_len {self.max_model_len}"
+                      if r.finish_reason == PROMPT_TOO_LONG else r.finish_reason)
             rejected.append({"source": r.source, "line": int(r.number), "raw": json.dumps({"id": r.question_id}),
-                             "reason": f"prompt too long: {r.num_prompt_tokens} tokens, max_model_len "
-                                       f"{self.max_model_len}"})
-        kept = generated[~too_long]
+                             "reason": reason})
+        kept = generated[~generated["question_id"].isin(generated.loc[unanswered, "question_id"])]
         first = kept[kept["sample_index"] == 0]
         summary = {
             "chunk": chunk, "records": expected, "questions": int(kept["question_id"].nunique()),
