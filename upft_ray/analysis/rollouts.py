@@ -73,14 +73,15 @@ def plot_rollouts(summary: pd.DataFrame, path, title: str):
 
 def run_rollouts(cfg: PipelineConfig) -> dict:
     """Run the error-localisation analysis (Ray must be up); write ``RUN/analysis/rollouts/``
-    ``rollouts.parquet`` (every graded rollout), ``summary.parquet``, ``rollouts.png`` and
+    ``rollouts.parquet`` (every graded rollout), ``rejected.parquet`` (rollouts the engine could not run,
+    with the reason), ``summary.parquet``, ``rollouts.png`` and
     ``result.json``; return the result. Measures consistency first if it has not run."""
     import ray.data
     from transformers import AutoTokenizer
 
     from upft_ray.analysis.runner import consistency_config, graded_samples, run_consistency
     from upft_ray.grading import grade
-    from upft_ray.inference import add_generation
+    from upft_ray.inference import PROMPT_TOO_LONG, REQUEST_FAILED, add_generation
     from upft_ray.models import resolve_model
     from upft_ray.sampling.requests import resolve_sampling
 
@@ -99,6 +100,10 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
           f"({int(trajectories['correct'].sum())} correct) at positions {sorted(set(a.rollout_positions))}")
     ds = add_generation(ray.data.from_pandas(requests), model_path, cfg.sample.engine, cfg.seed)
     out = ds.to_pandas()
+    # A rollout the engine could not run (its prompt does not fit, or it failed alone) is no evidence
+    # either way: it is set aside with its reason, never graded as a wrong answer.
+    unrun = out["finish_reason"].astype(str).str.startswith((PROMPT_TOO_LONG, REQUEST_FAILED))
+    rejected, out = out[unrun], out[~unrun].reset_index(drop=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     # The answer is judged on the whole solution: the kept prefix followed by the rollout.
     texts = [tokenizer.decode(list(p), skip_special_tokens=True) + r
@@ -109,12 +114,15 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
     keep = ["trajectory", "question_id", "trajectory_correct", "position", "cut_tokens", "rollout", "response_text",
             "num_response_tokens", "finish_reason", "correct"]
     out[keep].to_parquet(out_dir / "rollouts.parquet", index=False)
+    rejected[["trajectory", "question_id", "position", "rollout", "finish_reason"]].rename(
+        columns={"finish_reason": "reason"}).to_parquet(out_dir / "rejected.parquet", index=False)
     summary = success_by_position(out)
     summary.to_parquet(out_dir / "summary.parquet", index=False)
     plot_rollouts(summary, out_dir / "rollouts.png",
                   f"{cfg.model}: {len(trajectories)} trajectories x {a.rollouts_per_position} rollouts per cut")
     result = {"model": cfg.model, "trajectories": len(trajectories),
               "correct_trajectories": int(trajectories["correct"].sum()), "rollouts": len(out),
+              "rollouts_rejected": len(rejected),
               "tokens_generated": int(out["num_response_tokens"].sum()),
               "summary": json.loads(summary.to_json(orient="records"))}
     write_json_atomic(out_dir / "result.json", result)
