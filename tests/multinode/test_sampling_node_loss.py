@@ -26,7 +26,7 @@ from local_cluster import FAST_FAILURE_DETECTION, kill_node, shutdown, start_clu
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
-QUESTIONS, ROWS_PER_SHARD, IN_FLIGHT = 120, 2, 4
+QUESTIONS, ROWS_PER_SHARD, IN_FLIGHT = 300, 2, 4  # enough chunks left at the kill for the restarted engine
 
 
 def summaries(sample_dir: Path) -> dict[str, dict]:
