@@ -3,7 +3,7 @@
 The engine is a STAND-IN (``StandInEngine`` below): it fabricates prompt and response token ids
 without a model, so the figures measure the pipeline's own cost (planning, Ray Data read tasks,
 hand-offs to the actor, shard and summary writes, the manifest), not generation. Everything else
-is the real sampler: the same plan, read step, ShardWriter actor and manifest.
+is the real sampler: the same plan, read step, ChunkSampler actor and manifest.
 
 Memory is sampled every 0.5 s over the driver and all its child processes (Ray's raylet, GCS and
 workers of the private local Ray): the peak of the tree's summed PSS (shared pages such as Ray's

@@ -14,7 +14,7 @@ import pytest
 
 from upft_ray import durable
 from upft_ray.run_lease import ENV, Fenced, claim_path
-from upft_ray.sampling.shard_writer import write_parquet_atomic
+from upft_ray.sampling.chunk_sampler import write_parquet_atomic
 from upft_ray.schema import read_json, write_json_atomic
 
 

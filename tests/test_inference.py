@@ -68,12 +68,12 @@ def test_a_request_that_fails_alone_gets_its_reason_and_the_others_complete(engi
     assert all(out["num_response_tokens"][i] == 0 for i in (1, 2, 3, 5))
 
 
-def test_the_shard_writer_rejects_a_failed_requests_question_with_its_reason(engine, tmp_path):
+def test_the_chunk_sampler_rejects_a_failed_requests_question_with_its_reason(engine, tmp_path):
     import pandas as pd
 
     from upft_ray.config import SampleConfig
     from upft_ray.sampling.requests import REQUEST_COLUMNS, build_requests
-    from upft_ray.sampling.shard_writer import ShardWriter, rejected_part_path, shard_path
+    from upft_ray.sampling.chunk_sampler import ChunkSampler, rejected_part_path, shard_path
 
     sample = SampleConfig(prefix_tokens=4, max_new_tokens=8, num_samples=2, temperature=1.0, top_p=1.0, top_k=0)
     rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)]
@@ -81,7 +81,7 @@ def test_the_shard_writer_rejects_a_failed_requests_question_with_its_reason(eng
                           "raw": "", **r} for i, r in enumerate(build_requests(rows, sample, seed=0))],
                         columns=REQUEST_COLUMNS)
     part.loc[3, "top_p"] = 0.0  # q1's second sample: a value this engine refuses, for this request alone
-    writer = ShardWriter(str(tmp_path), "tiny", {"max_model_len": ENGINE["max_model_len"]}, 0, "tiny",
+    writer = ChunkSampler(str(tmp_path), "tiny", {"max_model_len": ENGINE["max_model_len"]}, 0, "tiny",
                          engine_cls=lambda *args: engine)
     summary = asyncio.run(writer._write_chunk(part))
     assert (summary["questions"], summary["rows"], summary["rejected"]) == (2, 4, 1)

@@ -2,7 +2,7 @@
 
 The run is a plan (``plan.json``: the source cut into chunks) and one shard per chunk. Ray Data
 streams the pending chunks: a CPU task reads and validates each chunk's records and builds the
-requests; an actor pool of engines (``ShardWriter``) generates them and writes the chunk's shard.
+requests; an actor pool of engines (``ChunkSampler``) generates them and writes the chunk's shard.
 Nothing holds the whole question set: the driver keeps only the plan and one summary per chunk.
 A killed run, rerun with the same command, skips the chunks whose shard exists and does the rest,
 so every question ends up in exactly one shard (once per sample index).
@@ -21,7 +21,7 @@ from upft_ray.inference import VLLMGenerator, engine_actor_options
 from upft_ray.models import resolve_model
 from upft_ray.sampling.plan import Plan, plan_for_run
 from upft_ray.sampling.requests import chunk_requests, resolve_sampling
-from upft_ray.sampling.shard_writer import ShardWriter, read_summary, rejected_part_path, summary_path
+from upft_ray.sampling.chunk_sampler import ChunkSampler, read_summary, rejected_part_path, summary_path
 from upft_ray.schema import REJECTED_SCHEMA, package_versions, write_json_atomic
 
 CHUNK_DIRS = ("shards", "rejected", "chunks")  # where the chunk writers put their files
@@ -108,7 +108,7 @@ def run_sample(cfg: PipelineConfig, engine_cls: type = VLLMGenerator, prefix_cho
                             compute=ray.data.TaskPoolStrategy(size=2 * s.engine.num_replicas),
                             fn_kwargs={"sample": s, "seed": cfg.seed})
         ds = ds.map_batches(
-            ShardWriter, batch_size=None, batch_format="pandas",
+            ChunkSampler, batch_size=None, batch_format="pandas",
             fn_constructor_kwargs={"out_dir": str(out_dir), "model_path": model_path, "engine": config_to_dict(s.engine),
                                    "seed": cfg.seed, "model_name": cfg.model, "engine_cls": engine_cls},
             **engine_actor_options(s.engine))

@@ -80,8 +80,9 @@ def _log_chunk_start(chunk: int, node_id: str, when: float) -> None:
             fh.write(json.dumps({"chunk": chunk, "node_id": node_id, "started": when, "pid": os.getpid()}) + "\n")
 
 
-class ShardWriter:
-    """Ray Data actor holding one generation engine (vLLM, built once); writes one shard per chunk.
+class ChunkSampler:
+    """Ray Data actor holding one generation engine (vLLM, built once): samples each chunk it is given
+    (generation) and writes that chunk's shard.
 
     ``engine_cls`` is the engine's class: VLLMGenerator in every real run. The scale benchmark
     passes a stand-in that fabricates tokens, to measure the pipeline's own overhead."""
