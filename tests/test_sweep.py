@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from conftest import tiny_overrides
 from upft_ray import pipeline
 from upft_ray.config import load_config
 
 
+@pytest.mark.slow  # minutes of engine or trainer starts; the default suite stays under ~25 min
 def test_sweep_runs_each_variant_and_seed_and_reports_mean_and_tokens(tmp_path, tiny_model_dir, ray_local):
     cfg = load_config(None, tiny_overrides(tmp_path / "sweep", tiny_model_dir) + [
         "sample.max_questions=8", "eval.max_questions=6", "sweep.seeds=[7]",

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from conftest import REPO
 
@@ -26,6 +27,7 @@ def _finished_shards(sample_dir):
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards if p.exists()}
 
 
+@pytest.mark.slow  # minutes of engine or trainer starts; the default suite stays under ~25 min
 def test_killed_run_resumes_exactly_once(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     sample_dir, shards = run / "sample", run / "sample" / "shards"

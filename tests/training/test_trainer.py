@@ -110,6 +110,7 @@ def test_worker_killed_after_a_checkpoint_resumes_to_the_same_weights(sampled, t
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
 
 
+@pytest.mark.slow  # minutes of engine or trainer starts; the default suite stays under ~25 min
 def test_rerun_after_driver_kill_resumes_from_last_checkpoint(sampled, tmp_path, tiny_model_dir):
     run = tmp_path / "driver"
     shutil.copytree(sampled / "sample", run / "sample")
