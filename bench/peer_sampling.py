@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from sampler_throughput import bench_config, raw_vllm, raw_vllm_in_ray_task, ray_sampler  # noqa: E402
 
 from upft_ray.config import config_to_dict  # noqa: E402
+from upft_ray.hardware import machine_facts  # noqa: E402
 
 
 def sampler_requests(cfg) -> tuple[list[dict], list[list[int]]]:
@@ -110,16 +109,6 @@ def run_arm(name: str, fn, cfg) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def machine() -> dict:
-    """Return what the figures depend on: CPU model and count, OS, package versions, the date."""
-    from upft_ray.schema import package_versions
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "versions": package_versions(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
-
-
 def markdown_table(report: dict) -> str:
     """Return the arms of ``report`` as a Markdown table (for bench/RESULTS.md, beside the command)."""
     m = report["machine"]
@@ -162,7 +151,7 @@ def main() -> None:
               for k in ("raw", "raw_in_task", "ray_data_llm") if rates.get("upft_sample") and rates.get(k)}
     report = {"command": "bench/peer_sampling.py" + (" --quick" if args.quick else ""),
               "questions": args.questions, "rows_per_shard": args.rows_per_shard,
-              "max_new_tokens": args.max_new_tokens, "config": "configs/quickstart.yaml", "machine": machine(),
+              "max_new_tokens": args.max_new_tokens, "config": "configs/quickstart.yaml", "machine": machine_facts(),
               "arms": results, "ratios": {k: round(v, 3) for k, v in ratios.items()},
               "goals": {"upft_sample/ray_data_llm": ">= 1.0", "upft_sample/raw_in_task": ">= 0.9"}}
     out.write_text(json.dumps(report, indent=2) + "\n")

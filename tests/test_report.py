@@ -82,3 +82,30 @@ def test_runs_without_per_question_files_say_so(tmp_path):
     a = _fake_run(tmp_path, "old", 0.5, 0.6, per_question=False)
     md, _ = write_comparison([a], tmp_path / "cmp")
     assert "not compared: no per-question results" in md.read_text() and "gsm8k.parquet missing" in md.read_text()
+
+
+def test_report_says_whether_upft_beat_the_base_and_names_the_recipe(tmp_path):
+    run = _fake_run(tmp_path, "run", 0.5, 0.6)
+    text = build_report(run)
+    # gsm8k: UPFT right on 0-11, base on 0-9: +10.0 pts, 2 discordant rows all one way, exact McNemar p = 0.5
+    assert ("- gsm8k: UPFT 60.0% vs base 50.0% on 20 questions, difference +10.0 pts" in text
+            and "p = 0.5: **within noise** (no difference beyond noise: UPFT did not beat the base)." in text)
+    assert text.index("## Verdict") < text.index("## Accuracy")
+    assert "Recipe: the paper's UPFT ingredients" in text  # the fake manifests hold no deviation
+    manifest = run / "train" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["config"] = {"learning_rate": 1e-6, "epochs": 2, "prefix_eos": "none", "loss_normalization": "token"}
+    manifest.write_text(json.dumps(data))
+    text = build_report(run)
+    assert "learning rate 1e-06, 2 epoch(s)." in text
+    assert ("Recipe: **not the paper's setting**: `train.prefix_eos` = none (paper: loss); "
+            "`train.loss_normalization` = token (paper: example). The paper's setting is one override away: "
+            "`train.prefix_eos=loss train.loss_normalization=example`." in text)
+
+
+def test_report_verdict_better_and_worse(tmp_path):
+    # 20 questions: UPFT right on all, base on none -> 20 discordant rows one way, p = 2 * 0.5^20
+    better = build_report(_fake_run(tmp_path, "better", 0.0, 1.0))
+    assert "difference +100.0 pts" in better and "**better** (UPFT beat the base)" in better
+    worse = build_report(_fake_run(tmp_path, "worse", 1.0, 0.0))
+    assert "**worse** (UPFT is worse than the base)" in worse

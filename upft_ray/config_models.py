@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from typing_extensions import NotRequired, TypedDict
 
 from upft_ray import config_checks as checks
-from upft_ray.config_types import Float, OverrideText, RunName, Seed, Text, number_or, ranged
+from upft_ray.config_types import Float, OverrideText, RunName, Seed, TaskTemplate, Text, number_or, ranged
 from upft_ray.questions import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.templates import UPFT_TASK_TEMPLATE
 
@@ -93,9 +93,9 @@ class SampleConfig(_Config):
         MODEL_DEFAULT, description="top-k sampling, 0 or -1 = off; 'model': the model's generation_config (50 where "
         "it sets none, as the official sampler)")
     system_prompt: Text = Field("", description="system message before the question ('' = the model's default)")
-    task_template: Text = Field(UPFT_TASK_TEMPLATE, description="suffix given to prefix rows' training prompt (the "
-                                "paper's App. A.1 text); '' trains prefix rows on the bare question (the template "
-                                "ablation: sample.task_template='')")
+    task_template: TaskTemplate = Field(UPFT_TASK_TEMPLATE, description="suffix given to prefix rows' training prompt "
+                                        "(the paper's App. A.1 text; 'paper' names it); '' trains prefix rows on the "
+                                        "bare question (the template ablation: sample.task_template='')")
     method: Literal["upft", "sft", "rft", "label_filter"] = Field(
         "upft", description="upft: prefixes + the structure_ratio share of full solutions; sft: one unfiltered full "
         "solution per question; rft: num_samples full solutions per question, only those the grader finds correct "

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from upft_ray.config_checks import SEED_MAX
+from upft_ray.templates import UPFT_TASK_TEMPLATE
 
 _NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -26,6 +27,8 @@ def _no_nul(value: str) -> str:
 
 Float = Annotated[float, BeforeValidator(_number_text)]
 Text = Annotated[str, AfterValidator(_no_nul)]
+# "paper" names the paper's template: its text starts with a space, which a command-line override loses
+TaskTemplate = Annotated[str, BeforeValidator(lambda v: UPFT_TASK_TEMPLATE if v == "paper" else v), AfterValidator(_no_nul)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]  # NumPy and vLLM seed with 32-bit unsigned integers
 
 

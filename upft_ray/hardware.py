@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from pathlib import Path
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 instructions that multiply bf16 natively
@@ -35,3 +38,17 @@ def bf16_is_fast(use_gpu: bool, flags: frozenset[str] | None = None) -> bool:
     if flags is None:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return bool(flags & NATIVE_BF16_FLAGS)
+
+
+def machine_facts() -> dict:
+    """Return what a recorded figure depends on: CPU model and count, OS, package versions, the date (UTC)."""
+    from upft_ray.schema import package_versions
+
+    cpu = platform.processor()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "versions": package_versions(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}

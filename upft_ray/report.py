@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from upft_ray.comparisons import STATS_NOTE, accuracy_cell, paired_section
+from upft_ray.comparisons import STATS_NOTE, accuracy_cell, paired, paired_section
 from upft_ray.efficiency import METHOD_LABELS, efficiency_table
+from upft_ray.paper_setting import recipe_lines
 from upft_ray.stats import wilson_interval
 
 
@@ -120,6 +121,24 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
     return md, plot_accuracy(rows, out_dir / "comparison.png")
 
 
+def verdict_lines(trained: str, eval_dir: Path, base_dir: Path) -> list[str]:
+    """Return a "## Verdict" section: per benchmark, whether the trained model beat the base (paired
+    exact McNemar test at alpha 0.05 on the same questions), in one plain sentence each."""
+    a_m, b_m = _load(eval_dir / "metrics.json"), _load(base_dir / "metrics.json")
+    lines = ["## Verdict", ""]
+    for name in sorted(a_m["benchmarks"].keys() & b_m["benchmarks"].keys()):
+        r = paired(eval_dir, base_dir, name)
+        if isinstance(r, str):
+            lines.append(f"- {name}: {r}")
+            continue
+        answer = {"better": f"{trained} beat the base", "worse": f"{trained} is worse than the base",
+                  "within noise": f"no difference beyond noise: {trained} did not beat the base"}[r.verdict]
+        lines.append(f"- {name}: {trained} {100 * r.a_correct / r.paired:.1f}% vs base {100 * r.b_correct / r.paired:.1f}% "
+                     f"on {r.paired} questions, difference {100 * r.difference:+.1f} pts "
+                     f"[{100 * r.lower:+.1f}, {100 * r.upper:+.1f}], p = {r.p_value:.3g}: **{r.verdict}** ({answer}).")
+    return lines + [""]
+
+
 def build_report(run_dir: Path) -> str:
     """Return the Markdown report of the run in ``run_dir`` (stages that did not run are omitted)."""
     sample = _load(run_dir / "sample" / "manifest.json")
@@ -130,7 +149,12 @@ def build_report(run_dir: Path) -> str:
     lines = [f"# UPFT run: {run_dir.name}", ""]
     if sample:
         lines += [f"Model: `{sample['model']}`, seed {sample['seed']}, prefix tokens t = "
-                  f"{sample['config']['prefix_tokens']}, structure ratio p = {sample['config']['structure_ratio']}.", ""]
+                  f"{sample['config']['prefix_tokens']}, structure ratio p = {sample['config']['structure_ratio']}"
+                  + (f", learning rate {train['config']['learning_rate']:g}, {train['config']['epochs']} epoch(s)"
+                     if train and "config" in train else "") + ".", ""]
+        lines += recipe_lines({"sample": sample["config"], "train": (train or {}).get("config", {})})
+    if "base" in evals and len(evals) == 2:
+        lines += verdict_lines(trained, run_dir / "eval", run_dir / "eval_base")
     if evals:
         names = sorted({b for m in evals.values() for b in m["benchmarks"]})
         lines += ["## Accuracy", "", STATS_NOTE, "", "| model | " + " | ".join(names) + " |",
