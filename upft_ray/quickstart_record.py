@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from upft_ray.comparisons import paired
+from upft_ray.doc_blocks import find_block, markers, replace_block
 from upft_ray.paper_setting import recipe_deviations
 from upft_ray.stats import wilson_interval
 
-BEGIN = "<!-- quickstart-results: begin (written by bench/quickstart_record.py; do not edit) -->"
-END = "<!-- quickstart-results: end -->"
+BEGIN, END = markers("quickstart-results", "bench/quickstart_record.py")
 
 
 def _read(path: Path) -> dict:
@@ -90,15 +90,9 @@ def render_block(results: dict) -> str:
 def readme_block(text: str, where: str = "README.md") -> str:
     """Return the quickstart block of README ``text`` (markers included); ValueError naming ``where``
     when its markers are missing, doubled or out of order."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"{where}: needs exactly one '{BEGIN}' followed by one '{END}'")
-    return text[text.index(BEGIN):text.index(END) + len(END)]
+    return find_block(text, BEGIN, END, where)
 
 
 def update_readme(path: Path, results: dict) -> bool:
     """Replace the quickstart block in ``path`` with the rendering of ``results``; return whether it changed."""
-    text = path.read_text()
-    new = text.replace(readme_block(text, str(path)), render_block(results))
-    if new != text:
-        path.write_text(new)
-    return new != text
+    return replace_block(path, BEGIN, END, render_block(results))

@@ -1,0 +1,97 @@
+"""Record the collapse ablation: bench/ablation_collapse.md and its summary block in bench/RESULTS.md.
+
+    .venv/bin/upft sweep -c configs/ablation-collapse.yaml             # the runs (hours; resumes)
+    .venv/bin/upft analyze collapse -c configs/ablation-collapse.yaml  # optional: answer lengths, P(EOS)
+    .venv/bin/python bench/ablation_record.py                          # this: record what is finished
+
+Nothing is run here: the sweep's report is rebuilt from the finished run directories (the same code
+as `upft sweep` uses; runs of another config are refused, never reported), the collapse analysis is
+appended where it exists, and the summary (accuracy, differences vs base and vs SFT, and which
+variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
+A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from upft_ray.doc_blocks import markers, replace_block  # noqa: E402
+
+CONFIG = REPO / "configs" / "ablation-collapse.yaml"
+RECORD = REPO / "bench" / "ablation_collapse.md"
+BEGIN, END = markers("ablation-collapse", "bench/ablation_record.py")
+COMMAND = "python bench/ablation_record.py"
+
+
+def _section(report: str, heading: str) -> list[str]:
+    """Return the lines of the Markdown section whose heading starts with ``heading`` (without it)."""
+    lines, out, inside = report.splitlines(), [], False
+    for line in lines:
+        if line.startswith("## "):
+            inside = line.startswith(heading)
+            continue
+        if inside:
+            out.append(line)
+    return [line for line in out if line.strip()]
+
+
+def verdict_lines(rows: list[str], versus: str) -> list[str]:
+    """Return one line per benchmark naming the variants whose difference vs ``versus`` is better /
+    worse / within noise, read from the rows of a sweep report's differences table."""
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for row in rows[2:]:  # header and rule first
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) < 6 or cells[5] == "no paired run":
+            continue
+        variant, benchmark, word = cells[0], cells[2], cells[5].replace(" (no spread)", "")
+        grouped.setdefault(benchmark, {}).setdefault(word, []).append(variant)
+    return [f"- vs {versus} on {name}: " + "; ".join(f"**{word}**: {', '.join(grouped[name].get(word, [])) or 'none'}"
+                                                    for word in ("better", "within noise", "worse"))
+            for name, _ in sorted(grouped.items())]
+
+
+def render_block(record: str) -> str:
+    """Return bench/RESULTS.md's ablation block (markers included) from bench/ablation_collapse.md's text."""
+    header = record.splitlines()[2]  # "Recorded ... by ... (N of M runs finished)."
+    accuracy = _section(record, "## Accuracy")
+    vs_base = _section(record, "## Differences vs base")
+    vs_sft = _section(record, "## Differences vs SFT")
+    lines = [BEGIN, "", header, "", *accuracy, "", "Differences vs the base model (paired on the same questions, "
+             "then over seeds):", "", *vs_base]
+    if vs_sft:
+        lines += ["", "Differences vs SFT (the same seed's SFT run):", "", *vs_sft]
+    lines += ["", "Verdicts at alpha 0.05 (t test over seeds; one seed: that run's McNemar test):", "",
+              *verdict_lines(vs_base, "base"), *(verdict_lines(vs_sft, "SFT") if vs_sft else [])]
+    return "\n".join(lines + ["", END])
+
+
+def main() -> int:
+    from upft_ray.config import load_config
+    from upft_ray.hardware import machine_facts
+    from upft_ray.sweep import sweep_report
+
+    cfg = load_config(CONFIG)
+    report = sweep_report(cfg, {})
+    done = [int(a) for a, _ in re.findall(r"^\| \S+ \| \S+ \| (\d+)/(\d+) \|", report, re.M)]
+    planned = len(cfg.sweep.variants) * len(cfg.sweep.seeds)
+    m = machine_facts()
+    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{COMMAND}` from "
+              f"`upft sweep -c configs/ablation-collapse.yaml` ({sum(done)} of {planned} runs finished).")
+    collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
+    text = report.replace("\n", f"\n\n{header}\n", 1)
+    if collapse.is_file():
+        text += "\n## Collapse analysis (`upft analyze collapse -c configs/ablation-collapse.yaml`)\n\n" + \
+            collapse.read_text().split("\n", 1)[1]
+    RECORD.write_text(text)
+    changed = replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, render_block(text))
+    print(f"[ablation-record] {sum(done)}/{planned} runs; wrote {RECORD}; RESULTS.md {'updated' if changed else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
