@@ -188,7 +188,7 @@ def test_what_configs_hash_to_did_not_move():
     # Recorded from the dataclass configs before the pydantic port: resumes and plan.json compare these.
     cfg = load_config(None)
     assert sample_config_hash(cfg) == SAMPLE_HASH_OF_DEFAULTS
-    assert list(config_to_dict(cfg)) == ["run_dir", "model", "seed", "ray", "sample", "train", "eval", "analyze",
+    assert list(config_to_dict(cfg)) == ["run_dir", "label", "model", "seed", "ray", "sample", "train", "eval", "analyze",
                                          "sweep"]
     assert config_to_dict(cfg.sample.engine) == {
         "dtype": "auto", "max_model_len": 2048, "enforce_eager": True, "tensor_parallel_size": 1,

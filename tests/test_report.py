@@ -109,3 +109,10 @@ def test_report_verdict_better_and_worse(tmp_path):
     assert "difference +100.0 pts" in better and "**better** (UPFT beat the base)" in better
     worse = build_report(_fake_run(tmp_path, "worse", 1.0, 0.0))
     assert "**worse** (UPFT is worse than the base)" in worse
+
+
+def test_report_shows_the_run_label(tmp_path):
+    run = _fake_run(tmp_path, "run", 0.5, 0.5)
+    assert "**" not in build_report(run).split("## Verdict")[0]  # no run.json: no label
+    (run / "run.json").write_text(json.dumps({"label": "best variant of the ablation (eos-none)", "config": {}}))
+    assert build_report(run).startswith("# UPFT run: run\n\n**best variant of the ablation (eos-none)**\n")

@@ -254,6 +254,8 @@ class PipelineConfig(_Config):
     """The whole UPFT run: sample -> train -> evaluate, under one run directory."""
 
     run_dir: Text = Field("runs/quickstart", description="directory holding sample/, train/, eval/ and report.md")
+    label: Text = Field("", description="what this run is (e.g. which ablation variant and why), printed at the top "
+                        "of report.md; descriptive only: no results hash includes it")
     model: Text = Field("smollm2-135m-instruct", description="bundled model name, local checkpoint path, or hub id")
     seed: Seed = Field(42, description="seed for the prefix/full draw, vLLM sampling and training (0..2^32-1, the "
                        "range NumPy and vLLM seed with)")

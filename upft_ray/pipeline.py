@@ -65,6 +65,14 @@ def evaluate(cfg: PipelineConfig, model: str | None = None) -> dict:
     return metrics
 
 
+def record_run(cfg: PipelineConfig) -> None:
+    """Write RUN/run.json: the run's label and its whole config as given (report.md reads the label)."""
+    from upft_ray.config import config_to_dict
+    from upft_ray.schema import write_json_atomic
+
+    write_json_atomic(cfg.run_path / "run.json", {"label": cfg.label, "config": config_to_dict(cfg)})
+
+
 @leased  # one attempt at a time per run directory (upft_ray.run_lease)
 def run(cfg: PipelineConfig) -> Path:
     """Run sample -> train -> evaluate (base and fine-tuned) in one Ray session; return report.md."""
@@ -73,6 +81,7 @@ def run(cfg: PipelineConfig) -> Path:
     from upft_ray.training.trainer import run_train, trained_model_dir
 
     check_inputs(cfg, ("sample", "train", "evaluate"))
+    record_run(cfg)
     with ray_session(cfg.ray):
         cfg = with_resolved_resources(cfg)  # `auto` counts, from the GPUs Ray sees
         sample_stage(cfg)

@@ -25,10 +25,11 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def collect(run_dir: Path, config_hash: str, command: str, machine: dict) -> dict:
+def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_s: float | None = None) -> dict:
     """Return the recorded result of the finished quickstart run in ``run_dir``: per benchmark the base
     and the tuned model's counts and the paired comparison, the recipe's deviations from the paper,
-    tokens, stage times, and where the figures come from (``config_hash``, ``command``, ``machine``).
+    tokens, stage times (``total_s``: the whole command's, start-up included, where it was timed), and
+    where the figures come from (``config_hash``, ``command``, ``machine``).
 
     Raises FileNotFoundError naming a stage file that is missing, ValueError when the two models share
     no benchmark."""
@@ -54,7 +55,8 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict) -> dic
                        "deviations": [list(d) for d in recipe_deviations(stages)]},
             "tokens": {"sampled": sample["tokens"]["generated"], "tuned": train["counts"]["tokens_tuned"]},
             "wall_time_s": {"sample": round(sample["wall_time_s"], 1), "train": round(train["wall_time_s"], 1),
-                            "eval base": round(base["wall_time_s"], 1), "eval UPFT": round(tuned["wall_time_s"], 1)},
+                            "eval base": round(base["wall_time_s"], 1), "eval UPFT": round(tuned["wall_time_s"], 1),
+                            **({"total": round(total_s, 1)} if total_s is not None else {})},
             "benchmarks": benchmarks}
 
 
@@ -81,6 +83,9 @@ def render_block(results: dict) -> str:
         lo, hi = b["interval_pts"]
         lines.append(f"| {name} | {_accuracy(b['base'])} | {_accuracy(b['upft'])} | {b['difference_pts']:+.1f} "
                      f"[{lo:+.1f}, {hi:+.1f}] | {b['p_value']:.3g} | {b['verdict']} |")
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in results["wall_time_s"].items())
+    lines += ["", f"Tokens sampled {results['tokens']['sampled']:,}, tuned {results['tokens']['tuned']:,}; "
+              f"wall time: {times}."]
     if deviations:
         restore = " ".join(d[3] for d in deviations)
         lines += ["", f"The paper's setting is one override away: `upft run -c configs/quickstart.yaml {restore}`."]

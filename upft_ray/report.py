@@ -147,6 +147,9 @@ def build_report(run_dir: Path) -> str:
     evals = {label if label == "base" else trained: _load(run_dir / sub / "metrics.json") for label, sub in EVAL_DIRS}
     evals = {k: v for k, v in evals.items() if v}
     lines = [f"# UPFT run: {run_dir.name}", ""]
+    label = (_load(run_dir / "run.json") or {}).get("label")
+    if label:
+        lines += [f"**{label}**", ""]
     if sample:
         lines += [f"Model: `{sample['model']}`, seed {sample['seed']}, prefix tokens t = "
                   f"{sample['config']['prefix_tokens']}, structure ratio p = {sample['config']['structure_ratio']}"

@@ -49,9 +49,9 @@ RECORD = "sweep_run.json"
 
 def results_config(cfg: PipelineConfig) -> dict:
     """Return what a sweep run's results depend on: the config without where it runs (run_dir, ray,
-    engine placement) and without logging/checkpoint-keeping settings."""
+    engine placement), without its label and without logging/checkpoint-keeping settings."""
     data = config_to_dict(cfg)
-    for key in ("run_dir", "ray", "sweep"):
+    for key in ("run_dir", "label", "ray", "sweep"):
         data.pop(key)
     for stage in ("sample", "eval"):
         data[stage]["engine"] = {k: v for k, v in data[stage]["engine"].items() if k not in _RESOURCE_FIELDS}
