@@ -14,6 +14,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +40,14 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "quickstart-record")
     parser.add_argument("--reuse", action="store_true", help="record the finished run in --run-dir, do not rerun")
     args = parser.parse_args()
+    total_s = None
     if not args.reuse:
         shutil.rmtree(args.run_dir, ignore_errors=True)
         upft = Path(sys.executable).parent / "upft"
+        started = time.monotonic()
         subprocess.run([str(upft), "run", "-c", str(CONFIG), f"run_dir={args.run_dir}"], check=True, cwd=REPO)
-    results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts())
+        total_s = time.monotonic() - started
+    results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts(), total_s)
     write_json_atomic(RESULTS, results)
     changed = update_readme(REPO / "README.md", results)
     print(f"[quickstart-record] wrote {RESULTS}; README.md {'updated' if changed else 'unchanged'}")
