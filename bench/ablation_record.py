@@ -6,7 +6,7 @@
 
 Nothing is run here: the sweep's report is rebuilt from the finished run directories (the same code
 as `upft sweep` uses; runs of another config are refused, never reported), the collapse analysis is
-appended where it exists, and the summary (accuracy, differences vs base and vs SFT, and which
+appended where it exists (its PNG copied to bench/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
 variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
 """
@@ -14,6 +14,7 @@ A partial sweep is recorded as partial: the runs column says how many of each va
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def render_block(record: str) -> str:
              "then over seeds):", "", *vs_base]
     if vs_sft:
         lines += ["", "Differences vs SFT (the same seed's SFT run):", "", *vs_sft]
+    collapse = _section(record, "## Collapse analysis")
+    if collapse:
+        lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in `bench/ablation_collapse.md`):",
+                  "", *collapse]
     lines += ["", "Verdicts at alpha 0.05 (t test over seeds; one seed: that run's McNemar test):", "",
               *verdict_lines(vs_base, "base"), *(verdict_lines(vs_sft, "SFT") if vs_sft else [])]
     return "\n".join(lines + ["", END])
@@ -85,6 +90,7 @@ def main() -> int:
     collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():
+        shutil.copyfile(collapse.with_name("collapse.png"), REPO / "bench" / "ablation_collapse.png")
         text += "\n## Collapse analysis (`upft analyze collapse -c configs/ablation-collapse.yaml`)\n\n" + \
             collapse.read_text().split("\n", 1)[1]
     RECORD.write_text(text)
