@@ -38,7 +38,8 @@ def _section(report: str, heading: str) -> list[str]:
             continue
         if inside:
             out.append(line)
-    return [line for line in out if line.strip()]
+    text = "\n".join(out).strip("\n")  # blank lines inside a section stay: a table needs one before it
+    return text.split("\n") if text else []
 
 
 def verdict_lines(rows: list[str], versus: str) -> list[str]:
