@@ -1,6 +1,6 @@
 """Run the quickstart and record its result: bench/quickstart_results.json and README.md's quickstart table.
 
-    .venv/bin/python bench/quickstart_record.py            # a fresh run into runs/quickstart-record (~15 min)
+    .venv/bin/python bench/quickstart_record.py            # a fresh run into runs/quickstart-record
     .venv/bin/python bench/quickstart_record.py --reuse    # record the finished run there again
 
 The run is `upft run -c configs/quickstart.yaml` (what `bash scripts/quickstart.sh` runs after set-up),
