@@ -13,7 +13,6 @@ A partial sweep is recorded as partial: the runs column says how many of each va
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -79,15 +78,15 @@ def render_block(record: str) -> str:
 def main() -> int:
     from upft_ray.config import load_config
     from upft_ray.hardware import machine_facts
-    from upft_ray.sweep import sweep_report
+    from upft_ray.sweep import _plan, sweep_report
 
     cfg = load_config(CONFIG)
     report = sweep_report(cfg, {})
-    done = [int(a) for a, _ in re.findall(r"^\| \S+ \| \S+ \| (\d+)/(\d+) \|", report, re.M)]
-    planned = len(cfg.sweep.variants) * len(cfg.sweep.seeds)
+    runs, states, _ = _plan(cfg)
+    done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
     m = machine_facts()
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{COMMAND}` from "
-              f"`upft sweep -c configs/ablation-collapse.yaml` ({sum(done)} of {planned} runs finished).")
+              f"`upft sweep -c configs/ablation-collapse.yaml` ({done} of {planned} runs finished).")
     collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():
@@ -96,7 +95,7 @@ def main() -> int:
             collapse.read_text().split("\n", 1)[1]
     RECORD.write_text(text)
     changed = replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, render_block(text))
-    print(f"[ablation-record] {sum(done)}/{planned} runs; wrote {RECORD}; RESULTS.md {'updated' if changed else 'unchanged'}")
+    print(f"[ablation-record] {done}/{planned} runs; wrote {RECORD}; RESULTS.md {'updated' if changed else 'unchanged'}")
     return 0
 
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from upft_ray.config import PipelineConfig, config_to_dict, load_config  # noqa: E402
+from upft_ray.doc_blocks import find_block  # noqa: E402
 from upft_ray.templates import UPFT_TASK_TEMPLATE  # noqa: E402
 
 RUNS = ("llama-prm12k", "qwen-math-omi2", "qwen-math-uhard", "r1distill-limo")
@@ -166,11 +167,8 @@ def fidelity_table() -> str:
 def readme_with_table(readme: str) -> str:
     """Return ``readme`` with the text between the markers replaced by the current table.
 
-    Raises ValueError when the README lacks the markers."""
-    if BEGIN not in readme or END not in readme:
-        raise ValueError(f"README.md needs the markers {BEGIN!r} and {END!r}")
-    head, rest = readme.split(BEGIN, 1)
-    return head + fidelity_table() + rest.split(END, 1)[1]
+    Raises ValueError when the README lacks the markers, or holds them twice or out of order."""
+    return readme.replace(find_block(readme, BEGIN, END, "README.md"), fidelity_table())
 
 
 def main() -> int:

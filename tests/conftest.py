@@ -1,13 +1,26 @@
-"""Shared fixtures: a tiny random model (real architecture, SmolLM2 tokenizer) and a local Ray."""
+"""Shared fixtures: a tiny random model (real architecture, SmolLM2 tokenizer), a local Ray, and the
+bench/ scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """Return a loader: ``bench_script("quickstart_record")`` imports bench/quickstart_record.py as a module."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

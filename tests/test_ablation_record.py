@@ -1,6 +1,5 @@
 """bench/RESULTS.md's ablation block is the rendering of bench/ablation_collapse.md (the recorded sweep report)."""
 
-import importlib.util
 from pathlib import Path
 
 from upft_ray.doc_blocks import find_block
@@ -8,15 +7,8 @@ from upft_ray.doc_blocks import find_block
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("ablation_record_script", REPO / "bench" / "ablation_record.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_results_block_is_the_rendering_of_the_recorded_report():
-    script = _script()
+def test_results_block_is_the_rendering_of_the_recorded_report(bench_script):
+    script = bench_script("ablation_record")
     block = find_block((REPO / "bench" / "RESULTS.md").read_text(), script.BEGIN, script.END, "bench/RESULTS.md")
     assert block == script.render_block(script.RECORD.read_text()), (
         "bench/RESULTS.md's ablation block differs from bench/ablation_collapse.md: run `python bench/ablation_record.py`")
@@ -57,8 +49,8 @@ Model `m`; seeds [1, 2].
 """
 
 
-def test_render_block_keeps_the_tables_and_names_the_verdicts():
-    script = _script()
+def test_render_block_keeps_the_tables_and_names_the_verdicts(bench_script):
+    script = bench_script("ablation_record")
     block = script.render_block(REPORT)
     assert block.startswith(script.BEGIN) and block.endswith(script.END)
     assert "(5 of 6 runs finished)" in block

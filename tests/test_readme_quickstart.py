@@ -1,7 +1,6 @@
 """README's quickstart figures are the rendering of bench/quickstart_results.json, recorded with the
 quickstart config as shipped; and the recording reads a finished run correctly."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,13 +15,6 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "quickstart_results.json"
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("quickstart_record_script", REPO / "bench" / "quickstart_record.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_quickstart_table_is_the_recorded_results():
     results = json.loads(RESULTS.read_text())
     assert readme_block((REPO / "README.md").read_text()) == render_block(results), (
@@ -30,9 +22,9 @@ def test_readme_quickstart_table_is_the_recorded_results():
         "`.venv/bin/python bench/quickstart_record.py --reuse` (or without --reuse to re-run the quickstart)")
 
 
-def test_recorded_results_come_from_the_shipped_quickstart_config():
+def test_recorded_results_come_from_the_shipped_quickstart_config(bench_script):
     results = json.loads(RESULTS.read_text())
-    assert results["config_hash"] == _bench_module().quickstart_hash(), (
+    assert results["config_hash"] == bench_script("quickstart_record").quickstart_hash(), (
         "configs/quickstart.yaml changed since bench/quickstart_results.json was recorded: re-run "
         "`.venv/bin/python bench/quickstart_record.py`")
 

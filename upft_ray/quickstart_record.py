@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from upft_ray.comparisons import paired
+from upft_ray.comparisons import accuracy_cell, paired
 from upft_ray.doc_blocks import find_block, markers, replace_block
 from upft_ray.paper_setting import recipe_deviations
-from upft_ray.stats import wilson_interval
 
 BEGIN, END = markers("quickstart-results", "bench/quickstart_record.py")
 
@@ -61,9 +60,7 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
 
 
 def _accuracy(counts: dict) -> str:
-    lo, hi = wilson_interval(counts["correct"], counts["graded"])
-    return (f"{100 * counts['correct'] / counts['graded']:.1f} ({counts['correct']}/{counts['graded']}) "
-            f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+    return accuracy_cell({**counts, "accuracy": counts["correct"] / counts["graded"]})
 
 
 def render_block(results: dict) -> str:
