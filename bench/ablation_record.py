@@ -56,6 +56,31 @@ def verdict_lines(rows: list[str], versus: str) -> list[str]:
             for name, _ in sorted(grouped.items())]
 
 
+def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
+    """Return "sample a s, train b s, evaluation c s (median over n runs); base evaluation d s" from the
+    finished runs' manifests: what the rest of a sweep will take. A stage resumed from an earlier
+    attempt records only its last attempt's time, so it is left out."""
+    import json
+    import statistics
+
+    def wall(path: Path) -> float | None:
+        if not path.is_file():
+            return None
+        m = json.loads(path.read_text())
+        return None if m.get("shards", {}).get("reused", 0) else m.get("wall_time_s")
+
+    parts = []
+    for stage, rel in (("sample", "sample/manifest.json"), ("train", "train/manifest.json"),
+                       ("evaluation", "eval/metrics.json")):
+        times = [t for t in (wall(d / rel) for d in run_dirs) if t is not None]
+        if times:
+            parts.append(f"{stage} {statistics.median(times):.0f} s [{min(times):.0f}, {max(times):.0f}] "
+                         f"({len(times)} runs)")
+    base = wall(base_dir / "eval_base" / "metrics.json")
+    text = "wall time per run, median [min, max]: " + ", ".join(parts) if parts else "no finished run"
+    return text + (f"; base evaluation {base:.0f} s" if base is not None else "")
+
+
 def render_block(record: str) -> str:
     """Return bench/RESULTS.md's ablation block (markers included) from bench/ablation_collapse.md's text."""
     header = record.splitlines()[2]  # "Recorded ... by ... (N of M runs finished)."
@@ -78,15 +103,17 @@ def render_block(record: str) -> str:
 def main() -> int:
     from upft_ray.config import load_config
     from upft_ray.hardware import machine_facts
-    from upft_ray.sweep import _plan, sweep_report
+    from upft_ray.sweep import plan_sweep, sweep_report
 
     cfg = load_config(CONFIG)
     report = sweep_report(cfg, {})
-    runs, states, _ = _plan(cfg)
+    runs, states, _ = plan_sweep(cfg)
     done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
     m = machine_facts()
+    finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{COMMAND}` from "
-              f"`upft sweep -c configs/ablation-collapse.yaml` ({done} of {planned} runs finished).")
+              f"`upft sweep -c configs/ablation-collapse.yaml` ({done} of {planned} runs finished; "
+              f"{stage_times(finished, cfg.run_path / 'base')}).")
     collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():

@@ -1,5 +1,6 @@
 """bench/RESULTS.md's ablation block is the rendering of bench/ablation_collapse.md (the recorded sweep report)."""
 
+import json
 from pathlib import Path
 
 from upft_ray.doc_blocks import find_block
@@ -16,7 +17,7 @@ def test_results_block_is_the_rendering_of_the_recorded_report(bench_script):
 
 REPORT = """# Sweep: demo
 
-Recorded 2026-11-26 20:00 UTC on cpu x2 by `python bench/ablation_record.py` from `upft sweep` (5 of 6 runs finished).
+Recorded 2026-11-26 20:00 UTC on cpu x2 by `python bench/ablation_record.py` from `upft sweep` (5 of 6 runs finished; wall time per run, median [min, max]: train 600 s [500, 700] (2 runs)).
 
 Model `m`; seeds [1, 2].
 
@@ -53,8 +54,28 @@ def test_render_block_keeps_the_tables_and_names_the_verdicts(bench_script):
     script = bench_script("ablation_record")
     block = script.render_block(REPORT)
     assert block.startswith(script.BEGIN) and block.endswith(script.END)
-    assert "(5 of 6 runs finished)" in block
+    assert "(5 of 6 runs finished; wall time per run, median [min, max]: train 600 s [500, 700] (2 runs))" in block
     assert "| paper | UPFT | 2/2 | 15.0 +- 1.0 [6.0, 24.0] (2 runs) | 15.0 |" in block
     assert "| run | arith |" not in block  # the every-run tables stay in the recorded report
     assert ("- vs base on arith: **better**: none; **within noise**: sft, lr; **worse**: paper" in block)
     assert "- vs SFT on arith: **better**: none; **within noise**: none; **worse**: paper" in block
+
+
+def _manifest(path: Path, wall: float, reused: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"wall_time_s": wall, **({"shards": {"reused": reused}} if "sample" in str(path) else {})}))
+
+
+def test_stage_times_are_medians_of_the_finished_runs_leaving_out_resumed_stages(bench_script, tmp_path):
+    script = bench_script("ablation_record")
+    runs = [tmp_path / name for name in ("a", "b", "c")]
+    for run, (sample, train, ev) in zip(runs, [(100, 600, 130), (200, 500, 370), (300, 700, 100)]):
+        _manifest(run / "sample" / "manifest.json", sample)
+        _manifest(run / "train" / "manifest.json", train)
+        _manifest(run / "eval" / "metrics.json", ev)
+    _manifest(runs[2] / "sample" / "manifest.json", 0.0, reused=1)  # resumed: its time is only the last attempt's
+    _manifest(tmp_path / "base" / "eval_base" / "metrics.json", 396)
+    assert script.stage_times(runs, tmp_path / "base") == (
+        "wall time per run, median [min, max]: sample 150 s [100, 200] (2 runs), train 600 s [500, 700] (3 runs), "
+        "evaluation 130 s [100, 370] (3 runs); base evaluation 396 s")
+    assert script.stage_times([], tmp_path / "nowhere") == "no finished run"

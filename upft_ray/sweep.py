@@ -115,7 +115,7 @@ def exit_code(failures: dict[str, str]) -> int:
     return 1 if failures else 0
 
 
-def _plan(cfg: PipelineConfig):
+def plan_sweep(cfg: PipelineConfig):
     """Return (runs, their states, the base's state) without starting anything."""
     runs = sweep_runs(cfg)
     states = {f"{v}-s{s}": run_state(c.run_path, results_config(c), c.run_path / "eval" / "metrics.json")
@@ -129,7 +129,7 @@ def sweep_report(cfg: PipelineConfig, failures: dict[str, str]) -> str:
     """Return RUN/report.md for a sweep from the runs that are done with the current config."""
     from upft_ray.sweep_report import build_sweep_report
 
-    runs, states, base = _plan(cfg)
+    runs, states, base = plan_sweep(cfg)
     failures = dict(failures)
     failures.update({name: why for name, (state, why) in states.items() if state == "stale" and name not in failures})
     if base[0] == "stale":
@@ -156,7 +156,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     from upft_ray.ray_runtime import ray_session
     from upft_ray.training.trainer import run_train, trained_model_dir
 
-    runs, states, (base_state, base_why) = _plan(cfg)
+    runs, states, (base_state, base_why) = plan_sweep(cfg)
     check_ready(cfg, ("sample", "evaluate"))
     failures = {name: why for name, (state, why) in states.items() if state == "stale"}
     if cfg.eval.evaluate_base and base_state == "stale":
