@@ -114,7 +114,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = make_model(tmp / "model")
-        sample_cfg = load_config(REPO_ROOT / "configs" / "quickstart.yaml", [f"run_dir={tmp / 'sampled'}"])
+        sample_cfg = load_config(REPO_ROOT / "configs" / "quickstart.yaml", [f"run_dir={tmp / 'sampled'}",
+                                 "sample.prefix_tokens=8"])  # RESULTS.md's figures: the quickstart's t then
         pipeline.sample(sample_cfg)
 
         def config(name: str, packing: bool):

@@ -75,11 +75,24 @@ def test_defaults_follow_the_official_code_and_the_quickstart_keeps_its_recorded
             assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.top_k) == (0.6, 1.0, 0), path.name
             if path.name in RECORDED_WITH_TOKEN_AND_EOS:
                 assert (cfg.train.loss_normalization, cfg.train.prefix_eos) == ("token", "loss"), path.name
-    # the quickstart runs the ablation's best variant (bench/quickstart_results.json), labelled, the paper's
-    # ingredients otherwise: the recipe line of its report names the one difference
+
+
+def test_the_quickstart_is_the_collapse_ablation_variant_its_label_names():
+    """The quickstart trains what its label says: the named variant of configs/ablation-collapse.yaml (its
+    sampling and training settings equal the ablation's centre with that variant's overrides)."""
+    import re
+
+    from upft_ray.sweep import results_config, sweep_runs
+
     quickstart = load_config(REPO / "configs/quickstart.yaml")
-    assert "best variant" in quickstart.label and "not the paper's exact recipe" in quickstart.label
-    assert (quickstart.train.loss_normalization, quickstart.sample.structure_ratio) == ("example", 0.1)
+    named = re.search(r"best variant .*?\((\S+):", quickstart.label)
+    assert named, f"the quickstart's label names no ablation variant: {quickstart.label!r}"
+    runs = sweep_runs(load_config(REPO / "configs/ablation-collapse.yaml"))
+    variant = next((c for v, _, c in runs if v == named.group(1)), None)
+    assert variant is not None, f"{named.group(1)} is not a variant of configs/ablation-collapse.yaml"
+    ours, theirs = results_config(quickstart), results_config(variant)
+    for section in ("sample", "train"):
+        assert ours[section] == theirs[section], section
 
 
 # bench/RESULTS.md's runs of these were made with the quickstart's settings of 2026-11-25; they keep them
