@@ -57,8 +57,8 @@ def verdict_lines(rows: list[str], versus: str) -> list[str]:
 
 
 def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
-    """Return "sample a s, train b s, evaluation c s (median over n runs); base evaluation d s" from the
-    finished runs' manifests: what the rest of a sweep will take. A stage resumed from an earlier
+    """Return "wall time per run, median [min, max]: sample a s [lo, hi] (n runs), train ..., evaluation ...;
+    base evaluation d s" (or "no finished run") from the finished runs' manifests: what the rest of a sweep will take. A stage resumed from an earlier
     attempt records only its last attempt's time, so it is left out."""
     import json
     import statistics

@@ -75,6 +75,7 @@ def test_defaults_follow_the_official_code_and_the_quickstart_keeps_its_recorded
             assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.top_k) == (0.6, 1.0, 0), path.name
             if path.name in RECORDED_WITH_TOKEN_AND_EOS:
                 assert (cfg.train.loss_normalization, cfg.train.prefix_eos) == ("token", "loss"), path.name
+                assert cfg.sample.method == "sft" or cfg.sample.prefix_tokens == 8, path.name
 
 
 def test_the_quickstart_is_the_collapse_ablation_variant_its_label_names():
@@ -95,7 +96,8 @@ def test_the_quickstart_is_the_collapse_ablation_variant_its_label_names():
         assert ours[section] == theirs[section], section
 
 
-# bench/RESULTS.md's runs of these were made with the quickstart's settings of 2026-11-25; they keep them
+# bench/RESULTS.md's runs of these were made with the quickstart's settings of 2026-11-25 (token loss, EOS with
+# loss, t = 8); they keep them
 RECORDED_WITH_TOKEN_AND_EOS = {"repro-small.yaml", "efficiency-rft16.yaml", "quickstart-sft.yaml"}
 
 
