@@ -71,6 +71,44 @@ def test_collapse_table_png_and_eos_probabilities_on_the_tiny_model(tmp_path, ti
     assert (out / "collapse.png").read_bytes()[:8] == PNG
 
 
+def test_a_sweeps_base_is_also_measured_at_each_tuned_runs_own_t(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from upft_ray.templates import UPFT_TASK_TEMPLATE, chat_messages, render_prompt
+
+    sweep = tmp_path / "sweep"  # the base at the sweep's t (4); one tuned run at t = 6
+    _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)
+    run = sweep / "t6-s1"
+    (run / "sample").mkdir(parents=True)
+    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": 6, "config": {
+        "prefix_tokens": 6, "task_template": UPFT_TASK_TEMPLATE}}))
+    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop"] * 6)
+    result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={sweep}", f"model={tiny_model_dir}",
+                                      "sample.prefix_tokens=4", "--max-questions", "5", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    out = sweep / "analysis" / "collapse"
+    table = pd.read_parquet(out / "collapse.parquet").set_index("model")
+    assert list(table.index) == ["eval_base", "eval_base @ t=6", "t6-s1/eval"]
+    assert list(table["prefix_tokens"]) == [4, 6, 6] and list(table["kind"]) == ["base", "base", "tuned"]
+    # the base's answers, counted against each t: 2 and 7 tokens end within 6 + 2, only 2 within 4 + 2
+    assert table.loc["eval_base", "share_end_within_t_plus_2"] == 1 / 6
+    assert table.loc["eval_base @ t=6", "share_end_within_t_plus_2"] == 2 / 6
+    assert math.isnan(table.loc["t6-s1/eval", "p_eos_with_template"])  # no weights at hand for the tuned run
+    eos = pd.read_parquet(out / "eos.parquet")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for t, name in ((4, "eval_base"), (6, "eval_base @ t=6")):
+        ids = render_prompt(tok, chat_messages("What is 0 + 4?", "", ""))[1] + \
+            tok.encode(OUTPUTS[0], add_special_tokens=False)[:t]
+        with torch.no_grad():
+            expected = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)[tok.eos_token_id].item()
+        got = eos[(eos["model"] == name) & (eos["question_id"] == "q0")]["p_eos_without_template"].item()
+        assert math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-7)
+    assert "| eval_base @ t=6 | 6 | 6 |" in (out / "collapse.md").read_text()
+    assert (out / "collapse.png").read_bytes()[:8] == PNG
+
+
 def test_collapse_without_evaluations_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={tmp_path}"])
     assert result.exit_code == 1 and "no evaluation" in result.output

@@ -10,7 +10,9 @@
   after t response tokens, teacher-forced on the model's own first t answer tokens (its evaluation
   output, re-tokenised) with transformers on CPU, once under the prompt with the task template and
   once without. A model that learned "stop after t tokens" only behind the template shows a high
-  P(EOS) with it and a low one without; the collapse is a high one without.
+  P(EOS) with it and a low one without; the collapse is a high one without. The base is measured at
+  the sweep's t and again at every other t a tuned run has (rows "eval_base @ t=32"), so each tuned
+  row has a base row at its own t.
 
 Files: ``collapse.parquet`` / ``collapse.json`` (one row per model), ``eos.parquet`` (per question),
 ``collapse.md`` and ``collapse.png``.
@@ -123,6 +125,27 @@ def _template(run: Path, default: str) -> str:
     return used or default or UPFT_TASK_TEMPLATE
 
 
+def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, base_model: str,
+                  default_template: str, system_prompt: str, max_questions: int, batch_size: int,
+                  per_question: list[pd.DataFrame]) -> dict:
+    """Return one model's row of the collapse table at prefix length ``t``; append its per-question
+    P(EOS) to ``per_question`` when its weights are at hand."""
+    row = {"model": name, "kind": entry["kind"], "prefix_tokens": t, **length_summary(rows, t)}
+    path = _model_path(entry, base_model)
+    if path and t is not None:
+        template = _template(entry["run"], default_template)
+        sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
+        eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size)
+        per_question.append(eos.assign(model=name))
+        row.update(eos_questions=int(eos["p_eos_without_template"].notna().sum()),
+                   eos_answers_shorter_than_t=int(eos["p_eos_without_template"].isna().sum()),
+                   p_eos_with_template=float(eos["p_eos_with_template"].mean()),
+                   p_eos_without_template=float(eos["p_eos_without_template"].mean()),
+                   median_p_eos_with_template=float(eos["p_eos_with_template"].median()),
+                   median_p_eos_without_template=float(eos["p_eos_without_template"].median()))
+    return row
+
+
 def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, default_template: str = "",
                      system_prompt: str = "", max_questions: int = 100, batch_size: int = 8) -> pd.DataFrame:
     """Measure every evaluation in ``run_dir`` (see module docstring); write the files; return the table.
@@ -134,25 +157,20 @@ def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, defau
         raise FileNotFoundError(f"no evaluation (eval/metrics.json or eval_base/metrics.json) in {run_dir} or its runs")
     out_dir = run_dir / "analysis" / "collapse"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The base is also measured at every other t a tuned model has, so each tuned row has a base row
+    # at its own t to be read against (P(EOS) after 32 tokens is not comparable with one after 8).
+    tuned_ts = sorted({t for e in entries if e["kind"] == "tuned"
+                       for t in [run_prefix_tokens(e["run"], default_t)] if t is not None})
     table, per_question, lengths = [], [], {}
     for entry in entries:
         rows = eval_rows(entry["eval_dir"])
-        t = run_prefix_tokens(entry["run"], default_t)
-        row = {"model": entry["name"], "kind": entry["kind"], "prefix_tokens": t, **length_summary(rows, t)}
+        own_t = run_prefix_tokens(entry["run"], default_t)
         lengths[entry["name"]] = rows["num_output_tokens"].tolist()
-        path = _model_path(entry, base_model)
-        if path and t is not None:
-            template = _template(entry["run"], default_template)
-            sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
-            eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size)
-            per_question.append(eos.assign(model=entry["name"]))
-            row.update(eos_questions=int(eos["p_eos_without_template"].notna().sum()),
-                       eos_answers_shorter_than_t=int(eos["p_eos_without_template"].isna().sum()),
-                       p_eos_with_template=float(eos["p_eos_with_template"].mean()),
-                       p_eos_without_template=float(eos["p_eos_without_template"].mean()),
-                       median_p_eos_with_template=float(eos["p_eos_with_template"].median()),
-                       median_p_eos_without_template=float(eos["p_eos_without_template"].median()))
-        table.append(row)
+        ts = [own_t] + ([t for t in tuned_ts if t != own_t] if entry["kind"] == "base" else [])
+        for t in ts:
+            name = entry["name"] if t == own_t else f"{entry['name']} @ t={t}"
+            table.append(_collapse_row(entry, name, rows, t, base_model, default_template, system_prompt,
+                                       max_questions, batch_size, per_question))
     result = pd.DataFrame(table)
     result.to_parquet(out_dir / "collapse.parquet", index=False)
     if per_question:
@@ -206,7 +224,8 @@ def plot_collapse(table: pd.DataFrame, lengths: dict[str, list[int]], path: Path
     top = max((max(v) for v in lengths.values() if v), default=1)
     bins = list(range(0, top + 8, max(1, (top + 8) // 40)))
     for r in table.to_dict("records"):
-        left.hist(lengths[r["model"]], bins=bins, histtype="step", label=r["model"])
+        if r["model"] in lengths:  # the base's rows at other t share its answers: drawn once
+            left.hist(lengths[r["model"]], bins=bins, histtype="step", label=r["model"])
         if r["prefix_tokens"] is not None and r["prefix_tokens"] == r["prefix_tokens"]:
             left.axvline(r["prefix_tokens"] + 2, linestyle=":", color="grey")
     left.set_xlabel("answer length (tokens); dotted: t + 2")
