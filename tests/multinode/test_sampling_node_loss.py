@@ -39,6 +39,21 @@ def summaries(sample_dir: Path) -> dict[str, dict]:
     return out
 
 
+def in_flight(chunk_log: Path, sample_dir: Path) -> dict[str, set[int]]:
+    """Return, per node, the chunks its engine has started and not committed, now."""
+    committed = {s["chunk"] for s in summaries(sample_dir).values()}
+    out: dict[str, set[int]] = {}
+    lines = chunk_log.read_text().splitlines() if chunk_log.is_file() else []
+    for line in lines:
+        try:
+            start = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being appended as we read
+        if start["chunk"] not in committed:
+            out.setdefault(start["node_id"], set()).add(start["chunk"])
+    return out
+
+
 def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir, monkeypatch):
     chunk_log = tmp_path / "chunk-starts.jsonl"
     monkeypatch.setenv("UPFT_CHUNK_LOG", str(chunk_log))  # the nodes' processes inherit it
@@ -58,16 +73,21 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir, monke
              f"sample.engine.max_batches_in_flight={IN_FLIGHT}"],
             cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
         by_id = {n.node_id: n for n in workers}
-        deadline, engine_nodes = time.time() + 400, set()
+        # Kill an engine node while it holds work: the one with the most chunks started and not committed
+        # (a replica can sit idle for a moment between batches, and a kill then would test nothing).
+        deadline, engine_nodes, busy = time.time() + 400, set(), {}
         while time.time() < deadline and driver.poll() is None:
             done = summaries(sample_dir)
             engine_nodes = {s["node_id"] for s in done.values()}
             if len(engine_nodes) == 2 and len(done) >= 6:
-                break
+                busy = {node: chunks for node, chunks in in_flight(chunk_log, sample_dir).items()
+                        if node in engine_nodes}
+                if busy:
+                    break
             time.sleep(0.05)
-        assert driver.poll() is None and len(engine_nodes) == 2, \
-            f"both engines never committed before the run ended:\n{log.read_text()[-3000:]}"
-        victim = by_id[sorted(engine_nodes)[0]]
+        assert driver.poll() is None and len(engine_nodes) == 2 and busy, \
+            f"no engine node held work while both engines were committing:\n{log.read_text()[-3000:]}"
+        victim = by_id[max(sorted(busy), key=lambda node: len(busy[node]))]
         killed_at, killed_pids = kill_node(cluster, victim)
         committed = summaries(sample_dir)  # nothing from the dead node can land after this
         assert len(committed) < QUESTIONS // ROWS_PER_SHARD, "the run finished before the kill"
