@@ -41,9 +41,11 @@ def summaries(sample_dir: Path) -> dict[str, dict]:
 
 def in_flight(chunk_log: Path, sample_dir: Path) -> dict[str, set[int]]:
     """Return, per node, the chunks its engine has started and not committed, now."""
+    # The log first: a chunk's start is logged before its commit, so one committed in between is not
+    # taken for work in flight.
+    lines = chunk_log.read_text().splitlines() if chunk_log.is_file() else []
     committed = {s["chunk"] for s in summaries(sample_dir).values()}
     out: dict[str, set[int]] = {}
-    lines = chunk_log.read_text().splitlines() if chunk_log.is_file() else []
     for line in lines:
         try:
             start = json.loads(line)

@@ -159,12 +159,11 @@ def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, defau
     out_dir.mkdir(parents=True, exist_ok=True)
     # The base is also measured at every other t a tuned model has, so each tuned row has a base row
     # at its own t to be read against (P(EOS) after 32 tokens is not comparable with one after 8).
-    tuned_ts = sorted({t for e in entries if e["kind"] == "tuned"
-                       for t in [run_prefix_tokens(e["run"], default_t)] if t is not None})
+    own_ts = [run_prefix_tokens(e["run"], default_t) for e in entries]
+    tuned_ts = sorted({t for e, t in zip(entries, own_ts) if e["kind"] == "tuned" and t is not None})
     table, per_question, lengths = [], [], {}
-    for entry in entries:
+    for entry, own_t in zip(entries, own_ts):
         rows = eval_rows(entry["eval_dir"])
-        own_t = run_prefix_tokens(entry["run"], default_t)
         lengths[entry["name"]] = rows["num_output_tokens"].tolist()
         ts = [own_t] + ([t for t in tuned_ts if t != own_t] if entry["kind"] == "base" else [])
         for t in ts:
