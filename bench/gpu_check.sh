@@ -5,17 +5,19 @@
 # Needs torch, transformers, numpy, pyarrow, pyyaml and deepspeed; not Ray, not vLLM. Missing packages can be
 # given as wheels: UPFT_WHEELS=/path/to/dir-of-wheels (deepspeed's py3-none-any wheel + hjson, pydantic, ...,
 # pyarrow if absent); they are installed with --no-deps into a private directory. DeepSpeed compiles no CUDA op
-# (the loop uses torch's AdamW). Budget: under 8 minutes on one H100 (the script is killed at 450 s).
+# (the loop uses torch's AdamW). Time on one H100 (2026-11-27): ZeRO 1 and 2 ~3.5 min each, ZeRO 3 ~4 min
+# (bench/gpu_check_h100): all three do not fit one 10-minute device call, so run `--stages 1,2`, then
+# `--stages 3` (each writes gpu_check.json after every stage; the script is killed at 570 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if [ -n "${UPFT_WHEELS:-}" ]; then
   SITE="${TMPDIR:-/tmp}/upft-gpu-check-site"
-  "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$UPFT_WHEELS"/*.whl
+  "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target "$SITE" "$UPFT_WHEELS"/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DS_BUILD_OPS=0 TOKENIZERS_PARALLELISM=false
-LIMIT=450
+LIMIT=570
 if [[ " $* " == *" --tiny "* ]]; then export DS_ACCELERATOR=cpu; LIMIT=900; fi  # CPUs may be shared and busy
 exec timeout "$LIMIT" "$PY" bench/gpu_check.py "$@"

@@ -25,6 +25,7 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     stage = result["stages"]["zero2"]
     assert result["ok"] and all(stage["checks"].values()) and len(stage["checks"]) == 7
     assert stage["max_abs_diff_resumed_vs_plain"] <= 1e-5 and stage["tokens_per_s"] > 0
+    assert stage["resume"]["deterministic"] and stage["resume"]["loss_diff_before_kill"] == 0.0  # CPU: exact
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -33,3 +34,47 @@ def test_gpu_check_on_gpus(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert set(result["stages"]) == {"zero1", "zero2", "zero3"} and result["ok"]
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _losses(values):
+    return [{"step": i + 1, "loss": v} for i, v in enumerate(values)]
+
+
+def test_resume_verdict_on_hand_made_runs():
+    verdict = _gpu_check_module().resume_verdict
+    plain = _losses([12.0, 11.9, 11.8, 11.7])
+    # deterministic device: losses equal up to the kill, so the weights decide
+    same = verdict(plain, plain, 2, 0.0, 1e-5, 4.0)
+    assert same["deterministic"] and same["ok"] and same["loss_diff_before_kill"] == 0.0
+    assert not verdict(plain, plain, 2, 2e-5, 1e-5, 4.0)["ok"]
+    # non-deterministic device: noise 1e-3 before the kill; 3e-3 after is within 4x, 5e-3 is not
+    noisy = _losses([12.0, 11.901, 11.803, 11.7])
+    result = verdict(noisy, plain, 2, 2e-4, 1e-5, 4.0)
+    assert not result["deterministic"] and result["ok"]
+    assert abs(result["loss_diff_before_kill"] - 1e-3) < 1e-9 and abs(result["loss_diff_after_resume"] - 3e-3) < 1e-9
+    assert not verdict(_losses([12.0, 11.901, 11.805, 11.7]), plain, 2, 2e-4, 1e-5, 4.0)["ok"]
+    # a resume that replays other batches: losses after it move by the spread between batches
+    assert not verdict(_losses([12.0, 11.901, 11.7, 11.8]), plain, 2, 2e-4, 1e-5, 4.0)["ok"]
+    # nothing after the kill to compare is not a pass
+    assert not verdict(noisy[:2], plain[:2], 2, 0.0, 1e-5, 4.0)["ok"]
+
+
+def test_recorded_h100_run_rechecks(tmp_path):
+    """The kept metrics of the H100 run (bench/gpu_check_h100) give the verdicts recorded in bench/RESULTS.md."""
+    import shutil
+
+    kept = tmp_path / "kept"
+    shutil.copytree(REPO / "bench" / "gpu_check_h100", kept)
+    verdicts = _gpu_check_module().recheck(kept, 4.0)
+    assert set(verdicts) == {"zero1", "zero2", "zero3"}
+    assert all(v["ok"] and not v["deterministic"] for v in verdicts.values())
+    assert verdicts == json.loads((REPO / "bench" / "gpu_check_h100" / "verdicts.json").read_text())

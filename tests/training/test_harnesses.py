@@ -120,3 +120,32 @@ def test_loop_device_is_the_local_gpu_with_gpus():
 def test_use_gpu_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         prepare_device(True, torch.device("cuda", 0))
+
+
+SLOW_SAVE = textwrap.dedent('''
+    import sys, time
+    from upft_ray.training import harness_torch, recipe
+
+    save = recipe.Recipe.save_checkpoint
+    def slow_save(self, directory):  # a big model's save: seconds with no training in them
+        time.sleep(4.0)
+        return save(self, directory)
+    recipe.Recipe.save_checkpoint = slow_save
+    harness_torch.main(sys.argv[1:])
+''')
+
+
+def test_checkpoint_time_is_kept_out_of_tokens_per_s(synthetic, tmp_path):
+    """On the H100 the step after each checkpoint logged ~400 tok/s against ~32,000: the save's seconds were
+    charged to that step. A save that takes 4 s must not move the next step's tokens/s off the others'."""
+    cfg = make_loop_config(tmp_path, *synthetic, "slow-save", num_workers=1, checkpoint_every_steps=2)
+    done = subprocess.run([sys.executable, "-c", SLOW_SAVE, str(tmp_path / "slow-save" / "loop.json"),
+                           "--checkpoint-dir", str(tmp_path / "ckpt")], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(line) for line in Path(cfg["metrics_path"]).read_text().splitlines()]
+    after_save = [r["tokens_per_s"] for r in rows if r["step"] > 2 and (r["step"] - 1) % 2 == 0]
+    others = sorted(r["tokens_per_s"] for r in rows if r["step"] > 2 and (r["step"] - 1) % 2 != 0)
+    assert after_save and others
+    median = others[len(others) // 2]
+    assert min(after_save) > median / 5, (after_save, others)

@@ -139,7 +139,7 @@ class Recipe:
         if self.rank == 0:
             self.log = MetricsLog(self.config["metrics_path"], self.config["tensorboard_dir"], self.step)
         rows, rows_epoch = None, -1
-        self._tokens_since, self._t_last = 0, time.time()
+        self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
         self.engine.train()
         while self.step < self.total_steps:
             epoch = int(np.searchsorted(np.cumsum(self.epoch_steps), self.step, side="right"))
@@ -154,7 +154,9 @@ class Recipe:
                 self._log_step(epoch, loss_sum, normaliser)
             every = cfg["checkpoint_every_steps"]
             if self.step == self.total_steps or (every and self.step % every == 0):
+                saving_from = time.time()
                 on_checkpoint(self.client_state())
+                self._paused += time.time() - saving_from  # a save is not training: keep it out of tokens/s
         if self.log is not None:
             self.log.close()
         return self.client_state()
@@ -188,7 +190,7 @@ class Recipe:
 
         tokens = torch.tensor([self._tokens_since], dtype=torch.float64, device=self.device)
         dist.all_reduce(tokens)
-        elapsed = max(time.time() - self._t_last, 1e-9)
+        elapsed = max(time.time() - self._t_last - self._paused, 1e-9)
         if self.log is not None:
             norm = self.engine.get_global_grad_norm()
             self.log.write({"step": self.step, "epoch": epoch, "loss": float(loss_sum) / normaliser,
@@ -197,7 +199,7 @@ class Recipe:
                             "tokens_per_s": float(tokens) / elapsed, "loss_normaliser": normaliser,
                             "consumed_rows": self.step * self.rows_per_step,
                             "consumed_examples": self.consumed}, self.total_steps)
-        self._tokens_since, self._t_last = 0, time.time()
+        self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
 
     def cleanup(self) -> None:
         """Free the engine (a process may build several, e.g. the GPU check)."""
