@@ -24,6 +24,9 @@ def test_sweep_runs_each_variant_and_seed_and_reports_mean_and_tokens(tmp_path, 
     assert manifest["seed"] == 7 and (tmp_path / "sweep" / "upft-s7" / "eval" / "metrics.json").is_file()
     assert (tmp_path / "sweep" / "base" / "eval_base" / "metrics.json").is_file()
     assert not (tmp_path / "sweep" / "upft-s7" / "eval_base").exists()  # the base model is evaluated once
+    # a finished run keeps its exported weights, not its training checkpoints (sweep.keep_checkpoints=false)
+    assert (tmp_path / "sweep" / "upft-s7" / "train" / "final" / "config.json").is_file()
+    assert not (tmp_path / "sweep" / "upft-s7" / "train" / "ray").exists()
 
 
 # --- Stale and failed work (no Ray: every run below is done or refused before Ray would start) ---------
@@ -156,3 +159,25 @@ def test_the_collapse_ablation_varies_one_knob_at_a_time_on_a_large_held_out_set
     assert cfg.eval.benchmarks == ["bundled:arith-heldout"]
     heldout = {r["question"] for r in generate("arith-heldout")}
     assert len(heldout) >= 500 and not heldout & {r["question"] for r in generate("arith-train")}
+
+
+def test_prune_checkpoints_deletes_train_ray_only(tmp_path):
+    from upft_ray.sweep import prune_checkpoints
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(SWEEP_YAML.format(run=tmp_path / "sweep"))
+    cfg = load_config(config)
+    assert cfg.sweep.keep_checkpoints is False
+    run_cfg = sweep_runs(cfg)[0][2]
+    train = run_cfg.run_path / "train"
+    step = train / "ray" / "upft-train" / "checkpoint_x" / "step_00000041"
+    step.mkdir(parents=True)
+    (step / "optim_states.pt").write_bytes(b"0" * 3000)
+    (train / "final").mkdir()
+    (train / "final" / "model.safetensors").write_bytes(b"1" * 10)
+    (train / "manifest.json").write_text("{}")
+    assert prune_checkpoints(run_cfg) == 3000
+    assert not (train / "ray").exists()
+    assert (train / "final" / "model.safetensors").is_file() and (train / "manifest.json").is_file()
+    assert prune_checkpoints(run_cfg) == 0  # nothing left: no error
+    assert load_config(config, ["sweep.keep_checkpoints=true"]).sweep.keep_checkpoints is True

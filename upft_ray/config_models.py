@@ -237,6 +237,9 @@ class SweepConfig(_Config):
     seeds: list[Seed] = Field([], description="seeds each variant runs with ([] = the config's seed only)")
     variants: list[SweepVariant] = Field([], description="runs, each {name: NAME, overrides: [key=value, ...]} on top "
                                          "of this config (e.g. sample.method=sft, sample.prefix_tokens=16)")
+    keep_checkpoints: bool = Field(False, description="keep each finished run's training checkpoints (weights and "
+                                   "optimizer states, ~16 bytes per parameter: 2.1 GB per run of the 135M model); by "
+                                   "default a run's RUN/train/ray is deleted once it is evaluated (train/final stays)")
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> SweepConfig:

@@ -15,6 +15,7 @@ stage): a rerun skips runs that finished with the same config, resumes unfinishe
 
 from __future__ import annotations
 
+import shutil
 import traceback
 from pathlib import Path
 
@@ -144,6 +145,20 @@ def sweep_report(cfg: PipelineConfig, failures: dict[str, str]) -> str:
                               fresh)
 
 
+def prune_checkpoints(run_cfg) -> int:
+    """Delete a finished run's training checkpoints (``RUN/train/ray``: weights and optimizer states, kept for
+    resuming a crashed training); its exported weights (``train/final``) and every record stay. A 30-run sweep
+    of the 135M model otherwise holds ~63 GB of them. Return the bytes freed."""
+    ray_dir = run_cfg.run_path / "train" / "ray"
+    if not ray_dir.is_dir():
+        return 0
+    freed = sum(f.stat().st_size for f in ray_dir.rglob("*") if f.is_file())
+    shutil.rmtree(ray_dir)
+    print(f"[sweep] {run_cfg.run_path.name}: training checkpoints deleted ({freed / 2**30:.1f} GiB; "
+          "sweep.keep_checkpoints=true keeps them)", flush=True)
+    return freed
+
+
 def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run every (variant, seed) of the sweep on Ray, then write ``RUN/report.md``; return it and the
     failed or refused runs ({run: why}). A failed run is reported and the others go on; a run directory
@@ -183,6 +198,8 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
                     sample_stage(run_cfg)
                     run_train(run_cfg)
                     run_evaluate(run_cfg, str(trained_model_dir(run_cfg)), run_cfg.run_path / "eval", "trained")
+                    if not cfg.sweep.keep_checkpoints:
+                        prune_checkpoints(run_cfg)
                 except Exception as err:  # one failed run must not cost the others
                     failures[name] = f"{type(err).__name__}: {err}"
                     print(f"[sweep] {name} failed:\n{traceback.format_exc()}", flush=True)
