@@ -149,7 +149,9 @@ def prune_checkpoints(run_cfg) -> int:
     """Delete a finished run's training checkpoints (``RUN/train/ray``: weights and optimizer states, kept for
     resuming a crashed training); its exported weights (``train/final``) and every record stay. A 30-run sweep
     of the 135M model otherwise holds ~63 GB of them. Return the bytes freed."""
-    ray_dir = run_cfg.run_path / "train" / "ray"
+    from upft_ray.training.trainer import checkpoints_dir
+
+    ray_dir = checkpoints_dir(run_cfg)
     if not ray_dir.is_dir():
         return 0
     freed = sum(f.stat().st_size for f in ray_dir.rglob("*") if f.is_file())

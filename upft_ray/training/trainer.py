@@ -46,6 +46,11 @@ def trained_model_dir(cfg: PipelineConfig) -> Path:
     return cfg.run_path / "train" / "final"
 
 
+def checkpoints_dir(cfg: PipelineConfig) -> Path:
+    """Return ``RUN/train/ray``, Ray Train's storage: the run's checkpoints (weights and optimizer states)."""
+    return cfg.run_path / "train" / "ray"
+
+
 def _examples_key(cfg: PipelineConfig, model_path: str, shards: list[Path]) -> dict:
     """Return what the tokenised examples depend on; a different key means they are rebuilt."""
     return {"model_path": model_path, "max_length": cfg.train.max_length,
@@ -153,7 +158,7 @@ def build_trainer(cfg: PipelineConfig, model_path: str, examples_dir: Path, pad_
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=RUN_NAME,
-            storage_path=str(cfg.run_path / "train" / "ray"),
+            storage_path=str(checkpoints_dir(cfg)),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last_k),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
@@ -169,7 +174,7 @@ def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
     checkpoint holds nothing to resume: its Ray Train directory is cleared, so the corrected
     command can start."""
     owner = cfg.run_path / "train" / "run_config.json"
-    ray_dir = cfg.run_path / "train" / "ray"
+    ray_dir = checkpoints_dir(cfg)
     previous = read_json(owner).get("config_hash") if owner.is_file() else "unknown"
     if ray_dir.exists() and previous != run_hash:
         if any(p.is_dir() and p.name.startswith("checkpoint_") for p in ray_dir.glob("*/*")):
