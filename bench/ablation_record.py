@@ -1,4 +1,4 @@
-"""Record the collapse ablation: bench/ablation_collapse.md and its summary block in bench/RESULTS.md.
+"""Record the collapse ablation: bench/results/ablation_collapse.md and its summary block in bench/RESULTS.md.
 
     .venv/bin/upft sweep -c configs/ablation-collapse.yaml             # the runs (hours; resumes)
     .venv/bin/upft analyze collapse -c configs/ablation-collapse.yaml  # optional: answer lengths, P(EOS)
@@ -6,7 +6,7 @@
 
 Nothing is run here: the sweep's report is rebuilt from the finished run directories (the same code
 as `upft sweep` uses; runs of another config are refused, never reported), the collapse analysis is
-appended where it exists (its PNG copied to bench/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
+appended where it exists (its PNG copied to bench/results/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
 variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from upft_ray.doc_blocks import markers, replace_block  # noqa: E402
+from doc_blocks import markers, replace_block  # noqa: E402
 
 CONFIG = REPO / "configs" / "ablation-collapse.yaml"
-RECORD = REPO / "bench" / "ablation_collapse.md"
+RECORD = REPO / "bench" / "results" / "ablation_collapse.md"
 BEGIN, END = markers("ablation-collapse", "bench/ablation_record.py")
 COMMAND = "python bench/ablation_record.py"
 
@@ -82,7 +82,7 @@ def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
 
 
 def render_block(record: str) -> str:
-    """Return bench/RESULTS.md's ablation block (markers included) from bench/ablation_collapse.md's text."""
+    """Return bench/RESULTS.md's ablation block (markers included) from bench/results/ablation_collapse.md's text."""
     header = record.splitlines()[2]  # "Recorded ... by ... (N of M runs finished)."
     accuracy = _section(record, "## Accuracy")
     vs_base = _section(record, "## Differences vs base")
@@ -93,7 +93,7 @@ def render_block(record: str) -> str:
         lines += ["", "Differences vs SFT (the same seed's SFT run):", "", *vs_sft]
     collapse = _section(record, "## Collapse analysis")
     if collapse:
-        lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in `bench/ablation_collapse.md`):",
+        lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in `bench/results/ablation_collapse.md`):",
                   "", *collapse]
     lines += ["", "Verdicts at alpha 0.05 (t test over seeds; one seed: that run's McNemar test):", "",
               *verdict_lines(vs_base, "base"), *(verdict_lines(vs_sft, "SFT") if vs_sft else [])]
@@ -102,8 +102,8 @@ def render_block(record: str) -> str:
 
 def main() -> int:
     from upft_ray.config import load_config
-    from upft_ray.hardware import machine_facts
-    from upft_ray.sweep import plan_sweep, sweep_report
+    from upft_ray.orchestration.sweep import plan_sweep, sweep_report
+    from upft_ray.runtime.hardware import machine_facts
 
     cfg = load_config(CONFIG)
     report = sweep_report(cfg, {})
@@ -117,7 +117,7 @@ def main() -> int:
     collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():
-        shutil.copyfile(collapse.with_name("collapse.png"), REPO / "bench" / "ablation_collapse.png")
+        shutil.copyfile(collapse.with_name("collapse.png"), REPO / "bench" / "results" / "ablation_collapse.png")
         text += "\n## Collapse analysis (`upft analyze collapse -c configs/ablation-collapse.yaml`)\n\n" + \
             collapse.read_text().split("\n", 1)[1]
     RECORD.write_text(text)

@@ -1,6 +1,6 @@
 """Peak memory of the HF export (``upft_ray.training.export``) on a ~1B-parameter ZeRO checkpoint, on CPU.
 
-    PYTHONPATH=$PWD python bench/export_memory.py            # writes bench/export_memory.json
+    PYTHONPATH=$PWD python bench/export_memory.py            # writes bench/results/export_memory.json
 
 1. A child process builds a random ~1B Qwen2 model in bf16 from its config (hidden 2048, 20 layers,
    intermediate 5632, vocab 32000, tied embeddings; 1.01B parameters), wraps it with
@@ -12,7 +12,7 @@
    (``ru_maxrss``, which counts resident pages of the memory-mapped checkpoint too).
 3. A last child loads the bf16 export with transformers and checks every tensor equals the fp32
    export rounded to bf16.
-Figures go to ``bench/export_memory.json``; ratio = peak RSS / exported weight bytes. The checkpoint is
+Figures go to ``bench/results/export_memory.json``; ratio = peak RSS / exported weight bytes. The checkpoint is
 deleted afterwards.
 """
 
@@ -105,7 +105,7 @@ def verify(work: Path) -> None:
 
 def _child(*args: str) -> dict:
     sys.path.insert(0, str(REPO))
-    from upft_ray.ray_runtime import torch_extensions_dir
+    from upft_ray.runtime.cache import torch_extensions_dir
 
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stage", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir, deleted)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "export_memory.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "export_memory.json")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -38,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from upft_ray.training.synthetic import QWEN25_05B, TINY_QWEN2, write_random_model, write_upft_examples  # noqa: E402
 from upft_ray.training.harness_torch import torchrun_command  # noqa: E402
+from synthetic import QWEN25_05B, TINY_QWEN2, write_random_model, write_upft_examples  # noqa: E402
 
 
 def _peak_flops(name: str) -> float | None:

@@ -6,7 +6,7 @@
 # given as wheels: UPFT_WHEELS=/path/to/dir-of-wheels (deepspeed's py3-none-any wheel + hjson, pydantic, ...,
 # pyarrow if absent); they are installed with --no-deps into a private directory. DeepSpeed compiles no CUDA op
 # (the loop uses torch's AdamW). Time on one H100 (2026-11-27): ZeRO 1 and 2 ~3.5 min each, ZeRO 3 ~4 min
-# (bench/gpu_check_h100): all three do not fit one 10-minute device call, so run `--stages 1,2`, then
+# (bench/results/gpu_check_h100): all three do not fit one 10-minute device call, so run `--stages 1,2`, then
 # `--stages 3` (each writes gpu_check.json after every stage; the script is killed at 570 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."

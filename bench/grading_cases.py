@@ -4,7 +4,7 @@ Raw math-verify is called the way its README shows a user calling it: ``verify(p
 parse(output))`` for math, and with ``StringExtractionConfig`` (letters A-D) on both sides for the
 multiple-choice cases. upft-ray is called as ``grade_batch`` calls it: ``grade`` / ``grade_letter``.
 A case is right when the verdict equals the one written in the table. Writes the counts per defect
-class, and the cases each grader gets wrong, to bench/grading_cases.json.
+class, and the cases each grader gets wrong, to bench/results/grading_cases.json.
 
     PYTHONPATH=. .venv/bin/python bench/grading_cases.py
 """
@@ -39,7 +39,7 @@ def math_verify_verdict(output: str, gold: str, letters: bool) -> bool:
 
 
 def main() -> None:
-    """Run every case through both graders; print a table and write bench/grading_cases.json."""
+    """Run every case through both graders; print a table and write bench/results/grading_cases.json."""
     started = time.time()
     by_class: dict[str, dict] = {}
     wrong: dict[str, list] = {"upft_ray": [], "math_verify": []}
@@ -58,7 +58,7 @@ def main() -> None:
     total = {key: sum(row[key] for row in by_class.values()) for key in next(iter(by_class.values()))}
     result = {"command": "PYTHONPATH=. .venv/bin/python bench/grading_cases.py", "total": total,
               "by_class": by_class, "wrong": wrong, "wall_time_s": round(time.time() - started, 1)}
-    (REPO_ROOT / "bench" / "grading_cases.json").write_text(json.dumps(result, indent=2) + "\n")
+    (REPO_ROOT / "bench" / "results" / "grading_cases.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| class | cases | math-verify right | upft-ray right | math-verify false accepts | upft-ray false accepts |")
     print("|---|---|---|---|---|---|")
     for cls, row in [*by_class.items(), ("all", total)]:

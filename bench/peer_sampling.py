@@ -15,7 +15,7 @@ same engine options (configs/quickstart.yaml):
 Each arm reports generated tokens, the seconds it generated for (engine start-up excluded: the call
 for raw; first chunk start to last chunk commit for upft sample; first request start to last row out
 for ray.data.llm) and its wall time with start-up. An arm that cannot run records its exact error.
-Results, machine and date go to bench/peer_sampling.json (``--quick``: a few prompts, to
+Results, machine and date go to bench/results/peer_sampling.json (``--quick``: a few prompts, to
 bench/peer_sampling_quick.json, a smoke check only); a Markdown table of them is printed last.
 
     .venv/bin/python bench/peer_sampling.py [--questions 128] [--max-new-tokens 128] [--quick]
@@ -38,17 +38,17 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from sampler_throughput import bench_config, raw_vllm, raw_vllm_in_ray_task, ray_sampler  # noqa: E402
 
 from upft_ray.config import config_to_dict  # noqa: E402
-from upft_ray.hardware import machine_facts  # noqa: E402
+from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
 
 def sampler_requests(cfg) -> tuple[list[dict], list[list[int]]]:
     """Return the sampler's requests for ``cfg`` and their prompt token ids (the model's chat template)."""
     from transformers import AutoTokenizer
 
-    from upft_ray.models import resolve_model
-    from upft_ray.questions import load_questions
+    from upft_ray.engine.models import resolve_model
+    from upft_ray.engine.prompts import render_prompt
+    from upft_ray.io.questions import load_questions
     from upft_ray.sampling.requests import build_requests, resolve_sampling
-    from upft_ray.templates import render_prompt
 
     model_path = resolve_model(cfg.model)
     s, _ = resolve_sampling(cfg.sample, model_path)
@@ -62,9 +62,9 @@ def ray_data_llm(cfg) -> dict:
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from upft_ray.inference import engine_kwargs, vllm_top_k
-    from upft_ray.models import resolve_model
-    from upft_ray.ray_runtime import ray_session
+    from upft_ray.engine.models import resolve_model
+    from upft_ray.engine.settings import engine_kwargs, vllm_top_k
+    from upft_ray.runtime.ray_session import ray_session
 
     e = config_to_dict(cfg.sample.engine)
     requests, prompts = sampler_requests(cfg)

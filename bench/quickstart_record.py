@@ -1,4 +1,4 @@
-"""Run the quickstart and record its result: bench/quickstart_results.json and README.md's quickstart table.
+"""Run the quickstart and record its result: bench/results/quickstart_results.json and README.md's quickstart table.
 
     .venv/bin/python bench/quickstart_record.py            # a fresh run into runs/quickstart-record
     .venv/bin/python bench/quickstart_record.py --reuse    # record the finished run there again
@@ -21,13 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from upft_ray.config import load_config  # noqa: E402
-from upft_ray.hardware import machine_facts  # noqa: E402
-from upft_ray.quickstart_record import collect, update_readme  # noqa: E402
-from upft_ray.schema import config_hash, write_json_atomic  # noqa: E402
-from upft_ray.sweep import results_config  # noqa: E402
+from upft_ray.config.hashing import (
+    config_hash,  # noqa: E402
+    results_config,  # noqa: E402
+)
+from upft_ray.io.manifests import write_json_atomic  # noqa: E402
+from quickstart_lib import collect, update_readme  # noqa: E402
+from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
 CONFIG = REPO / "configs" / "quickstart.yaml"
-RESULTS = REPO / "bench" / "quickstart_results.json"
+RESULTS = REPO / "bench" / "results" / "quickstart_results.json"
 
 
 def quickstart_hash() -> str:

@@ -1,9 +1,10 @@
 """Sampler scale: stream 60K and 600K synthetic questions through ``upft sample``; rows/s and peak RSS.
 
-The engine is a STAND-IN (``StandInEngine`` below): it fabricates prompt and response token ids
+The engine is a STAND-IN (``StandInEngine`` below, plugged in as ``sample.engine.backend`` =
+``sampler_scale:StandInEngine``, README "Engine backends"): it fabricates prompt and response token ids
 without a model, so the figures measure the pipeline's own cost (planning, Ray Data read tasks,
 hand-offs to the actor, shard and summary writes, the manifest), not generation. Everything else
-is the real sampler: the same plan, read step, ChunkSampler actor and manifest.
+is the real sampler: the same plan, read step, chunk worker actor and manifest.
 
 Memory is sampled every 0.5 s over the driver and all its child processes (Ray's raylet, GCS and
 workers of the private local Ray): the peak of the tree's summed PSS (shared pages such as Ray's
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -35,7 +37,7 @@ from upft_ray.config import load_config  # noqa: E402
 class StandInEngine:
     """NOT A MODEL: returns made-up token ids of the requested length, to time the pipeline alone."""
 
-    def __init__(self, model: str, engine: dict, seed: int):
+    def __init__(self, model: str, engine, seed: int):
         self.rng = np.random.default_rng(seed)
 
     async def __call__(self, batch: dict) -> dict:
@@ -106,17 +108,18 @@ def run_size(n: int, rows_per_shard: int, tmp: Path) -> dict:
     """Sample ``n`` synthetic questions with the stand-in engine; return rows/s and peak RSS."""
     import ray
 
-    from upft_ray.ray_runtime import ray_session
-    from upft_ray.sampling.sampler import run_sample
+    from upft_ray.runtime.ray_session import ray_session
+    from upft_ray.sampling.pipeline import run_sample
 
     source = tmp / f"questions-{n}.jsonl"
     write_questions(source, n)
     cfg = load_config(None, [f"run_dir={tmp / f'run-{n}'}", f"sample.questions={source}",
                              f"sample.rows_per_shard={rows_per_shard}", "sample.max_new_tokens=64",
-                             "ray.num_cpus=4", "model=smollm2-135m-instruct"])
+                             "ray.num_cpus=4", "model=smollm2-135m-instruct",
+                             "sample.engine.backend=sampler_scale:StandInEngine"])
     with PeakRSS() as rss, ray_session(cfg.ray):
         started = time.time()
-        manifest = run_sample(cfg, engine_cls=StandInEngine)
+        manifest = run_sample(cfg)
         seconds = time.time() - started
     assert not ray.is_initialized()
     c = manifest["counts"]
@@ -127,6 +130,8 @@ def run_size(n: int, rows_per_shard: int, tmp: Path) -> dict:
 
 
 def main() -> None:
+    # The Ray workers this script starts import the stand-in engine from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="60000,600000")
     parser.add_argument("--rows-per-shard", type=int, default=1024)

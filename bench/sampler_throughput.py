@@ -40,11 +40,12 @@ def bench_config(run_dir: Path, args):
 
 def raw_vllm(cfg) -> dict:
     """Decode the sampler's requests with one LLM.generate call; return tokens and seconds."""
-    from upft_ray.inference import _engine_env, engine_kwargs, vllm_top_k
-    from upft_ray.models import resolve_model
-    from upft_ray.questions import load_questions
+    from upft_ray.engine.generator import _engine_env
+    from upft_ray.engine.models import resolve_model
+    from upft_ray.engine.prompts import render_prompt
+    from upft_ray.engine.settings import engine_kwargs, vllm_top_k
+    from upft_ray.io.questions import load_questions
     from upft_ray.sampling.requests import build_requests, resolve_sampling
-    from upft_ray.templates import render_prompt
 
     s, _ = resolve_sampling(cfg.sample, resolve_model(cfg.model))
     e = config_to_dict(s.engine)
@@ -72,7 +73,7 @@ def raw_vllm(cfg) -> dict:
 
 def ray_sampler(cfg) -> dict:
     """Run the sampling stage on a private local Ray; return tokens and the generation window."""
-    from upft_ray import pipeline
+    from upft_ray.orchestration import stages as pipeline
 
     started = time.time()
     manifest = pipeline.sample(cfg)
@@ -84,7 +85,7 @@ def raw_vllm_in_ray_task(cfg) -> dict:
     """Run ``raw_vllm`` inside a Ray task holding the CPUs a sampler actor holds."""
     import ray
 
-    from upft_ray.ray_runtime import ray_session
+    from upft_ray.runtime.ray_session import ray_session
 
     with ray_session(cfg.ray):
         task = ray.remote(num_cpus=cfg.sample.engine.cpus_per_replica)(raw_vllm)

@@ -37,7 +37,7 @@ def make_model(out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from upft_ray.models import prepare_bundled_model
+    from upft_ray.engine.models import prepare_bundled_model
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_bundled_model("smollm2-135m-instruct"))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
@@ -56,7 +56,7 @@ def steady_tokens_per_s(rows: list[dict]) -> float:
 
 
 def trainer_run(cfg) -> dict:
-    from upft_ray import pipeline
+    from upft_ray.orchestration import stages as pipeline
 
     manifest = pipeline.train(cfg)
     rows = [json.loads(line) for line in (cfg.run_path / "train" / "metrics.jsonl").read_text().splitlines()]
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     args = parser.parse_args()
-    from upft_ray import pipeline
+    from upft_ray.orchestration import stages as pipeline
     from upft_ray.training.packing import epoch_rows, packing_efficiency
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def main() -> None:
         unpacked = trainer_run(unpacked_cfg)
         print(f"[bench] trainer unpacked: {unpacked}", flush=True)
 
-        from upft_ray.training.trainer import example_lengths
+        from upft_ray.training.stage import example_lengths
 
         lengths = example_lengths(packed_cfg.run_path / "train" / "examples")
         efficiency = {n: packing_efficiency(epoch_rows(lengths, 42, 0, n), lengths, n) for n in (256, 512, 1024, 2048)}

@@ -1,12 +1,13 @@
 """Ray job entry point: the same library calls as `upft`, on the cluster the job was submitted to.
 
-    ray job submit --working-dir . -- python jobs/upft_pipeline.py --config configs/quickstart.yaml \
+    ray job submit -- python jobs/upft_pipeline.py --config configs/quickstart.yaml \
         [--config OTHER.yaml ...] [--stage run|sample|train|evaluate|sweep] [key=value ...]
 
 Each --config runs in turn (a UPFT run, then its SFT baseline); the overrides apply to every one.
 A rerun of the same job resumes each stage from what its run directory holds. The job exits
 non-zero (so the RayJob shows FAILED) when a stage raises or a sweep has a failed or refused run;
-the configs after a sweep with failed runs still run.
+the configs after a sweep with failed runs still run. A run directory another attempt holds, or
+that other code wrote, is refused with exit status 2.
 """
 
 import argparse
@@ -14,45 +15,48 @@ import json
 import sys
 from pathlib import Path
 
-from upft_ray import pipeline
-from upft_ray.config import ConfigError, load_config
-from upft_ray.run_lease import LeaseHeld
-
+from upft_ray import api
+from upft_ray.orchestration.preflight import check_ready
 
 _STAGES = {"run": ("sample", "train", "evaluate"), "sample": ("sample",), "train": ("train",),
            "evaluate": ("evaluate",)}
+
+
+def _fail(err: Exception) -> None:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, action="append", help="pipeline YAML (repeatable)")
     parser.add_argument("--stage", default="run", choices=["run", "sample", "train", "evaluate", "sweep"])
+    parser.add_argument("--verbose", action="store_true", help="also print Ray's and vLLM's own logs")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args()
+    api.configure_logging(1 if args.verbose else 0)
     # Load every config first: a typo in the second must not surface after a day of the first.
     # A submitted job joins the cluster it runs on rather than starting a private Ray.
     try:
-        configs = [load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
+        configs = [api.load_config(path, ["ray.address=auto", *args.overrides]) for path in args.config]
         if args.stage != "sweep":  # a sweep checks each of its runs itself
             for cfg in configs:
-                pipeline.check_inputs(cfg, _STAGES[args.stage])
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+                check_ready(cfg, _STAGES[args.stage])
+    except (api.ConfigError, FileNotFoundError) as err:
+        _fail(err)
     status = 0
     for cfg in configs:
         try:
-            result = getattr(pipeline, args.stage)(cfg)
-        except LeaseHeld as err:  # another attempt holds this run directory: refuse, exit 2 (upft_ray.run_lease)
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            result = getattr(api, args.stage)(cfg)
+        except (api.LeaseHeld, api.LeaseError, api.ConfigError) as err:  # another attempt or other code holds it
+            _fail(err)
         if args.stage == "sweep":
             report, failures = result
             print(report.read_text(), flush=True)
             if failures:
                 print(f"error: {cfg.run_path}: {len(failures)} run(s) failed or refused: {', '.join(failures)}",
                       file=sys.stderr, flush=True)
-            status = max(status, pipeline.exit_code(result))
+            status = max(status, api.exit_code(result))
             continue
         print(result.read_text() if isinstance(result, Path) else json.dumps(result, indent=2, default=str), flush=True)
     sys.exit(status)

@@ -26,7 +26,7 @@ def bench_script():
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The prepared bundled checkpoint (scripts/setup.sh prepares it; prepared here if missing)."""
-    from upft_ray.models import prepare_bundled_model
+    from upft_ray.engine.models import prepare_bundled_model
 
     return prepare_bundled_model("smollm2-135m-instruct")
 
@@ -55,7 +55,7 @@ def ray_local():
     """One private local Ray for the session; 4 logical CPUs so actors and train workers fit on 2 cores."""
     import ray
 
-    from upft_ray.ray_runtime import worker_env_vars
+    from upft_ray.runtime.ray_session import worker_env_vars
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ray.init(address="local", num_cpus=4, include_dashboard=False,

@@ -1,9 +1,9 @@
-"""bench/RESULTS.md's ablation block is the rendering of bench/ablation_collapse.md (the recorded sweep report)."""
+"""bench/RESULTS.md's ablation block is the rendering of bench/results/ablation_collapse.md (the recorded sweep report)."""
 
 import json
 from pathlib import Path
 
-from upft_ray.doc_blocks import find_block
+from doc_blocks import find_block
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -12,7 +12,7 @@ def test_results_block_is_the_rendering_of_the_recorded_report(bench_script):
     script = bench_script("ablation_record")
     block = find_block((REPO / "bench" / "RESULTS.md").read_text(), script.BEGIN, script.END, "bench/RESULTS.md")
     assert block == script.render_block(script.RECORD.read_text()), (
-        "bench/RESULTS.md's ablation block differs from bench/ablation_collapse.md: run `python bench/ablation_record.py`")
+        "bench/RESULTS.md's ablation block differs from bench/results/ablation_collapse.md: run `python bench/ablation_record.py`")
 
 
 REPORT = """# Sweep: demo

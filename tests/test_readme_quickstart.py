@@ -1,4 +1,4 @@
-"""README's quickstart figures are the rendering of bench/quickstart_results.json, recorded with the
+"""README's quickstart figures are the rendering of bench/results/quickstart_results.json, recorded with the
 quickstart config as shipped; and the recording reads a finished run correctly."""
 
 import json
@@ -8,24 +8,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from upft_ray.quickstart_record import BEGIN, END, collect, readme_block, render_block, update_readme
-from upft_ray.schema import EVAL_SCHEMA
+from upft_ray.io.schema import EVAL_SCHEMA
+from quickstart_lib import BEGIN, END, collect, readme_block, render_block, update_readme
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "quickstart_results.json"
+RESULTS = REPO / "bench" / "results" / "quickstart_results.json"
 
 
 def test_readme_quickstart_table_is_the_recorded_results():
     results = json.loads(RESULTS.read_text())
     assert readme_block((REPO / "README.md").read_text()) == render_block(results), (
-        "README.md's quickstart table differs from bench/quickstart_results.json: run "
+        "README.md's quickstart table differs from bench/results/quickstart_results.json: run "
         "`.venv/bin/python bench/quickstart_record.py --reuse` (or without --reuse to re-run the quickstart)")
 
 
 def test_recorded_results_come_from_the_shipped_quickstart_config(bench_script):
     results = json.loads(RESULTS.read_text())
     assert results["config_hash"] == bench_script("quickstart_record").quickstart_hash(), (
-        "configs/quickstart.yaml changed since bench/quickstart_results.json was recorded: re-run "
+        "configs/quickstart.yaml changed since bench/results/quickstart_results.json was recorded: re-run "
         "`.venv/bin/python bench/quickstart_record.py`")
 
 
@@ -35,7 +35,7 @@ def _eval(dirpath: Path, right: set[int], n: int = 20) -> None:
         "benchmark": ["arith"] * n, "question_id": [f"q{i}" for i in range(n)], "sample_index": [0] * n,
         "question": ["?"] * n, "prompt": ["?"] * n, "output": ["x"] * n, "extracted_answer": ["1"] * n,
         "gold": ["1"] * n, "correct": [i in right for i in range(n)], "num_output_tokens": [5] * n,
-        "finish_reason": ["stop"] * n, "grade_status": ["ok"] * n}, schema=EVAL_SCHEMA), dirpath / "arith.parquet")
+        "finish_reason": ["stop"] * n, "grade_status": ["ok"] * n, "grade_error": [""] * n}, schema=EVAL_SCHEMA), dirpath / "arith.parquet")
     (dirpath / "metrics.json").write_text(json.dumps({"wall_time_s": 7.0, "benchmarks": {
         "arith": {"accuracy": len(right) / n, "correct": len(right), "graded": n}}}))
 

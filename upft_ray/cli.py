@@ -1,15 +1,20 @@
-"""The ``upft`` command: thin wrappers over upft_ray.pipeline. Heavy libraries load only when a
-command runs, so ``upft --help`` stays fast."""
+"""The ``upft`` command: thin wrappers over ``upft_ray.api``. Heavy libraries load only when a command
+runs, so ``upft --help`` stays fast."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
-from upft_ray.run_lease import LeaseHeld
+from upft_ray import api
+from upft_ray.config.model_refs import BUNDLED_MODELS, is_checkpoint_dir
+from upft_ray.engine.models import prepare_bundled_model, prepared_path
+from upft_ray.orchestration.provenance import ALLOW_ENV
+from upft_ray.runtime.logs import NORMAL, QUIET, VERBOSE
 
 app = typer.Typer(help="UPFT on Ray: sample prefixes with vLLM, fine-tune with DeepSpeed, evaluate.",
                   no_args_is_help=True, add_completion=False)
@@ -25,70 +30,70 @@ OVERRIDES = typer.Argument(None, help="overrides as dotted key=value, e.g. sampl
 RUN_DIR = typer.Option(None, "--run-dir", help="run directory (same as run_dir=...)")
 
 
-def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path]):
-    from upft_ray.config import ConfigError, load_config
+@app.callback()
+def options(verbose: bool = typer.Option(False, "--verbose", "-v", help="also print Ray's and vLLM's own logs"),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="print only warnings, errors and results"),
+            allow_code_change: bool = typer.Option(False, help="continue a run directory written by other code "
+                                                   "(refused by default, like a changed config)")):
+    """Options every command takes."""
+    api.configure_logging(VERBOSE if verbose else QUIET if quiet else NORMAL)
+    if allow_code_change:
+        os.environ[ALLOW_ENV] = "1"
 
+
+def _load(config: Optional[Path], overrides: Optional[list[str]], run_dir: Optional[Path]):
     extra = list(overrides or []) + ([f"run_dir={run_dir}"] if run_dir else [])
     try:
-        return load_config(config, extra)
-    except (ConfigError, FileNotFoundError) as err:
+        return api.load_config(config, extra)
+    except (api.ConfigError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
 
 
-def _guard(fn, *args):
-    """Run a stage; a run that cannot start (checked before Ray) exits 2 naming each problem, missing
+def _guard(fn: Callable, *args):
+    """Run a stage; a run that cannot start (its checks, the lease) exits 2 naming each problem, missing
     inputs and bad data found later exit 1 with a one-line error."""
-    from upft_ray.config import ConfigError
-
     try:
         return fn(*args)
-    except ConfigError as err:
+    except (api.ConfigError, api.LeaseHeld, api.LeaseError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
-    except LeaseHeld as err:  # another attempt is running on this run directory
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
+
+
+def _stage(fn: Callable, config, overrides, run_dir, *extra):
+    return _guard(fn, _load(config, overrides, run_dir), *extra)
 
 
 @app.command()
 def sample(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
            run_dir: Optional[Path] = RUN_DIR):
     """Sample prefixes (and the p share of full solutions) into RUN/sample/."""
-    from upft_ray import pipeline
-
-    _guard(pipeline.sample, _load(config, overrides, run_dir))
+    _stage(api.sample, config, overrides, run_dir)
 
 
 @app.command()
 def train(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
           run_dir: Optional[Path] = RUN_DIR):
     """Fine-tune on RUN/sample/ with Ray Train + DeepSpeed into RUN/train/ (HF export in final/)."""
-    from upft_ray import pipeline
-
-    _guard(pipeline.train, _load(config, overrides, run_dir))
+    _stage(api.train, config, overrides, run_dir)
 
 
 @app.command()
 def evaluate(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
              run_dir: Optional[Path] = RUN_DIR,
              model: Optional[str] = typer.Option(None, help="'base', a checkpoint path; default RUN/train/final")):
-    """Evaluate a model greedily on eval.benchmarks into RUN/eval/ (RUN/eval_base/ for 'base')."""
-    from upft_ray import pipeline
-
-    _guard(pipeline.evaluate, _load(config, overrides, run_dir), model)
+    """Evaluate a model greedily on eval.benchmarks into RUN/eval/ (RUN/eval_base/ for 'base'); resumes."""
+    _stage(api.evaluate, config, overrides, run_dir, model)
 
 
 @app.command()
 def run(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
         run_dir: Optional[Path] = RUN_DIR):
     """Run sample -> train -> evaluate (base and UPFT) and write RUN/report.md."""
-    from upft_ray import pipeline
-
-    report = _guard(pipeline.run, _load(config, overrides, run_dir))
+    report = _stage(api.run, config, overrides, run_dir)
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")
 
@@ -97,9 +102,7 @@ def run(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRI
 def sweep(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
           run_dir: Optional[Path] = RUN_DIR):
     """Run sweep.variants x sweep.seeds (baselines, ablations, reproduction) and write RUN/report.md."""
-    from upft_ray import pipeline
-
-    report_path, failures = _guard(pipeline.sweep, _load(config, overrides, run_dir))
+    report_path, failures = _stage(api.sweep, config, overrides, run_dir)
     typer.echo(report_path.read_text())
     typer.echo(f"report: {report_path}")
     if failures:
@@ -111,18 +114,14 @@ def sweep(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVER
 def analyze_consistency(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                         run_dir: Optional[Path] = RUN_DIR):
     """Sample analyze.num_samples solutions per question; agreement on the first t tokens, per t (table + PNG)."""
-    from upft_ray import pipeline
-
-    _guard(pipeline.analyze_consistency, _load(config, overrides, run_dir))
+    _stage(api.analyze_consistency, config, overrides, run_dir)
 
 
 @analyze_app.command("rollouts")
 def analyze_rollouts(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                      run_dir: Optional[Path] = RUN_DIR):
     """Roll out completions from points along correct and incorrect solutions: success rate by position."""
-    from upft_ray import pipeline
-
-    _guard(pipeline.analyze_rollouts, _load(config, overrides, run_dir))
+    _stage(api.analyze_rollouts, config, overrides, run_dir)
 
 
 @analyze_app.command("collapse")
@@ -131,9 +130,7 @@ def analyze_collapse(config: Optional[Path] = CONFIG, overrides: Optional[list[s
                      max_questions: int = typer.Option(100, help="questions teacher-forced per model (0 = all)"),
                      batch_size: int = typer.Option(8, help="sequences per CPU forward pass")):
     """Answer lengths, share ending within t+2 tokens, P(EOS) after t tokens with/without the template (table + PNG)."""
-    from upft_ray import pipeline
-
-    md = _guard(pipeline.analyze_collapse, _load(config, overrides, run_dir), max_questions, batch_size)
+    md = _stage(api.analyze_collapse, config, overrides, run_dir, max_questions, batch_size)
     typer.echo(md.read_text())
     typer.echo(f"wrote {md.parent}/collapse.{{md,json,parquet,png}}")
 
@@ -143,17 +140,15 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one or more run dire
            out: Optional[Path] = typer.Option(None, help="where comparison.md/.png go (several runs); "
                                                          "default: the first run's parent")):
     """Print RUN/report.md for one run; for several, a comparison table + PNG chart."""
-    from upft_ray.report import write_comparison, write_report
-
     missing = [str(d) for d in run_dirs if not d.is_dir()]
     if missing:
         typer.echo(f"error: run directory not found: {', '.join(missing)}", err=True)
         raise typer.Exit(1)
     runs = [d.resolve() for d in run_dirs]
     if len(runs) == 1:
-        typer.echo(write_report(runs[0]).read_text())
+        typer.echo(api.write_report(runs[0]).read_text())
         return
-    md, png = _guard(write_comparison, runs, out or runs[0].parent)
+    md, png = _guard(api.write_comparison, runs, out or runs[0].parent)
     typer.echo(md.read_text())
     typer.echo(f"wrote {md} and {png}")
 
@@ -161,8 +156,6 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one or more run dire
 @models_app.command("list")
 def models_list():
     """List bundled models and whether their HF checkpoint is prepared."""
-    from upft_ray.models import BUNDLED_MODELS, is_checkpoint_dir, prepared_path
-
     for name, spec in BUNDLED_MODELS.items():
         state = "prepared" if is_checkpoint_dir(prepared_path(name)) else "not prepared"
         typer.echo(f"{name}\t{state}\t{prepared_path(name)}\t{spec.description}")
@@ -172,8 +165,6 @@ def models_list():
 def models_prepare(name: str = typer.Argument("smollm2-135m-instruct", help="bundled model name"),
                    force: bool = typer.Option(False, help="rebuild even if already prepared")):
     """Convert a bundled GGUF model into an HF checkpoint in the cache (once; idempotent)."""
-    from upft_ray.models import BUNDLED_MODELS, prepare_bundled_model
-
     if name not in BUNDLED_MODELS:
         typer.echo(f"error: unknown bundled model {name!r}; known: {', '.join(BUNDLED_MODELS)}", err=True)
         raise typer.Exit(2)

@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pandas as pd
-
 from conftest import REPO, tiny_overrides
-from upft_ray import pipeline
+
 from upft_ray.config import load_config
+from upft_ray.orchestration import stages as pipeline
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from upft_ray.cli import app
-from upft_ray.schema import EVAL_SCHEMA
+from upft_ray.io.schema import EVAL_SCHEMA
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = ["Tom has 3 apples and gets 4 more, so he has 7 apples.", "7", "The answer is 12.",
@@ -23,7 +23,7 @@ def _eval(path, lengths, finish):
         "benchmark": ["arith-eval"] * n, "question_id": [f"q{i}" for i in range(n)], "sample_index": [0] * n,
         "question": [f"What is {i} + 4?" for i in range(n)], "prompt": ["p"] * n, "output": OUTPUTS[:n],
         "extracted_answer": ["1"] * n, "gold": ["1"] * n, "correct": [False] * n, "num_output_tokens": lengths,
-        "finish_reason": finish, "grade_status": ["ok"] * n}, schema=EVAL_SCHEMA), path / "arith-eval.parquet")
+        "finish_reason": finish, "grade_status": ["ok"] * n, "grade_error": [""] * n}, schema=EVAL_SCHEMA), path / "arith-eval.parquet")
     (path / "metrics.json").write_text(json.dumps({"benchmarks": {"arith-eval": {"accuracy": 0, "correct": 0,
                                                                                    "graded": n}}}))
 
@@ -32,7 +32,8 @@ def test_collapse_table_png_and_eos_probabilities_on_the_tiny_model(tmp_path, ti
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from upft_ray.templates import UPFT_TASK_TEMPLATE, chat_messages, render_prompt
+    from upft_ray.config.types import UPFT_TASK_TEMPLATE
+    from upft_ray.engine.prompts import chat_messages, render_prompt
 
     run = tmp_path / "run"
     (run / "sample").mkdir(parents=True)
@@ -75,7 +76,8 @@ def test_a_sweeps_base_is_also_measured_at_each_tuned_runs_own_t(tmp_path, tiny_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from upft_ray.templates import UPFT_TASK_TEMPLATE, chat_messages, render_prompt
+    from upft_ray.config.types import UPFT_TASK_TEMPLATE
+    from upft_ray.engine.prompts import chat_messages, render_prompt
 
     sweep = tmp_path / "sweep"  # the base at the sweep's t (4); one tuned run at t = 6
     _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)

@@ -14,7 +14,6 @@ import urllib.request
 
 import psutil
 import pytest
-
 from conftest import REPO
 
 GUIDE = REPO / "cluster" / "README.md"

@@ -8,9 +8,9 @@ import sys
 import jsonschema
 import pytest
 import yaml
-
 from conftest import REPO
 from kuberay_schema import SCHEMAS
+
 from upft_ray.config import load_config
 
 MANIFESTS = sorted((REPO / "cluster").glob("*.yaml"))

@@ -5,9 +5,17 @@ import json
 import pandas as pd
 import pytest
 
-from upft_ray.evaluation.benchmarks import (BENCHMARKS, aime_gold, gpqa_choices, grade_letter, gsm8k_gold, load_benchmark,
-                                            math_gold, parse_benchmark_spec)
-from upft_ray.evaluation.evaluator import benchmark_metrics
+from upft_ray.evaluation.benchmarks import (
+    BENCHMARKS,
+    aime_gold,
+    gpqa_choices,
+    grade_letter,
+    gsm8k_gold,
+    load_benchmark,
+    math_gold,
+    parse_benchmark_spec,
+)
+from upft_ray.evaluation.metrics import benchmark_metrics
 
 
 def test_gold_parsers():
@@ -62,7 +70,7 @@ def test_gpqa_options_are_shuffled_with_a_fixed_seed(tmp_path):
 def test_grade_letter(output, gold, expected):
     """The registry's letter grader (the full letter table lives in tests/grading/grading_cases.py)."""
     assert BENCHMARKS["gpqa"].grader is grade_letter
-    assert grade_letter(output, gold)[1] is expected
+    assert grade_letter(output, gold).correct is expected
 
 
 def test_pass_and_majority_at_k():
@@ -81,7 +89,7 @@ def test_pass_and_majority_at_k():
 
 def test_sampled_decoding_requests_k_samples_per_question():
     from upft_ray.config import ConfigError, load_config
-    from upft_ray.evaluation.evaluator import build_eval_requests
+    from upft_ray.evaluation.requests import build_eval_requests
 
     cfg = load_config(None, ["eval.decoding=sample", "eval.num_samples=3", "eval.temperature=0.8",
                              "eval.max_questions=5", "eval.benchmarks=[gsm8k]"])
@@ -98,7 +106,7 @@ def test_sampled_decoding_requests_k_samples_per_question():
 def test_gpqa_free_is_the_papers_form_without_options(tmp_path):
     from upft_ray.config import load_config
     from upft_ray.evaluation.benchmarks import BENCHMARKS
-    from upft_ray.evaluation.evaluator import build_eval_requests
+    from upft_ray.evaluation.requests import build_eval_requests
     from upft_ray.grading import grade
 
     path = tmp_path / "gpqa.jsonl"
@@ -185,8 +193,8 @@ def test_a_set_where_no_row_has_the_gold_field_is_an_error_naming_file_field_and
 
 def test_eval_column_overrides_map_generic_sets_and_bad_sets_fail_before_ray(tmp_path):
     from upft_ray.config import load_config
-    from upft_ray.evaluation.evaluator import build_eval_requests
-    from upft_ray.pipeline import check_inputs
+    from upft_ray.evaluation.requests import build_eval_requests
+    from upft_ray.orchestration.stages import check_inputs
 
     path = _jsonl(tmp_path / "omi.jsonl", [{"problem": "1+2?", "expected_answer": "3"},
                                            {"problem": "2+2?", "expected_answer": None}])

@@ -5,11 +5,13 @@ import json
 
 import numpy as np
 import pandas as pd
-
 from conftest import tiny_overrides
-from upft_ray.config import config_to_dict, load_config
-from upft_ray.evaluation.evaluator import build_eval_requests, grade_batch, run_evaluate
-from upft_ray.inference import VLLMGenerator
+
+from upft_ray.config import load_config
+from upft_ray.engine.generator import VLLMGenerator
+from upft_ray.evaluation.finish import engine_rejects, grade_rows
+from upft_ray.evaluation.requests import build_eval_requests
+from upft_ray.evaluation.stage import run_evaluate
 
 
 def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_local):
@@ -25,8 +27,8 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
 
     requests, _, _ = build_eval_requests(cfg)
     batch = {key: np.array([r[key] for r in requests], dtype=object) for key in requests[0]}
-    engine = VLLMGenerator(str(tiny_model_dir), config_to_dict(cfg.eval.engine), cfg.seed)
-    single = grade_batch(pd.DataFrame(asyncio.run(engine(batch)))).set_index(["question_id", "sample_index"])
+    engine = VLLMGenerator(str(tiny_model_dir), cfg.eval.engine, cfg.seed)
+    single = grade_rows(pd.DataFrame(asyncio.run(engine(batch)))).set_index(["question_id", "sample_index"])
     engine.close()
     joined = distributed.join(single, rsuffix="_single")
     assert len(joined) == 40 and joined["output"].nunique() > 20  # sampled: the two samples differ
@@ -35,8 +37,8 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
     assert (joined["num_output_tokens"] == joined["num_output_tokens_single"]).all()
 
 
-def test_grade_batch_records_each_answers_status():
-    from upft_ray.schema import EVAL_SCHEMA
+def test_grade_rows_records_each_answers_status():
+    from upft_ray.io.schema import EVAL_SCHEMA
 
     outputs = [("gsm8k", "so \\boxed{18}", "18"), ("gsm8k", "\\boxed{18", "18"), ("gsm8k", "\\boxed{lots}", "18"),
                ("math500", "The answer is 5 + 7 = 12.", "12"), ("gpqa", "The answer is B and C.", "B"),
@@ -46,7 +48,7 @@ def test_grade_batch_records_each_answers_status():
         "sample_index": [0] * len(outputs), "question": ["q"] * len(outputs), "prompt": ["p"] * len(outputs),
         "response_text": [o for _, o, _ in outputs], "answer": [g for _, _, g in outputs],
         "num_response_tokens": [5] * len(outputs), "finish_reason": ["stop"] * len(outputs)})
-    graded = grade_batch(batch)
+    graded = grade_rows(batch)
     assert list(graded.columns) == EVAL_SCHEMA.names
     assert graded["correct"].tolist() == [True, False, False, True, False, True]
     assert graded["grade_status"].tolist() == ["ok", "missing", "unparsable", "ok", "unparsable", "ok"]
@@ -54,8 +56,6 @@ def test_grade_batch_records_each_answers_status():
 
 
 def test_a_request_that_failed_alone_rejects_its_question_with_the_reason():
-    from upft_ray.evaluation.evaluator import engine_rejects
-
     graded = pd.DataFrame({"benchmark": ["b"] * 5, "question_id": ["q1", "q1", "q2", "q3", "q3"],
                            "finish_reason": ["stop", "request_failed: VLLMValidationError: top_p must be in (0, 1]",
                                              "prompt_too_long", "length", "stop"]})

@@ -69,12 +69,12 @@ def test_resume_verdict_on_hand_made_runs():
 
 
 def test_recorded_h100_run_rechecks(tmp_path):
-    """The kept metrics of the H100 run (bench/gpu_check_h100) give the verdicts recorded in bench/RESULTS.md."""
+    """The kept metrics of the H100 run (bench/results/gpu_check_h100) give the verdicts recorded in bench/RESULTS.md."""
     import shutil
 
     kept = tmp_path / "kept"
-    shutil.copytree(REPO / "bench" / "gpu_check_h100", kept)
+    shutil.copytree(REPO / "bench" / "results" / "gpu_check_h100", kept)
     verdicts = _gpu_check_module().recheck(kept, 4.0)
     assert set(verdicts) == {"zero1", "zero2", "zero3"}
     assert all(v["ok"] and not v["deterministic"] for v in verdicts.values())
-    assert verdicts == json.loads((REPO / "bench" / "gpu_check_h100" / "verdicts.json").read_text())
+    assert verdicts == json.loads((REPO / "bench" / "results" / "gpu_check_h100" / "verdicts.json").read_text())

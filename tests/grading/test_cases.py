@@ -1,8 +1,8 @@
 """Every case of the table in grading_cases.py, through the graders grade_batch calls."""
 
 import pytest
-
 from grading_cases import LETTER_CASES, MATH_CASES
+
 from upft_ray.grading import grade, grade_letter
 
 
@@ -12,12 +12,12 @@ def _ids(cases):
 
 @pytest.mark.parametrize("cls,output,gold,expected", MATH_CASES, ids=_ids(MATH_CASES))
 def test_math_case(cls, output, gold, expected):
-    assert grade(output, gold)[1] is expected
+    assert grade(output, gold).correct is expected
 
 
 @pytest.mark.parametrize("cls,output,gold,expected", LETTER_CASES, ids=_ids(LETTER_CASES))
 def test_letter_case(cls, output, gold, expected):
-    assert grade_letter(output, gold)[1] is expected
+    assert grade_letter(output, gold).correct is expected
 
 
 def test_the_table_covers_every_class_of_issue_17():

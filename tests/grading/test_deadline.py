@@ -3,7 +3,7 @@
 import threading
 import time
 
-from upft_ray.grading import answers_match, grade, grade_letter
+from upft_ray.grading import Graded, answers_match, grade, grade_letter
 
 TOWER = "3^{3^{3^{3^{3}}}}"
 
@@ -11,7 +11,7 @@ TOWER = "3^{3^{3^{3^{3}}}}"
 def test_tower_of_exponents_times_out_on_the_main_thread():
     start = time.time()
     graded = grade(f"\\boxed{{{TOWER}}}", "2", timeout=1)
-    assert graded == (TOWER, False) and graded.status == "timeout"
+    assert graded == Graded(TOWER, False, "timeout")
     assert time.time() - start < 5
 
 
@@ -44,7 +44,7 @@ def test_huge_outputs_are_read_in_linear_time():
     ]
     start = time.time()
     for output, gold, expected in cases:
-        assert grade(output, gold)[1] is expected
+        assert grade(output, gold).correct is expected
     assert time.time() - start < 5
 
 
@@ -58,7 +58,7 @@ def test_a_deadline_during_the_first_import_leaves_later_answers_intact():
             "grade('\\\\boxed{2\\\\sqrt{2}}', '\\\\sqrt{8}', timeout=0.3)\n"
             "cases = [('\\\\boxed{2\\\\sqrt{2}}', '\\\\sqrt{8}'), ('\\\\boxed{x^2-1}', '(x-1)(x+1)'),\n"
             "         ('\\\\boxed{\\\\binom{5}{2}}', '10')]\n"
-            "print(*[grade(output, gold)[1] for output, gold in cases])\n")
+            "print(*[grade(output, gold).correct for output, gold in cases])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]
 
@@ -66,6 +66,6 @@ def test_a_deadline_during_the_first_import_leaves_later_answers_intact():
 def test_no_regex_backtracks_on_long_runs():
     """Runs that made an earlier unit and lone-line pattern backtrack exponentially or quadratically."""
     start = time.time()
-    assert grade("\\boxed{1 " + "a" * 5000 + "1}", "1")[1] is False
-    assert grade_letter("x\n" + "*" * 100_000 + "Z", "A")[1] is False
+    assert grade("\\boxed{1 " + "a" * 5000 + "1}", "1").correct is False
+    assert grade_letter("x\n" + "*" * 100_000 + "Z", "A").correct is False
     assert time.time() - start < 5

@@ -41,7 +41,7 @@ def test_last_boxed():
 
 
 def test_statuses():
-    assert grade("\\boxed{12}", "12") == ("12", True) and grade("\\boxed{12}", "12").status == "ok"
+    assert grade("\\boxed{12}", "12") == Graded("12", True, "ok")
     assert grade("\\boxed{13}", "12").status == "ok"
     assert grade("\\boxed{twelve}", "12").status == "unparsable"
     assert grade("\\boxed{\\frac{1}{}}", "1").status == "unparsable"
@@ -49,11 +49,10 @@ def test_statuses():
     assert grade_letter("I do not know", "B").status == "missing"
 
 
-def test_graded_unpacks_as_a_pair_and_pickles():
-    answer, correct = grade("\\boxed{3}", "3")
-    assert (answer, correct) == ("3", True)
-    graded = pickle.loads(pickle.dumps(Graded("3", False, "timeout")))
-    assert graded == ("3", False) and graded.status == "timeout"
+def test_graded_names_its_fields_and_pickles():
+    graded = grade("\\boxed{3}", "3")
+    assert (graded.answer, graded.correct, graded.status) == ("3", True, "ok")
+    assert pickle.loads(pickle.dumps(Graded("3", False, "timeout"))) == Graded("3", False, "timeout")
 
 
 def test_empty_gold_is_never_correct():

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-
-from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, node_pids, shutdown, start_cluster
+from local_cluster import (
+    kill_node,
+    node_pids,
+    private_ray_tmpdir,  # noqa: F401 (fixture)
+    shutdown,
+    start_cluster,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

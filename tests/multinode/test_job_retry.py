@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, tiny_overrides
-
-from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import kill_node, shutdown, start_cluster
+from local_cluster import (
+    kill_node,
+    private_ray_tmpdir,  # noqa: F401 (fixture)
+    shutdown,
+    start_cluster,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

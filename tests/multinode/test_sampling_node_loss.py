@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-
-from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import FAST_FAILURE_DETECTION, kill_node, shutdown, start_cluster
+from local_cluster import (
+    FAST_FAILURE_DETECTION,
+    kill_node,
+    private_ray_tmpdir,  # noqa: F401 (fixture)
+    shutdown,
+    start_cluster,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

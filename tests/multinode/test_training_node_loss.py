@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-
-from local_cluster import private_ray_tmpdir  # noqa: F401 (fixture)
-from local_cluster import FAST_FAILURE_DETECTION, kill_node, shutdown, start_cluster
+from local_cluster import (
+    FAST_FAILURE_DETECTION,
+    kill_node,
+    private_ray_tmpdir,  # noqa: F401 (fixture)
+    shutdown,
+    start_cluster,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 

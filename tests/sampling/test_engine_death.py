@@ -15,7 +15,6 @@ import time
 import pandas as pd
 import psutil
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow  # two engine starts on a local Ray: ~3-5 min on 2 cores

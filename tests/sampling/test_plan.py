@@ -9,16 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from upft_ray.config import load_config
-from upft_ray.questions import Columns, preset_columns, question_id
+from upft_ray.config.columns import Columns, preset_columns
+from upft_ray.io.questions import question_id
 from upft_ray.sampling.plan import load_plan, make_plan, plan_for_run
-from upft_ray.sampling.requests import chunk_requests
+from upft_ray.sampling.requests import SampleContext, read_chunk
 
 ROWS = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10)]
 
 
 def _requests(plan, overrides=()):
     cfg = load_config(None, ["sample.structure_ratio=0.3", *overrides])
-    batches = [chunk_requests(pd.DataFrame({"chunk": [c.to_json()]}), cfg.sample, cfg.seed) for c in plan.chunks]
+    batches = [read_chunk(c, SampleContext(cfg.sample, cfg.seed, cfg.model)) for c in plan.chunks]
     return pd.concat(batches, ignore_index=True)
 
 

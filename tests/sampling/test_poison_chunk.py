@@ -7,15 +7,14 @@ import sys
 
 import pytest
 import ray.cloudpickle
-
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 import sampler_scale  # noqa: E402  (the stand-in engine: made-up tokens, no model)
 
 from upft_ray.config import load_config  # noqa: E402
-from upft_ray.inference import ENGINE_BATCH_RETRIES  # noqa: E402
-from upft_ray.sampling.sampler import run_sample  # noqa: E402
+from upft_ray.engine.pool import ENGINE_BATCH_RETRIES  # noqa: E402
+from upft_ray.sampling.stage import run_sample  # noqa: E402
 
 POISON = "(#5)"  # a question of chunk 2 (rows_per_shard 2)
 

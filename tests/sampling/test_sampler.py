@@ -5,13 +5,13 @@ import json
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
-
 from conftest import tiny_overrides
+
 from upft_ray.config import load_config
+from upft_ray.config.types import UPFT_TASK_TEMPLATE
+from upft_ray.io.schema import SAMPLE_SCHEMA
 from upft_ray.sampling.requests import build_requests, draw_kind
-from upft_ray.sampling.sampler import run_sample
-from upft_ray.schema import SAMPLE_SCHEMA
-from upft_ray.templates import UPFT_TASK_TEMPLATE
+from upft_ray.sampling.stage import run_sample
 
 
 def test_draw_kind_is_seeded_and_close_to_the_ratio():

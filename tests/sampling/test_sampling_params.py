@@ -6,13 +6,14 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from conftest import tiny_overrides
-from upft_ray.config import load_config, sample_config_hash
-from upft_ray.inference import vllm_top_k
-from upft_ray.models import GENERATION_FALLBACK, generation_defaults
+
+from upft_ray.config import load_config
+from upft_ray.config.hashing import sample_config_hash
+from upft_ray.engine.models import GENERATION_FALLBACK, generation_defaults
+from upft_ray.engine.settings import vllm_top_k
 from upft_ray.sampling.requests import build_requests, resolve_sampling
-from upft_ray.sampling.sampler import run_sample
+from upft_ray.sampling.stage import run_sample
 
 
 def _model_dir(tmp_path, generation: dict | None):

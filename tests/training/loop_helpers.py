@@ -42,7 +42,7 @@ _CACHE: dict = {}
 
 def synthetic_data(tmp_path_factory) -> tuple[Path, Path]:
     """(model_dir, examples_dir), made once per session: a 2-layer random Qwen2, 120 UPFT-shaped examples."""
-    from upft_ray.training.synthetic import TINY_QWEN2, write_random_model, write_upft_examples
+    from synthetic import TINY_QWEN2, write_random_model, write_upft_examples
 
     if "synthetic" not in _CACHE:
         root = tmp_path_factory.mktemp("synthetic")

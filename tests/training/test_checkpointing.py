@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from loop_helpers import synthetic, torchrun_zero2  # noqa: F401 (fixtures)
+
 from upft_ray.training.checkpointing import install_safe_checkpoint_engine, rng_state, safe_load, set_rng_state
 
 

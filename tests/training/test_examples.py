@@ -180,8 +180,8 @@ def test_empty_task_template_trains_prefix_rows_on_the_bare_question(smollm2_dir
     from transformers import AutoTokenizer
 
     from upft_ray.config import load_config
+    from upft_ray.config.types import UPFT_TASK_TEMPLATE
     from upft_ray.sampling.requests import build_requests
-    from upft_ray.templates import UPFT_TASK_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(20)]
@@ -206,8 +206,8 @@ def test_the_training_stage_builds_examples_with_the_configured_prefix_eos(tmp_p
     import pyarrow.parquet as pq
 
     from upft_ray.config import load_config
-    from upft_ray.schema import write_json_atomic
-    from upft_ray.training.trainer import prepare_examples
+    from upft_ray.io.manifests import write_json_atomic
+    from upft_ray.training.stage import prepare_examples
 
     run = tmp_path / "run"
     (run / "sample" / "shards").mkdir(parents=True)

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from loop_helpers import synthetic, torchrun_zero2  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
-from loop_helpers import synthetic, torchrun_zero2  # noqa: F401 (fixtures)
 from upft_ray.training import export
 from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
 from upft_ray.training.harness_torch import latest_checkpoint
@@ -55,7 +55,7 @@ def test_bfloat16_export_is_the_fp32_weights_rounded(torchrun_zero2, tmp_path):
 
 
 def test_export_refuses_a_model_of_another_shape(torchrun_zero2, tmp_path):
-    from upft_ray.training.synthetic import TINY_QWEN2, write_random_model
+    from synthetic import TINY_QWEN2, write_random_model
 
     _, ckpt, _ = torchrun_zero2
     other = write_random_model(tmp_path / "other", {**TINY_QWEN2, "num_hidden_layers": 3})

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from loop_helpers import REPO, make_loop_config, synthetic, torchrun_zero2  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
-from loop_helpers import REPO, make_loop_config, synthetic, torchrun_zero2  # noqa: F401 (fixtures)
 from upft_ray.training.recipe import loop_device, prepare_device
 
 

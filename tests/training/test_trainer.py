@@ -12,10 +12,10 @@ import time
 import psutil
 import pytest
 import torch
-
 from conftest import REPO, tiny_overrides
-from upft_ray import pipeline
+
 from upft_ray.config import load_config
+from upft_ray.orchestration import stages as pipeline
 
 TRAIN = ["train.micro_batch_size=2", "train.max_length=256", "train.checkpoint_every_steps=5", "train.max_failures=1"]
 

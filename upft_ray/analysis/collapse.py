@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from upft_ray.schema import write_json_atomic
-from upft_ray.templates import UPFT_TASK_TEMPLATE, chat_messages, render_prompt
+from upft_ray.config.types import UPFT_TASK_TEMPLATE
+from upft_ray.engine.prompts import chat_messages, render_prompt
+from upft_ray.io.manifests import write_json_atomic
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -79,8 +80,8 @@ def eos_probabilities(model_path: str, rows: pd.DataFrame, t: int, template: str
 
     The first t tokens come from re-tokenising the model's own evaluation output (``output``); an
     answer shorter than t tokens has no such position and gets NaN (counted by the caller)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: loaded when used
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: loaded when used
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
@@ -214,10 +215,10 @@ def collapse_markdown(table: pd.DataFrame) -> str:
 def plot_collapse(table: pd.DataFrame, lengths: dict[str, list[int]], path: Path) -> Path:
     """Write two panels to ``path`` (PNG): answer-length histograms with each model's t + 2, and P(EOS)
     after t tokens with and without the template."""
-    import matplotlib
+    import matplotlib  # heavy: loaded when used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: loaded when used
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     top = max((max(v) for v in lengths.values() if v), default=1)

@@ -11,11 +11,22 @@ towards 1, along incorrect ones it falls once the error is in the prefix.
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import pandas as pd
 
 from upft_ray.config import PipelineConfig
-from upft_ray.schema import write_json_atomic
+from upft_ray.engine.models import resolve_model
+from upft_ray.engine.pool import add_generation
+from upft_ray.engine.settings import request_seed, unanswered
+from upft_ray.grading import grade_safely
+from upft_ray.io.manifests import write_json_atomic
+from upft_ray.reporting.figures import line_figure
+from upft_ray.sampling.prefix_length import consistency_config, graded_samples, run_consistency
+from upft_ray.sampling.requests import resolve_sampling
+
+log = logging.getLogger("upft.analyze")
 
 
 def pick_trajectories(samples: pd.DataFrame, per_kind: int) -> pd.DataFrame:
@@ -33,8 +44,6 @@ def rollout_requests(trajectories: pd.DataFrame, positions: list[float], m: int,
     """Return one generation request per (trajectory, cut position, rollout): the question's messages,
     the response tokens before the cut to continue from, what is left of the token budget, and the
     request's seed (hashed from ``seed``, question, trajectory kind, position and rollout)."""
-    from upft_ray.inference import request_seed
-
     rows = []
     for traj_id, t in enumerate(trajectories.itertuples()):
         response = [int(x) for x in t.response_token_ids]
@@ -60,8 +69,6 @@ def success_by_position(graded: pd.DataFrame) -> pd.DataFrame:
 
 def plot_rollouts(summary: pd.DataFrame, path, title: str):
     """Write the success-rate-by-position PNG to ``path``; return ``path``."""
-    from upft_ray.analysis.figures import line_figure
-
     with line_figure(path, title, "rollout starts after this share of the solution (%)",
                      "rollouts reaching the right answer (%)", (0, 102)) as ax:
         for kind, label in ((True, "along correct solutions"), (False, "along incorrect solutions")):
@@ -71,19 +78,41 @@ def plot_rollouts(summary: pd.DataFrame, path, title: str):
     return path
 
 
+def grade_rollouts(out: pd.DataFrame, model_path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (graded rollouts, rollouts the engine could not run). The answer is judged on the whole
+    solution: the kept prefix followed by the rollout. A rollout that did not run (its prompt does not fit,
+    or it failed alone) is no evidence either way: it is set aside with its reason, never graded."""
+    from transformers import AutoTokenizer  # heavy: loaded when the analysis runs
+
+    unrun = [unanswered(f) for f in out["finish_reason"]]
+    rejected, out = out[unrun], out[[not u for u in unrun]].reset_index(drop=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    texts = [tokenizer.decode(list(p), skip_special_tokens=True) + r
+             for p, r in zip(out["continue_from_token_ids"], out["response_text"])]
+    out["correct"] = [grade_safely(text, gold).correct for text, gold in zip(texts, out["answer"])]
+    return out, rejected
+
+
+def write_rollouts(out_dir: Path, out: pd.DataFrame, rejected: pd.DataFrame, title: str) -> pd.DataFrame:
+    """Write rollouts.parquet, rejected.parquet, summary.parquet and rollouts.png; return the summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keep = ["trajectory", "question_id", "trajectory_correct", "position", "cut_tokens", "rollout", "response_text",
+            "num_response_tokens", "finish_reason", "correct"]
+    out[keep].to_parquet(out_dir / "rollouts.parquet", index=False)
+    rejected[["trajectory", "question_id", "position", "rollout", "finish_reason"]].rename(
+        columns={"finish_reason": "reason"}).to_parquet(out_dir / "rejected.parquet", index=False)
+    summary = success_by_position(out)
+    summary.to_parquet(out_dir / "summary.parquet", index=False)
+    plot_rollouts(summary, out_dir / "rollouts.png", title)
+    return summary
+
+
 def run_rollouts(cfg: PipelineConfig) -> dict:
     """Run the error-localisation analysis (Ray must be up); write ``RUN/analysis/rollouts/``
     ``rollouts.parquet`` (every graded rollout), ``rejected.parquet`` (rollouts the engine could not run,
-    with the reason), ``summary.parquet``, ``rollouts.png`` and
-    ``result.json``; return the result. Measures consistency first if it has not run."""
-    import ray.data
-    from transformers import AutoTokenizer
-
-    from upft_ray.analysis.runner import consistency_config, graded_samples, run_consistency
-    from upft_ray.grading import grade
-    from upft_ray.inference import PROMPT_TOO_LONG, REQUEST_FAILED, add_generation
-    from upft_ray.models import resolve_model
-    from upft_ray.sampling.requests import resolve_sampling
+    with the reason), ``summary.parquet``, ``rollouts.png`` and ``result.json``; return the result.
+    Measures consistency first if it has not run."""
+    import ray.data  # heavy: Ray loads only when a stage runs
 
     a = cfg.analyze
     if not (consistency_config(cfg).run_path / "result.json").is_file():
@@ -96,36 +125,18 @@ def run_rollouts(cfg: PipelineConfig) -> dict:
     sample, _ = resolve_sampling(cfg.sample, model_path)  # the sampler's values ("model" -> generation_config)
     requests = rollout_requests(trajectories, sorted(set(a.rollout_positions)), a.rollouts_per_position,
                                 a.max_new_tokens, sample.temperature, sample.top_p, sample.top_k, cfg.seed)
-    print(f"[analyze] rolling out {len(requests):,} completions from {len(trajectories)} trajectories "
-          f"({int(trajectories['correct'].sum())} correct) at positions {sorted(set(a.rollout_positions))}")
+    log.info("rolling out %s completions from %d trajectories (%d correct) at positions %s", f"{len(requests):,}",
+             len(trajectories), int(trajectories["correct"].sum()), sorted(set(a.rollout_positions)))
     ds = add_generation(ray.data.from_pandas(requests), model_path, cfg.sample.engine, cfg.seed)
-    out = ds.to_pandas()
-    # A rollout the engine could not run (its prompt does not fit, or it failed alone) is no evidence
-    # either way: it is set aside with its reason, never graded as a wrong answer.
-    unrun = out["finish_reason"].astype(str).str.startswith((PROMPT_TOO_LONG, REQUEST_FAILED))
-    rejected, out = out[unrun], out[~unrun].reset_index(drop=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    # The answer is judged on the whole solution: the kept prefix followed by the rollout.
-    texts = [tokenizer.decode(list(p), skip_special_tokens=True) + r
-             for p, r in zip(out["continue_from_token_ids"], out["response_text"])]
-    out["correct"] = [grade(text, gold)[1] for text, gold in zip(texts, out["answer"])]
+    out, rejected = grade_rollouts(ds.to_pandas(), model_path)
     out_dir = cfg.run_path / "analysis" / "rollouts"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keep = ["trajectory", "question_id", "trajectory_correct", "position", "cut_tokens", "rollout", "response_text",
-            "num_response_tokens", "finish_reason", "correct"]
-    out[keep].to_parquet(out_dir / "rollouts.parquet", index=False)
-    rejected[["trajectory", "question_id", "position", "rollout", "finish_reason"]].rename(
-        columns={"finish_reason": "reason"}).to_parquet(out_dir / "rejected.parquet", index=False)
-    summary = success_by_position(out)
-    summary.to_parquet(out_dir / "summary.parquet", index=False)
-    plot_rollouts(summary, out_dir / "rollouts.png",
-                  f"{cfg.model}: {len(trajectories)} trajectories x {a.rollouts_per_position} rollouts per cut")
+    summary = write_rollouts(out_dir, out, rejected, f"{cfg.model}: {len(trajectories)} trajectories x "
+                                                     f"{a.rollouts_per_position} rollouts per cut")
     result = {"model": cfg.model, "trajectories": len(trajectories),
               "correct_trajectories": int(trajectories["correct"].sum()), "rollouts": len(out),
-              "rollouts_rejected": len(rejected),
-              "tokens_generated": int(out["num_response_tokens"].sum()),
+              "rollouts_rejected": len(rejected), "tokens_generated": int(out["num_response_tokens"].sum()),
               "summary": json.loads(summary.to_json(orient="records"))}
     write_json_atomic(out_dir / "result.json", result)
-    print("[analyze] success rate by position\n" + summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"[analyze] wrote {out_dir}")
+    log.info("success rate by position\n%s", summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    log.info("wrote %s", out_dir)
     return result

@@ -12,11 +12,15 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import pyarrow.parquet as pq
+
+from upft_ray.config.columns import Columns
 from upft_ray.grading import grade, grade_letter, last_boxed  # grade_letter: importable from here too
-from upft_ray.questions import Columns, load_questions
-from upft_ray.sources import list_source_files, source_name
+from upft_ray.io.questions import load_questions
+from upft_ray.io.sources import list_source_files, source_name
 
 LETTERS = "ABCD"
 
@@ -58,7 +62,6 @@ def gpqa_question(row: dict, seed: int) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Benchmark:
     """How to read, prompt and grade one benchmark."""
-
     name: str
     question_field: str = "question"
     answer_field: str = "answer"
@@ -99,8 +102,6 @@ def parse_benchmark_spec(spec: str) -> tuple[str, Benchmark, str]:
 
     Raises ValueError for a registered benchmark that has no bundled sample and no file given, and
     for a bare name that is neither registered nor an existing path (a typo such as ``gsm8K``)."""
-    from pathlib import Path
-
     name, _, path = spec.partition(":")
     if name in BENCHMARKS:
         bench = BENCHMARKS[name]
@@ -137,8 +138,6 @@ def gold_problem(record: object, field: str) -> str | None:
 
 def _fields_found(source: str, seen: set[str]) -> list[str]:
     """Return the columns a source has (table files: their schema; JSONL: the keys of the records read)."""
-    import pyarrow.parquet as pq
-
     fields = set(seen)
     for file in list_source_files(source):
         if file.format == "parquet":

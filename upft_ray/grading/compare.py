@@ -11,8 +11,7 @@ import re
 from fractions import Fraction
 
 from upft_ray.grading.deadline import call_with_deadline
-from upft_ray.grading.normalize import (MATH_WORDS, Number, clean, parse_number, strip_lhs, strip_variable,
-                                        structure)
+from upft_ray.grading.normalize import MATH_WORDS, Number, clean, parse_number, strip_lhs, strip_variable, structure
 
 OK, MISSING, UNPARSABLE, TIMEOUT = "ok", "missing", "unparsable", "timeout"
 _MAX_ELEMENTS = 64
@@ -84,7 +83,7 @@ def numbers_match(pred: Number, gold: Number) -> bool:
 
 def _numeric_value(expr):
     """The 30-digit value of a sympy expression with no free symbols, or None."""
-    import sympy
+    import sympy  # heavy: loaded when used
 
     if not isinstance(expr, sympy.Expr) or not expr.is_number:
         return None
@@ -102,8 +101,8 @@ def _symbolic(pred: str, gold: str, gold_number: Number | None, relations: bool 
 
 
 def _symbolic_unguarded(pred: str, gold: str, gold_number: Number | None, relations: bool) -> tuple[bool, str]:
-    import sympy
-    from math_verify import parse, verify
+    import sympy  # heavy: loaded when used
+    from math_verify import parse, verify  # heavy: loaded when used
 
     pred_parsed = parse(f"${pred}$", parsing_timeout=None)
     if not pred_parsed or not isinstance(pred_parsed[0], (sympy.Basic, sympy.MatrixBase)):

@@ -8,6 +8,7 @@ deadline: a stuck comparison costs its process, not the run."""
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import signal
 import threading
 import time
@@ -57,8 +58,8 @@ _pool_lock = threading.Lock()
 def warm() -> None:
     """Import math-verify and sympy before any deadline is armed: an import cut short by the alarm
     would leave half-initialised modules behind for every later answer."""
-    import math_verify  # noqa: F401
-    import sympy  # noqa: F401
+    import math_verify  # noqa: F401  (heavy: imported here to be loaded before a deadline is armed)
+    import sympy  # noqa: F401  (heavy: imported here to be loaded before a deadline is armed)
 
 
 def call_with_deadline(fn: Callable, args: tuple, seconds: float) -> tuple[Any, bool]:
@@ -68,7 +69,6 @@ def call_with_deadline(fn: Callable, args: tuple, seconds: float) -> tuple[Any, 
     if threading.current_thread() is threading.main_thread():
         warm()
         return call_with_alarm(fn, args, seconds)
-    import multiprocessing
 
     global _pool
     with _pool_lock:  # one comparison at a time, so queued ones do not eat each other's deadline

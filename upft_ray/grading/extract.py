@@ -68,6 +68,35 @@ def _strip_wrappers(clause: str) -> str:
     return re.sub(r"^(?:\s|\*\*|__|:)+", "", clause)
 
 
+_MATH_SYMBOLS = " +-*/^=<>|'_!%$\u2212\u00d7\u00b7\u00b1\u221a\u03c0\u00b0\u221e"
+
+
+def _after_command(text: str, i: int) -> int:
+    """Return where the TeX command at ``text[i]`` ends (a text command's braced group included), or -1 when
+    its group is unclosed."""
+    m = re.match(r"\\([a-zA-Z]+)\s*", text[i:])
+    if m and m.group(1) in ("text", "textbf", "mathrm", "mbox", "textrm", "mathbf") \
+            and text[i + m.end():i + m.end() + 1] == "{":
+        return _group_end(text, i + m.end() + 1)
+    return i + (m.end() if m else 2)
+
+
+def _after_word(text: str, i: int, depth: int) -> int:
+    """Return where the word at ``text[i]`` ends when it belongs to the expression (a variable, a math word,
+    "and"/"or" between answers), or -1 when it ends the expression (an English word)."""
+    word = re.match(r"[a-zA-Z]+", text[i:])
+    w = word.group(0) if word else text[i]
+    after = text[i + len(w):]
+    if w in ("and", "or") and re.match(r"\s+(?:[-\d\\($(]|[a-zA-Z]\s*=)", after) and depth == 0:
+        return i + len(w)
+    if len(w) >= 2 and w.lower() not in MATH_WORDS and depth == 0 \
+            and not (w.lower() in SCALES and re.search(r"\d\s*$", text[:i])):
+        return -1
+    if len(w) == 1 and text[i - 1:i] in ("", " ") and re.match(r"\s+[a-zA-Z]{2,}", after) and depth == 0:
+        return -1  # "a tricky one", "I think": an English word, not a variable
+    return i + len(w)
+
+
 def _math_span(text: str) -> str:
     """The leading expression of ``text``: math tokens up to a word, a sentence end or a clause break.
 
@@ -75,20 +104,15 @@ def _math_span(text: str) -> str:
     i, depth, n = 0, 0, len(text)
     while i < n:
         c = text[i]
-        if c == "\\":
-            m = re.match(r"\\([a-zA-Z]+)\s*", text[i:])
-            if m and m.group(1) in ("text", "textbf", "mathrm", "mbox", "textrm", "mathbf") \
-                    and text[i + m.end():i + m.end() + 1] == "{":
-                end = _group_end(text, i + m.end() + 1)
-                if end < 0:
-                    break
-                i = end
-            else:
-                i += m.end() if m else 2
+        if c == "\\" or (c.isalpha() and c not in _MATH_SYMBOLS):
+            end = _after_command(text, i) if c == "\\" else _after_word(text, i, depth)
+            if end < 0:
+                break
+            i = end
             continue
         if c == "!" and re.match(r"!(?:\s|$)", text[i:]) and depth == 0:
             break  # "The answer is 12!": an exclamation, not a factorial
-        if c.isdigit() or c in " +-*/^=<>|'_!%$\u2212\u00d7\u00b7\u00b1\u221a\u03c0\u00b0\u221e":
+        if c.isdigit() or c in _MATH_SYMBOLS:
             i += 1
             continue
         if c in ".:" and i + 1 < n and text[i + 1].isdigit() and (c == "." or text[i - 1:i].isdigit()):
@@ -104,20 +128,6 @@ def _math_span(text: str) -> str:
             if depth == 0 and re.match(r",\s*(?:[a-zA-Z]{2,}|$)", text[i:]) \
                     and not re.match(r",\s*(?:and|or)\s+[-\d\\($]", text[i:]):
                 break
-        elif c.isalpha():
-            word = re.match(r"[a-zA-Z]+", text[i:])
-            w = word.group(0) if word else c
-            after = text[i + len(w):]
-            if w in ("and", "or") and re.match(r"\s+(?:[-\d\\($(]|[a-zA-Z]\s*=)", after) and depth == 0:
-                i += len(w)
-                continue
-            if len(w) >= 2 and w.lower() not in MATH_WORDS and depth == 0 \
-                    and not (w.lower() in SCALES and re.search(r"\d\s*$", text[:i])):
-                break
-            if len(w) == 1 and text[i - 1:i] in ("", " ") and re.match(r"\s+[a-zA-Z]{2,}", after) and depth == 0:
-                break  # "a tricky one", "I think": an English word, not a variable
-            i += len(w)
-            continue
         elif depth == 0 or c in "\n?;:":
             break
         i += 1

@@ -161,7 +161,6 @@ def strip_variable(s: str) -> str:
 class Number(NamedTuple):
     """A plain number: exact value, whether it is written exactly (integer, fraction, repeating decimal),
     the place of its last written digit for decimals (``3.14`` -> 2; ``1.5e6`` -> -5), and a percent sign."""
-
     value: Fraction
     exact: bool
     places: int

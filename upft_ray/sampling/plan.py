@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from array import array
 from dataclasses import asdict, dataclass
@@ -18,15 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from upft_ray.questions import Columns, validate_record
-from upft_ray.schema import read_json, write_json_atomic
-from upft_ray.sources import SourceFile, list_source_files, scan_records
+from upft_ray.config.columns import Columns
+from upft_ray.io.durable import remove_path
+from upft_ray.io.manifests import read_json, write_json_atomic
+from upft_ray.io.questions import validate_record
+from upft_ray.io.sources import SourceFile, list_source_files, scan_records
+
+log = logging.getLogger("upft.sample")
 
 
 @dataclass
 class Chunk:
     """A range of records in one file; its shard is ``shards/shard-{index:06d}.parquet``."""
-
     index: int
     file: str
     format: str
@@ -44,7 +48,6 @@ class Chunk:
 @dataclass
 class Plan:
     """All chunks of a sampling run, and what they were made from."""
-
     config_hash: str
     source: str
     files: list[dict]
@@ -83,7 +86,7 @@ def make_plan(source: str, columns: Columns, rows_per_shard: int, max_records: i
             if count == max_records:
                 break
             if time.time() - t_last > progress_every_s:
-                print(f"[sample] planning: {count:,} records scanned", flush=True)
+                log.info("planning: %s records scanned", f"{count:,}")
                 t_last = time.time()
         if in_chunk:
             chunks.append(Chunk(len(chunks), file.uri, file.format, start, offset, first_number, in_chunk, {}))
@@ -144,8 +147,7 @@ def plan_for_run(sample_dir: Path, source: str, columns: Columns, rows_per_shard
             return plan, True
         if any((sample_dir / "chunks").glob("chunk-*.json")):
             raise ValueError(mismatch)
-        print(f"[sample] replacing the plan of an earlier start that wrote no shard: {mismatch.split(';')[0]}",
-              flush=True)
+        log.warning("replacing the plan of an earlier start that wrote no shard: %s", mismatch.split(";")[0])
         _clear_uncommitted(sample_dir)
     plan = make_plan(source, columns, rows_per_shard, max_records, config_hash)
     save_plan(plan, path)
@@ -170,10 +172,10 @@ def _saved_plan_mismatch(path: Path, sample_dir: Path, source: str, config_hash:
 
 
 def _clear_uncommitted(sample_dir: Path) -> None:
-    """Remove what an attempt without committed chunks left (parts of chunks no summary vouches for)."""
-    for sub in ("shards", "rejected", "chunks"):
+    """Remove what an attempt without committed chunks left (parts of chunks no summary vouches for, and the
+    attempt records of the plan being replaced). Deletes are fenced (``upft_ray.io.durable.remove_path``)."""
+    for sub in ("shards", "rejected", "chunks", "attempts"):
         for leftover in (sample_dir / sub).glob("*"):
-            if leftover.is_file():
-                leftover.unlink()
+            remove_path(leftover)
     for name in ("plan.json", "rejected.parquet", "manifest.json"):
-        (sample_dir / name).unlink(missing_ok=True)
+        remove_path(sample_dir / name)

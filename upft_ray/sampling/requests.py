@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 
 from upft_ray.config import MODEL_DEFAULT, SampleConfig
-from upft_ray.inference import request_seed
-from upft_ray.questions import rejected_row, validate_record
+from upft_ray.engine.models import generation_defaults
+from upft_ray.engine.prompts import chat_messages
+from upft_ray.engine.settings import request_seed
+from upft_ray.io.questions import rejected_row, validate_record
+from upft_ray.io.sources import SourceFile, scan_records
 from upft_ray.sampling.plan import Chunk
-from upft_ray.sources import SourceFile, scan_records
-from upft_ray.templates import chat_messages
 
-REQUEST_COLUMNS = ["chunk", "chunk_records", "number", "question_id", "question", "answer", "sample_index",
+REQUEST_COLUMNS = ["record", "number", "question_id", "question", "answer", "sample_index",
                    "kind", "messages", "train_messages", "task_template", "max_tokens", "temperature", "top_p",
                    "top_k", "request_seed", "reject_reason", "source", "raw"]
 
@@ -41,14 +43,20 @@ def draw_kind(question_id: str, seed: int, structure_ratio: float) -> str:
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
 
 
+@dataclass(frozen=True)
+class SampleContext:
+    """What the sampling steps of a chunk need: the (resolved) sample config, the run seed, the model's name."""
+    sample: SampleConfig
+    seed: int
+    model: str
+
+
 def resolve_sampling(s: SampleConfig, model_path: str) -> tuple[SampleConfig, dict]:
     """Return (``s`` with every ``model`` sampling field replaced by the model's generation_config value,
     a record of the values used and where each came from, for the sample manifest).
 
     Explicit values win. The model is read only when a field says ``model``; see
-    ``upft_ray.models.generation_defaults`` for the fallback when its generation_config is silent."""
-    from upft_ray.models import generation_defaults
-
+    ``upft_ray.engine.models.generation_defaults`` for the fallback when its generation_config is silent."""
     wanted = [f for f in SAMPLING_FIELDS if getattr(s, f) == MODEL_DEFAULT]
     defaults = generation_defaults(model_path) if wanted else {}
     values = {f: defaults[f] if f in wanted else getattr(s, f) for f in SAMPLING_FIELDS}
@@ -83,27 +91,31 @@ def build_requests(rows: list[dict], s: SampleConfig, seed: int) -> list[dict]:
     return requests
 
 
-def chunk_requests(batch: pd.DataFrame, sample: SampleConfig, seed: int) -> pd.DataFrame:
-    """Ray Data UDF: read each chunk named in ``batch["chunk"]``; return its requests and rejects.
+def read_chunk(chunk: Chunk, context: SampleContext) -> pd.DataFrame:
+    """Read one chunk of the question source; return its request rows (``upft_ray.execution.job``).
 
-    Every record of the chunk yields rows: ``num_samples`` requests, or one row with its
-    ``reject_reason``. Rows carry the chunk index, the chunk's record count and the record number
-    so the shard writer can check it holds whole chunks."""
+    Every record yields rows: ``num_samples`` requests, or one row with its ``reject_reason`` (an
+    unusable record, a repeated id, or a record whose requests could not be built, with the error).
+    Rows carry the record's index in the chunk (``record``) and its line/row ``number``."""
     out: list[dict] = []
-    columns = sample.columns_spec()
-    for spec in batch["chunk"]:
-        chunk = Chunk(**json.loads(spec))
-        file = SourceFile(chunk.file, chunk.format, 0, "")
-        base = {"chunk": chunk.index, "chunk_records": chunk.records}
-        for number, record, _ in scan_records(file, columns, chunk.start, chunk.stop, chunk.first_number):
-            reason, row = validate_record(record, columns)
-            if reason is None and str(number) in chunk.duplicates:
-                reason = f"duplicate id: {row['id']!r}, first at {chunk.duplicates[str(number)]}"
-            if reason is not None:
-                out.append({**base, **_reject_fields(rejected_row(chunk.file, number, reason, record))})
-                continue
-            for req in build_requests([row], sample, seed):
-                out.append({**base, "number": number, "reject_reason": "", "source": chunk.file, "raw": "", **req})
+    columns = context.sample.columns_spec()
+    file = SourceFile(chunk.file, chunk.format, 0, "")
+    records = scan_records(file, columns, chunk.start, chunk.stop, chunk.first_number)
+    for index, (number, record, _) in enumerate(records):
+        reason, row = validate_record(record, columns)
+        if reason is None and str(number) in chunk.duplicates:
+            reason = f"duplicate id: {row['id']!r}, first at {chunk.duplicates[str(number)]}"
+        requests = []
+        if reason is None:
+            try:
+                requests = build_requests([row], context.sample, context.seed)
+            except Exception as err:  # noqa: BLE001 -- one record's failure costs that record only
+                reason = f"request_build_error: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        if reason is not None:
+            out.append({"record": index, **_reject_fields(rejected_row(chunk.file, number, reason, record))})
+            continue
+        out += [{"record": index, "number": number, "reject_reason": "", "source": chunk.file, "raw": "", **req}
+                for req in requests]
     return pd.DataFrame(out, columns=REQUEST_COLUMNS)
 
 
@@ -111,5 +123,5 @@ def _reject_fields(rejected: dict) -> dict:
     """Return a request-shaped row for a rejected record (empty request fields)."""
     return {"number": rejected["line"], "question_id": "", "question": "", "answer": "", "sample_index": 0,
             "kind": "", "messages": "", "train_messages": "", "task_template": "", "max_tokens": 0,
-            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "request_seed": 0, "reject_reason": rejected["reason"], "source": rejected["source"],
-            "raw": rejected["raw"]}
+            "temperature": 0.0, "top_p": 1.0, "top_k": 0, "request_seed": 0, "reject_reason": rejected["reason"],
+            "source": rejected["source"], "raw": rejected["raw"]}

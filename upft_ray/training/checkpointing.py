@@ -34,9 +34,9 @@ import numpy as np
 
 def deepspeed_safe_globals() -> list:
     """Return the DeepSpeed classes a ZeRO checkpoint of this loop stores (allow-listed for weights_only)."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler  # heavy: loaded when used
+    from deepspeed.runtime.zero.config import ZeroStageEnum  # heavy: loaded when used
+    from deepspeed.utils.tensor_fragment import fragment_address  # heavy: loaded when used
 
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
@@ -44,7 +44,7 @@ def deepspeed_safe_globals() -> list:
 def safe_load(path, map_location="cpu", mmap: bool = False):
     """``torch.load`` with ``weights_only=True`` and DeepSpeed's few checkpoint classes allowed; raises
     ``pickle.UnpicklingError`` for a file that would need any other global (e.g. code)."""
-    import torch
+    import torch  # heavy: loaded when used
 
     with torch.serialization.safe_globals(deepspeed_safe_globals()):
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
@@ -52,7 +52,9 @@ def safe_load(path, map_location="cpu", mmap: bool = False):
 
 def install_safe_checkpoint_engine(engine) -> None:
     """Make every checkpoint file ``engine.load_checkpoint`` reads load with ``weights_only=True``."""
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.checkpoint_engine import torch_checkpoint_engine  # heavy: DeepSpeed on ranks only
+
+    TorchCheckpointEngine = torch_checkpoint_engine.TorchCheckpointEngine
 
     class SafeTorchCheckpointEngine(TorchCheckpointEngine):
         def load(self, path: str, map_location=None):
@@ -68,7 +70,7 @@ def install_safe_checkpoint_engine(engine) -> None:
 
 def rng_state(device) -> dict:
     """Return this process's RNG states as tensors and plain values (``weights_only``-loadable)."""
-    import torch
+    import torch  # heavy: loaded when used
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, mt, gauss_next = random.getstate()
@@ -86,7 +88,7 @@ def rng_state(device) -> dict:
 
 def set_rng_state(state: dict, device) -> None:
     """Restore what :func:`rng_state` returned."""
-    import torch
+    import torch  # heavy: loaded when used
 
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
@@ -99,7 +101,7 @@ def set_rng_state(state: dict, device) -> None:
 
 def save_training_state(engine, directory: Path, rank: int, device, client_state: dict) -> None:
     """Write this rank's part of a checkpoint (every rank must call it: DeepSpeed saves collectively)."""
-    import torch
+    import torch  # heavy: loaded when used
 
     engine.save_checkpoint(str(directory), tag=f"step_{client_state['step']:08d}", client_state=client_state)
     torch.save(rng_state(device), directory / f"rng_rank{rank}.pt")

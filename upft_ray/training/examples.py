@@ -25,8 +25,12 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from upft_ray.templates import render_prompt
+from upft_ray.engine.prompts import render_prompt
+from upft_ray.grading import grade_safely
+from upft_ray.io.durable import write_parquet_durably
+from upft_ray.io.schema import REJECTED_SCHEMA
 
 PREFIX_EOS = ("loss", "no_loss", "none")
 IGNORE_INDEX = -100
@@ -95,9 +99,16 @@ def example_labels(example: dict) -> list[int]:
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(model_path: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: loaded in the tokenising tasks only
 
     return AutoTokenizer.from_pretrained(model_path)
+
+
+def _build_failed(shard: str, number: int, row: dict, err: Exception) -> dict:
+    """Return the REJECTED_SCHEMA row of a sampled row whose example could not be built."""
+    message = " ".join(str(err).split())[:300]
+    return {"source": shard, "line": number, "reason": f"example_build_error: {type(err).__name__}: {message}",
+            "raw": json.dumps({"id": str(row.get("question_id", ""))})}
 
 
 def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefix_tokens: int | None = None,
@@ -105,27 +116,34 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
     """Write the training examples of one sample shard to ``out`` (EXAMPLES_SCHEMA, shard order); return counts.
 
     ``correct_only`` (RFT, label filter) grades each sampled solution against the row's gold answer
-    and drops the wrong ones (counted as ``incorrect``). Rows whose prompt alone fills ``max_length``
-    keep no response token: they are dropped too (rows in = examples + incorrect + no response
-    token). The part is written to a temporary name and renamed."""
-    import os
-
-    import pyarrow.parquet as pq
-
-    from upft_ray.durable import commit_file
-    from upft_ray.grading import grade
-
+    and drops the wrong ones (counted as ``incorrect``; an answer whose grading raises is not correct).
+    Rows whose prompt alone fills ``max_length`` keep no response token: they are dropped too. A row
+    whose example cannot be built (whatever it holds) goes to ``rejected-PART`` beside ``out`` with the
+    error (``failed``): rows in = examples + incorrect + no response token + failed. Written durably."""
     tokenizer = _tokenizer(model_path)
     columns = ["question_id", "kind", "train_messages", "response_token_ids", "finish_reason", "answer",
                "response_text"]
     rows = pq.read_table(shard, columns=columns).to_pylist()
-    graded = [r for r in rows if grade(r["response_text"], r["answer"])[1]] if correct_only else rows
-    examples = [build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos) for row in graded]
+    examples, failed, incorrect = [], [], 0
+    for number, row in enumerate(rows):
+        try:
+            if correct_only and not grade_safely(row["response_text"], row["answer"]).correct:
+                incorrect += 1
+                continue
+            examples.append(build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos))
+        except Exception as err:  # noqa: BLE001 -- one row's failure costs that row only
+            failed.append(_build_failed(shard, number, row, err))
     kept = [e for e in examples if loss_tokens(e) > 0]
-    tmp = f"{out}.tmp-{os.getpid()}"
-    pq.write_table(pa.Table.from_pylist(kept, schema=EXAMPLES_SCHEMA), tmp)
-    commit_file(tmp, out)
-    return {"part": Path(out).name, "rows_in": len(rows), "incorrect": len(rows) - len(graded), "examples": len(kept)}
+    write_parquet_durably(pa.Table.from_pylist(kept, schema=EXAMPLES_SCHEMA), Path(out))
+    if failed:
+        write_parquet_durably(pa.Table.from_pylist(failed, schema=REJECTED_SCHEMA), rejected_part(Path(out)))
+    return {"part": Path(out).name, "rows_in": len(rows), "incorrect": incorrect, "examples": len(kept),
+            "failed": len(failed)}
+
+
+def rejected_part(part: Path) -> Path:
+    """Return where the rows of example part ``part`` that could not be built are written."""
+    return part.with_name(f"rejected-{part.name}")
 
 
 def tokenize_shards(batch: dict, model_path: str, max_length: int, prefix_tokens: int | None = None,
@@ -133,7 +151,7 @@ def tokenize_shards(batch: dict, model_path: str, max_length: int, prefix_tokens
     """Ray Data UDF: tokenise each (shard, out) pair of ``batch``; return one count row per shard."""
     counts = [tokenize_shard(shard, out, model_path, max_length, prefix_tokens, correct_only, prefix_eos)
               for shard, out in zip(batch["shard"], batch["out"])]
-    return {key: [c[key] for c in counts] for key in ("part", "rows_in", "incorrect", "examples")}
+    return {key: [c[key] for c in counts] for key in ("part", "rows_in", "incorrect", "examples", "failed")}
 
 
 def example_parts(examples_dir: Path) -> list[Path]:

@@ -21,11 +21,11 @@ import ctypes
 import json
 import mmap
 import re
-import shutil
 import struct
 from pathlib import Path
 
-from upft_ray.durable import commit_dir
+from upft_ray.config import TrainConfig
+from upft_ray.io.durable import commit_dir, remove_path, staging_for
 from upft_ray.training.checkpointing import safe_load
 
 CHUNK_ELEMENTS = 1 << 24  # 64 MiB of fp32 per copy
@@ -33,12 +33,11 @@ _SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "
                        "uint8": "U8", "bool": "BOOL"}
 
 
-def resolve_export_dtype(train_cfg: dict) -> str:
-    """Return the export dtype name for a TrainConfig dict (``auto``: bfloat16 with GPUs, else float32)."""
-    dtype = train_cfg.get("export_dtype", "auto")
-    if dtype == "auto":
-        return "bfloat16" if train_cfg.get("use_gpu") else "float32"
-    return dtype
+def resolve_export_dtype(train: TrainConfig) -> str:
+    """Return the export dtype name for ``train`` (``auto``: bfloat16 with GPUs, else float32)."""
+    if train.export_dtype == "auto":
+        return "bfloat16" if train.use_gpu else "float32"
+    return train.export_dtype
 
 
 def _file_mapping(address: int) -> tuple[int, int] | None:
@@ -152,7 +151,7 @@ def _zero3_param(flats, offset: int, part: int, n: int):
 
 def _write_safetensors(path: Path, entries: list, dtype) -> None:
     """Write ``entries`` [(name, shape, out dtype, slices factory)] as one safetensors file, chunk by chunk."""
-    import torch
+    import torch  # heavy: loaded when used
 
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, out_dtype, _ in entries:
@@ -175,17 +174,12 @@ def _write_safetensors(path: Path, entries: list, dtype) -> None:
                     del out
 
 
-def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, dtype: str = "float32",
-                         max_shard_bytes: int = 4 << 30) -> Path:
-    """Write the weights of a DeepSpeed checkpoint (its ``latest`` tag) as an HF checkpoint in ``dtype``
-    (``float32`` or ``bfloat16``); return ``out_dir`` (replaced atomically).
+def _matching_sources(checkpoint_dir: Path, model_path: str):
+    """Return (config, parameter name -> (shape, slices), names to write, the model's expected state dict)
+    from the checkpoint's ``latest`` tag. Raises RuntimeError when they do not match ``model_path``."""
+    import torch  # heavy: the export runs where training ran
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: loaded when used
 
-    Raises RuntimeError when the checkpoint's parameters do not match ``model_path``'s architecture."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    checkpoint_dir = Path(checkpoint_dir)
-    out_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     tag_dir = checkpoint_dir / (checkpoint_dir / "latest").read_text().strip()
     sources, shared, _ = _sources(tag_dir)
     config = AutoConfig.from_pretrained(model_path)
@@ -204,8 +198,14 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, d
     if missing or unexpected or wrong:
         raise RuntimeError(f"checkpoint {checkpoint_dir} does not match {model_path}: missing {sorted(missing)}, "
                            f"unexpected {sorted(unexpected)}, wrong shape {wrong}")
+    return config, sources, names, expected
 
-    entries, shards, size = [], [[]], 0
+
+def _shard_plan(sources: dict, names: list[str], expected: dict, out_dtype, max_shard_bytes: int):
+    """Return (shards of (name, shape, dtype, slices), total bytes) for the safetensors files."""
+    import torch  # heavy: the export runs where training ran
+
+    shards, size, total = [[]], 0, 0
     for name in names:
         shape, slices = sources[name]
         kind = out_dtype if expected[name].is_floating_point() else expected[name].dtype
@@ -215,29 +215,40 @@ def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, d
             size = 0
         shards[-1].append((name, shape, kind, slices))
         size += nbytes
-        entries.append((name, nbytes))
+        total += nbytes
+    return shards, total
 
-    staging = out_dir.with_name(out_dir.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+
+def export_hf_checkpoint(checkpoint_dir: Path, model_path: str, out_dir: Path, dtype: str = "float32",
+                         max_shard_bytes: int = 4 << 30) -> Path:
+    """Write the weights of a DeepSpeed checkpoint (its ``latest`` tag) as an HF checkpoint in ``dtype``
+    (``float32`` or ``bfloat16``); return ``out_dir`` (replaced atomically; the old one's delete is fenced).
+
+    Raises RuntimeError when the checkpoint's parameters do not match ``model_path``'s architecture."""
+    import torch  # heavy: the export runs where training ran
+
+    out_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    config, sources, names, expected = _matching_sources(Path(checkpoint_dir), model_path)
+    shards, total = _shard_plan(sources, names, expected, out_dtype, max_shard_bytes)
+    staging = staging_for(out_dir)
     weight_map = {}
     for k, shard in enumerate(shards):
         fname = "model.safetensors" if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
         _write_safetensors(staging / fname, shard, out_dtype)
         weight_map.update({name: fname for name, *_ in shard})
     if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(n for _, n in entries)}, "weight_map": weight_map}
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     config.dtype = out_dtype
     config.save_pretrained(staging)
     _copy_generation_and_tokenizer(model_path, staging)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    commit_dir(staging, out_dir)  # fsynced files, rename, fsynced parent (upft_ray.durable)
+    remove_path(out_dir)  # fenced: a fenced attempt cannot delete the new holder's export
+    commit_dir(staging, out_dir)  # fsynced files, rename, fsynced parent (upft_ray.io.durable)
     return out_dir
 
 
 def _copy_generation_and_tokenizer(model_path: str, staging: Path) -> None:
-    from transformers import AutoTokenizer, GenerationConfig
+    from transformers import AutoTokenizer, GenerationConfig  # heavy: loaded when used
 
     source = Path(model_path)
     if (source / "generation_config.json").is_file():

@@ -11,7 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from upft_ray.run_lease import check_fence
+from upft_ray.io.fencing import check_fence
+from upft_ray.runtime.logs import configure_worker_logging
+from upft_ray.training.loop import LoopConfig
 from upft_ray.training.recipe import Recipe, loop_device
 
 
@@ -23,14 +25,16 @@ def _set_dist_env(ctx) -> None:
     os.environ["LOCAL_WORLD_SIZE"] = str(ctx.get_local_world_size())
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: train config["train"] on the parts in config["examples_dir"]; report checkpoints."""
-    import ray.train
+def train_loop_per_worker(train_loop_config: dict) -> None:
+    """Ray Train entry point: train ``train_loop_config["loop"]`` (a LoopConfig); report checkpoints."""
+    import ray.train  # heavy: Ray Train loads only in its workers
 
+    config: LoopConfig = train_loop_config["loop"]
+    configure_worker_logging()
     ctx = ray.train.get_context()
     _set_dist_env(ctx)
-    if config["train"]["use_gpu"]:
-        import ray.train.torch
+    if config.train.use_gpu:
+        import ray.train.torch  # heavy: Ray Train loads only in its workers
 
         device = ray.train.torch.get_device()  # the GPU Ray assigned (an index into CUDA_VISIBLE_DEVICES)
     else:
@@ -49,7 +53,7 @@ def train_loop_per_worker(config: dict) -> None:
         recipe.save_checkpoint(tmp)
         # A fenced-off attempt (another one leased the run directory) must not register a checkpoint
         # there; Ray Train's own copy into storage is not fsynced by us (see cluster/README.md).
-        check_fence(Path(config["examples_dir"]))
+        check_fence(Path(config.examples_dir))
         ray.train.report({k: state[k] for k in ("step", "consumed_examples")},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
         shutil.rmtree(tmp, ignore_errors=True)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import socket
 import sys
 from pathlib import Path
 
-from upft_ray.durable import fsync_tree, write_text_durably
+from upft_ray.io.durable import fsync_tree, make_dirs, remove_path, write_text_durably
+from upft_ray.runtime.logs import configure_worker_logging
+from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
+from upft_ray.training.loop import LoopConfig
 from upft_ray.training.recipe import Recipe, loop_device
 
 
@@ -47,28 +48,27 @@ def latest_checkpoint(root: Path) -> Path | None:
     return root / json.loads(marker.read_text())["dir"] if marker.is_file() else None
 
 
-def _commit(root: Path, name: str, rank: int, keep: int) -> None:
-    import torch.distributed as dist
+def commit_checkpoint(root: Path, name: str, rank: int, keep: int) -> None:
+    """Commit checkpoint ``name`` under ``root`` once every rank has saved it (rank 0 rewrites ``latest.json``,
+    durably and fenced), then delete all but the last ``keep`` checkpoints."""
+    import torch.distributed as dist  # heavy: loaded on training ranks only
 
     dist.barrier()  # every rank has saved (and fsynced) its part
     if rank == 0:
-        write_text_durably(root / "latest.json", json.dumps({"dir": name}))  # fenced: see upft_ray.run_lease
+        write_text_durably(root / "latest.json", json.dumps({"dir": name}))  # fenced: see upft_ray.io.fencing
         for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_path(old)
     dist.barrier()
 
 
-def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill_at_step: int = 0) -> dict:
+def run(config: LoopConfig, checkpoint_dir: Path, export_dir: Path | None = None) -> dict:
     """Train with the recipe on this process's rank; resume from ``checkpoint_dir`` when it has a committed
-    checkpoint; rank 0 exports the final weights to ``export_dir`` (HF safetensors) when given.
-
-    ``kill_at_step`` > 0 SIGKILLs every rank right after the checkpoint at that step is committed (crash
-    tests). Return the final client state."""
+    checkpoint; rank 0 exports the final weights to ``export_dir`` (HF safetensors) when given. Return the
+    final client state."""
     rank, world, local_rank = rank_layout()
-    recipe = Recipe(config, rank, world, loop_device(config["train"]["use_gpu"], local_rank))
+    recipe = Recipe(config, rank, world, loop_device(config.train.use_gpu, local_rank))
     recipe.setup()
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = make_dirs(Path(checkpoint_dir))
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         recipe.load_checkpoint(resume)
@@ -78,34 +78,28 @@ def run(config: dict, checkpoint_dir: Path, export_dir: Path | None = None, kill
         (checkpoint_dir / name).mkdir(exist_ok=True)
         recipe.save_checkpoint(checkpoint_dir / name)
         fsync_tree(checkpoint_dir / name)  # this rank's files are on disk before the marker can name them
-        _commit(checkpoint_dir, name, rank, config["train"]["keep_last_k"])
-        if kill_at_step and state["step"] >= kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as in a real crash
+        commit_checkpoint(checkpoint_dir, name, rank, config.train.keep_last_k)
 
     state = recipe.fit(save)
     recipe.cleanup()
-    import torch.distributed as dist
+    import torch.distributed as dist  # heavy: loaded on training ranks only
 
     dist.barrier()
     dist.destroy_process_group()  # the export below needs no peers (and must not hit a collective timeout)
     if export_dir is not None and rank == 0:
-        from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
-
-        export_hf_checkpoint(latest_checkpoint(checkpoint_dir), config["model_path"], Path(export_dir),
-                             resolve_export_dtype(config["train"]))
+        export_hf_checkpoint(latest_checkpoint(checkpoint_dir), config.model_path, Path(export_dir),
+                             resolve_export_dtype(config.train))
     return state
 
 
 def torchrun_command(loop_json: Path, checkpoint_dir: Path, export_dir: Path | None = None, nproc: int = 1,
-                     kill_at_step: int = 0) -> list[str]:
-    """Return the argv that runs this harness under ``torchrun --standalone`` with ``nproc`` ranks."""
+                     script: Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """Return the argv that runs this harness under ``torchrun --standalone`` with ``nproc`` ranks (``script``:
+    a file that wraps :func:`main`, given ``extra`` arguments first, instead of this module)."""
+    target = [str(script), *extra] if script else ["-m", "upft_ray.training.harness_torch"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "upft_ray.training.harness_torch", str(loop_json), "--checkpoint-dir", str(checkpoint_dir)]
-    if export_dir is not None:
-        command += ["--export-dir", str(export_dir)]
-    if kill_at_step:
-        command += ["--kill-at-step", str(kill_at_step)]
-    return command
+               *target, str(loop_json), "--checkpoint-dir", str(checkpoint_dir)]
+    return command + (["--export-dir", str(export_dir)] if export_dir is not None else [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("loop_config", type=Path, help="loop config JSON (RUN/train/loop_config.json)")
     parser.add_argument("--checkpoint-dir", type=Path, required=True, help="where checkpoints are written/resumed")
     parser.add_argument("--export-dir", type=Path, help="write the final weights here as an HF checkpoint")
-    parser.add_argument("--kill-at-step", type=int, default=0, help="crash tests: SIGKILL after this checkpoint")
     args = parser.parse_args(argv)
-    run(json.loads(args.loop_config.read_text()), args.checkpoint_dir, args.export_dir, args.kill_at_step)
+    configure_worker_logging()
+    run(LoopConfig.model_validate_json(args.loop_config.read_text()), args.checkpoint_dir, args.export_dir)
 
 
 if __name__ == "__main__":

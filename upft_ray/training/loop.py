@@ -1,7 +1,7 @@
 """The training plan: which rows each optimizer step and rank sees, the LR schedule, the DeepSpeed config.
 
 The loop itself is ``recipe.Recipe`` (run by ``harness_ray`` under Ray Train or ``harness_torch``
-under torchrun / one process). Data order is a pure function of (seed, epoch, step): each epoch's rows come from
+under torchrun / one process); what every rank gets is a :class:`LoopConfig`. Data order is a pure function of (seed, epoch, step): each epoch's rows come from
 ``packing.epoch_rows`` (a seeded permutation, packed or not); optimizer step k of an epoch takes the
 k-th block of ``micro x accumulation x world`` rows, and rank r's micro-batch m is a fixed slice of
 it. A worker restarted from a checkpoint at step s (model, optimizer, scheduler, RNG restored)
@@ -14,8 +14,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
+from upft_ray.config import TrainConfig
+from upft_ray.runtime.hardware import bf16_is_fast
 from upft_ray.training.packing import epoch_rows
+
+
+class LoopConfig(BaseModel):
+    """What every training rank gets (Ray Train workers, or torchrun via ``RUN/train/loop_config.json``)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: TrainConfig
+    seed: int
+    model_path: str
+    examples_dir: str
+    metrics_path: str
+    events_path: str
+    tensorboard_dir: str | None
+    pad_token_id: int
 
 
 def plan_epochs(lengths: np.ndarray, seed: int, epochs: int, pack_length: int, rows_per_step: int) -> list[int]:
@@ -51,30 +68,28 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
 def resolve_precision(precision: str, use_gpu: bool) -> str:
     """Return "bf16" or "fp32" for ``precision`` on this worker's hardware ("auto" picks bf16 only where
     bf16 matmuls are fast: on a CPU without AVX-512 BF16 they run ~30x slower than fp32)."""
-    from upft_ray.hardware import bf16_is_fast
-
     if precision != "auto":
         return precision
     return "bf16" if bf16_is_fast(use_gpu) else "fp32"
 
 
-def deepspeed_config(cfg: dict, world: int) -> dict:
-    """Return the DeepSpeed config for the train section ``cfg`` of a PipelineConfig dict."""
-    zero: dict = {"stage": cfg["zero_stage"]}
-    if cfg["offload_optimizer"]:
+def deepspeed_config(cfg: TrainConfig, world: int, precision: str) -> dict:
+    """Return the DeepSpeed config for training ``cfg`` on ``world`` ranks in ``precision`` (bf16 or fp32)."""
+    zero: dict = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return {
-        "train_micro_batch_size_per_gpu": cfg["micro_batch_size"],
-        "gradient_accumulation_steps": cfg["gradient_accumulation_steps"],
-        "train_batch_size": cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] * world,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation_steps * world,
         "zero_optimization": zero,
-        "bf16": {"enabled": cfg["precision"] == "bf16"},
-        "gradient_clipping": cfg["max_grad_norm"],
+        "bf16": {"enabled": precision == "bf16"},
+        "gradient_clipping": cfg.max_grad_norm,
         # torch_adam: the fused Adam kernel would be compiled at start-up (minutes) for no gain here;
         # with optimizer offload DeepSpeed's CPU Adam runs the step instead.
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg["learning_rate"], "weight_decay": cfg["weight_decay"],
-                                                  "betas": [cfg["adam_beta1"], cfg["adam_beta2"]],
-                                                  "torch_adam": not cfg["offload_optimizer"]}},
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
+                                                  "betas": [cfg.adam_beta1, cfg.adam_beta2],
+                                                  "torch_adam": not cfg.offload_optimizer}},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,

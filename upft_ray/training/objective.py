@@ -45,8 +45,8 @@ def summed_loss(logits, labels, example_ids, mode: str):
     """Return this micro-batch's share of the global loss numerator (a scalar tensor with gradient).
 
     ``token``: the sum of NLL over loss tokens. ``example``: the sum over examples of their mean NLL."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy: loaded when used
+    import torch.nn.functional as F  # heavy: loaded when used
 
     targets = labels[:, 1:]
     nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 IGNORE_INDEX = -100
 
@@ -23,7 +25,6 @@ IGNORE_INDEX = -100
 @dataclass
 class ExampleStore:
     """All training examples as flat arrays (no Python object per token): cheap on memory at 600K rows."""
-
     tokens: np.ndarray          # every example's input_ids, concatenated
     offsets: np.ndarray         # example i is tokens[offsets[i]:offsets[i+1]]
     num_prompt: np.ndarray      # prompt tokens per example (no loss on them)
@@ -50,8 +51,6 @@ class ExampleStore:
     @classmethod
     def from_parts(cls, parts: list) -> "ExampleStore":
         """Load example parts (EXAMPLES_SCHEMA), in the order given, into flat arrays (int32 tokens)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         def read(part):
             has_tail = "num_masked_tail" in pq.read_schema(part).names  # parts written before it existed: none
@@ -106,7 +105,7 @@ def collate_rows(rows: list[list[int]], store: ExampleStore, pad_id: int, width:
 
     ``example_ids`` numbers the examples of the micro-batch per token (-1 on padding), for
     per-example loss normalisation. Rows are right-padded to ``width`` (default: the longest row)."""
-    import torch
+    import torch  # heavy: loaded when used
 
     lengths = [int(store.lengths[r].sum()) for r in map(np.asarray, rows)]
     width = width or max(lengths)

@@ -7,13 +7,13 @@ on every rank at each checkpoint step; the harness calls ``save_checkpoint(dir)`
 commits the checkpoint once every rank has saved.
 
 Every tensor handed to a collective lives on ``self.device`` (a CUDA device under NCCL: NCCL has
-no CPU backend). The loop config is a plain dict (see ``trainer.loop_config``): ``train`` (a
-TrainConfig as dict), ``seed``, ``model_path``, ``examples_dir``, ``metrics_path``,
-``events_path``, ``tensorboard_dir`` and ``pad_token_id``.
+no CPU backend). What a rank gets is a typed :class:`upft_ray.training.loop.LoopConfig`.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import os
 import random
@@ -23,18 +23,26 @@ from typing import Callable
 
 import numpy as np
 
+from upft_ray.runtime.cache import torch_extensions_dir
 from upft_ray.training.checkpointing import load_training_state, save_training_state
 from upft_ray.training.examples import example_parts
-from upft_ray.training.loop import (deepspeed_config, lr_lambda, micro_batch_rows, plan_epochs,
-                                    resolve_precision, step_rows)
-from upft_ray.training.metrics import MetricsLog, record_event, say
+from upft_ray.training.loop import (
+    LoopConfig,
+    deepspeed_config,
+    lr_lambda,
+    micro_batch_rows,
+    plan_epochs,
+    resolve_precision,
+    step_rows,
+)
+from upft_ray.training.metrics import MetricsLog, record_event
 from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
 from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
 
 
 def loop_device(use_gpu: bool, local_index: int):
     """Return the torch device of a rank: ``cuda:local_index`` with GPUs, else ``cpu``."""
-    import torch
+    import torch  # heavy: loaded on training ranks only
 
     return torch.device("cuda", local_index) if use_gpu else torch.device("cpu")
 
@@ -44,7 +52,7 @@ def prepare_device(use_gpu: bool, device) -> str:
 
     Raises RuntimeError when GPUs are asked for but CUDA is missing, or when DeepSpeed already chose
     another accelerator in this process (its choice is made once, at first use)."""
-    import torch
+    import torch  # heavy: loaded on training ranks only
 
     if use_gpu:
         if not torch.cuda.is_available():
@@ -52,12 +60,10 @@ def prepare_device(use_gpu: bool, device) -> str:
         torch.cuda.set_device(device)  # NCCL and DeepSpeed use the current device
         os.environ["DS_ACCELERATOR"] = "cuda"
     else:
-        from upft_ray.ray_runtime import torch_extensions_dir
-
         os.environ["DS_ACCELERATOR"] = "cpu"
         # Workers of a joined cluster do not get the local session's env: find the op set-up compiled.
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
-    from deepspeed.accelerator import get_accelerator
+    from deepspeed.accelerator import get_accelerator  # heavy: loaded on training ranks only
 
     chosen = get_accelerator().device_name()
     if chosen != device.type:
@@ -66,48 +72,61 @@ def prepare_device(use_gpu: bool, device) -> str:
     return "nccl" if use_gpu else "gloo"
 
 
+log = logging.getLogger("upft.train")
+
+
 class Recipe:
     """One rank's training state (engine, examples, step) and the steps that move it forward."""
 
-    def __init__(self, config: dict, rank: int, world: int, device):
+    def __init__(self, config: LoopConfig, rank: int, world: int, device):
         self.config, self.rank, self.world, self.device = config, rank, world, device
-        self.cfg = dict(config["train"])
+        self.cfg = config.train
+        self.precision = resolve_precision(self.cfg.precision, self.cfg.use_gpu)
         self.step, self.consumed = 0, 0
         self.engine = self.store = self.log = None
 
     def setup(self) -> None:
         """Join the process group, load examples and model, build the engine."""
-        import torch
+        import deepspeed  # heavy: loaded on training ranks only
+        import torch  # heavy: loaded on training ranks only
 
-        backend = prepare_device(self.cfg["use_gpu"], self.device)
-        import deepspeed
-        from transformers import AutoModelForCausalLM
-
+        backend = prepare_device(self.cfg.use_gpu, self.device)
         # Starts the process group from the env (torchrun), or adopts the one Ray Train started.
         deepspeed.init_distributed(dist_backend=backend)
-        seed = self.config["seed"]
+        seed = self.config.seed
         torch.manual_seed(seed)  # also seeds every CUDA device
         np.random.seed(seed)
         random.seed(seed)
+        self._plan()
+        if self.rank == 0:
+            log.info("precision %s, %d rank(s) on %s (%s)", self.precision, self.world, self.device.type, backend)
+        self._build_engine()
 
+    def _plan(self) -> None:
+        """Load the examples and plan the steps (a pure function of seed, epochs and batch sizes)."""
         cfg = self.cfg
-        self.store = ExampleStore.from_parts(example_parts(Path(self.config["examples_dir"])))
-        self.rows_per_step = cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] * self.world
-        self.pack_length = cfg["max_length"] if cfg["packing"] else 0
-        self.epoch_steps = plan_epochs(self.store.lengths, seed, cfg["epochs"], self.pack_length, self.rows_per_step)
+        self.store = ExampleStore.from_parts(example_parts(Path(self.config.examples_dir)))
+        self.rows_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world
+        self.pack_length = cfg.max_length if cfg.packing else 0
+        self.epoch_steps = plan_epochs(self.store.lengths, self.config.seed, cfg.epochs, self.pack_length,
+                                       self.rows_per_step)
         self.total_steps = sum(self.epoch_steps)
 
-        cfg["precision"] = resolve_precision(cfg["precision"], cfg["use_gpu"])
-        if self.rank == 0:
-            say(f"[train] precision {cfg['precision']}, {self.world} rank(s) on {self.device.type} ({backend})")
-        dtype = torch.bfloat16 if cfg["precision"] == "bf16" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.config["model_path"], dtype=dtype)
-        if cfg["gradient_checkpointing"]:
+    def _build_engine(self) -> None:
+        """Load the model and wrap it in a DeepSpeed engine with AdamW and the LR schedule."""
+        import deepspeed  # heavy: loaded on training ranks only
+        import torch  # heavy: loaded on training ranks only
+        from transformers import AutoModelForCausalLM  # heavy: loaded on training ranks only
+
+        cfg = self.cfg
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self.config.model_path, dtype=dtype)
+        if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        schedule = lr_lambda(cfg["lr_schedule"], math.ceil(cfg["warmup_ratio"] * self.total_steps),
-                             self.total_steps, cfg["min_lr_ratio"])
+        schedule = lr_lambda(cfg.lr_schedule, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps,
+                             cfg.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, self.world),
+            model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, self.world, self.precision),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
         )
         if torch.device(self.engine.device).type != self.device.type:
@@ -118,8 +137,8 @@ class Recipe:
         state = load_training_state(self.engine, Path(directory), self.rank, self.device)
         self.step, self.consumed = state["step"], state["consumed_examples"]
         if self.rank == 0:
-            say(f"[train] resumed from checkpoint at step {self.step}/{self.total_steps}")
-            record_event(self.config["events_path"], "resumed", step=self.step)
+            log.info("resumed from checkpoint at step %d/%d", self.step, self.total_steps)
+            record_event(self.config.events_path, "resumed", step=self.step)
 
     def client_state(self) -> dict:
         """Return the progress saved with a checkpoint."""
@@ -137,22 +156,22 @@ class Recipe:
         checkpoint step (and the last). Return the final client state."""
         cfg = self.cfg
         if self.rank == 0:
-            self.log = MetricsLog(self.config["metrics_path"], self.config["tensorboard_dir"], self.step)
+            self.log = MetricsLog(self.config.metrics_path, self.config.tensorboard_dir, self.step)
         rows, rows_epoch = None, -1
         self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
         self.engine.train()
         while self.step < self.total_steps:
             epoch = int(np.searchsorted(np.cumsum(self.epoch_steps), self.step, side="right"))
             if epoch != rows_epoch:
-                rows = epoch_rows(self.store.lengths, self.config["seed"], epoch, self.pack_length)
+                rows = epoch_rows(self.store.lengths, self.config.seed, epoch, self.pack_length)
                 rows_epoch = epoch
             rows_of_step = step_rows(rows, self.step - sum(self.epoch_steps[:epoch]), self.rows_per_step)
             loss_sum, normaliser = self.train_step(rows_of_step)
             self.step += 1
             self.consumed += sum(len(r) for r in rows_of_step)
-            if self.step % cfg["log_every_steps"] == 0 or self.step == self.total_steps:
+            if self.step % cfg.log_every_steps == 0 or self.step == self.total_steps:
                 self._log_step(epoch, loss_sum, normaliser)
-            every = cfg["checkpoint_every_steps"]
+            every = cfg.checkpoint_every_steps
             if self.step == self.total_steps or (every and self.step % every == 0):
                 saving_from = time.time()
                 on_checkpoint(self.client_state())
@@ -163,16 +182,16 @@ class Recipe:
 
     def train_step(self, rows_of_step: list[list[int]]):
         """Run one optimizer step over this rank's micro-batches; return (global summed loss, normaliser)."""
-        import torch
-        import torch.distributed as dist
+        import torch  # heavy: loaded on training ranks only
+        import torch.distributed as dist  # heavy: loaded when used
 
         cfg, engine = self.cfg, self.engine
-        accum, mode = cfg["gradient_accumulation_steps"], cfg["loss_normalization"]
+        accum, mode = cfg.gradient_accumulation_steps, cfg.loss_normalization
         normaliser = global_normaliser(rows_of_step, self.store, mode)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for m in range(accum):
-            micro_rows = micro_batch_rows(rows_of_step, self.rank, self.world, cfg["micro_batch_size"], m)
-            batch = collate_rows(micro_rows, self.store, self.config["pad_token_id"])
+            micro_rows = micro_batch_rows(rows_of_step, self.rank, self.world, cfg.micro_batch_size, m)
+            batch = collate_rows(micro_rows, self.store, self.config.pad_token_id)
             input_ids, position_ids, labels, example_ids = (t.to(self.device, non_blocking=True) for t in batch)
             part = summed_loss(forward_logits(engine, input_ids, position_ids), labels, example_ids, mode)
             # DeepSpeed divides by accumulation steps and averages over ranks: undo both, so the
@@ -185,8 +204,8 @@ class Recipe:
         return loss_sum, normaliser
 
     def _log_step(self, epoch: int, loss_sum, normaliser: float) -> None:
-        import torch
-        import torch.distributed as dist
+        import torch  # heavy: loaded on training ranks only
+        import torch.distributed as dist  # heavy: loaded when used
 
         tokens = torch.tensor([self._tokens_since], dtype=torch.float64, device=self.device)
         dist.all_reduce(tokens)
@@ -203,9 +222,7 @@ class Recipe:
 
     def cleanup(self) -> None:
         """Free the engine (a process may build several, e.g. the GPU check)."""
-        import gc
-
-        import torch
+        import torch  # heavy: loaded on training ranks only
 
         self.engine = None
         gc.collect()

@@ -5,18 +5,19 @@ on CPU otherwise compiles ``deepspeed_shm_comm`` inside every fresh worker (70-9
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+
+from upft_ray.runtime.cache import torch_extensions_dir
 
 
 def warm_deepspeed_cpu_ops() -> float:
     """Build (or load from cache) DeepSpeed's shared-memory comm op; return the seconds it took."""
-    from upft_ray.ray_runtime import torch_extensions_dir
-
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     start = time.time()
-    from deepspeed.accelerator import get_accelerator
+    from deepspeed.accelerator import get_accelerator  # heavy: loaded when used
 
     if get_accelerator().device_name() == "cpu":
         get_accelerator().create_op_builder("ShareMemCommBuilder").load(verbose=False)
@@ -24,4 +25,5 @@ def warm_deepspeed_cpu_ops() -> float:
 
 
 if __name__ == "__main__":
-    print(f"[setup] DeepSpeed CPU ops ready ({warm_deepspeed_cpu_ops():.1f}s)")
+    logging.basicConfig(level=logging.INFO, format="[setup] %(message)s")
+    logging.getLogger("upft.setup").info("DeepSpeed CPU ops ready (%.1fs)", warm_deepspeed_cpu_ops())

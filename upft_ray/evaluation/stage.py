@@ -1,0 +1,113 @@
+"""Evaluation: benchmarks -> chunks of questions -> engine actors (generate, grade, commit) -> Parquet.
+
+Runs on the chunked executor (``upft_ray.execution``), like sampling: every chunk is committed as it
+finishes (``shards/``, ``chunks/``), so an evaluation killed part way resumes from its committed chunks
+when the same command runs again. At the end it writes ``<out>/<benchmark>.parquet`` (EVAL_SCHEMA, one
+row per question and sample), ``<out>/rejected.parquet`` (unusable question rows and questions the
+engine could not answer, with reasons) and, last, ``<out>/metrics.json``: accuracy per benchmark (mean
+over samples), the answers that were missing, unparsable, timed out or failed to grade, pass@k / maj@k
+when k > 1 samples are drawn, and how many chunks were reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from upft_ray.config import PipelineConfig, config_to_dict
+from upft_ray.evaluation.finish import finish_unit
+from upft_ray.evaluation.metrics import benchmark_metrics
+from upft_ray.evaluation.plan import eval_identity, plan_evaluation
+from upft_ray.evaluation.requests import EvalContext, build_eval_requests, cut_chunks, read_eval_chunk
+from upft_ray.execution.driver import Progress, run_chunks
+from upft_ray.execution.job import ChunkJob
+from upft_ray.io.chunk_store import ChunkStore
+from upft_ray.io.durable import write_parquet_durably
+from upft_ray.io.manifests import package_versions, write_json_atomic, write_rejected
+from upft_ray.io.schema import EVAL_SCHEMA, REJECTED_SCHEMA
+
+
+def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str) -> dict:
+    """Evaluate the checkpoint at ``model_path`` into ``out_dir`` (Ray must be up); return the metrics.
+
+    Raises ValueError when ``out_dir`` holds committed chunks of another evaluation, RuntimeError if a
+    benchmark's counts do not balance (read != questions graded + rejected)."""
+    log = logging.getLogger(f"upft.eval.{label}")
+    started, e = time.time(), cfg.eval
+    requests, rejected, read = build_eval_requests(cfg)
+    store = ChunkStore(out_dir)
+    store.prepare()
+    fresh = [len(c) for c in cut_chunks(requests, e.engine.batch_size)]
+    sizes, resumed = plan_evaluation(out_dir, eval_identity(cfg, model_path), requests, fresh)
+    chunks = _cut(requests, sizes)
+    store.mark_interrupted()
+    todo = [i for i, c in enumerate(chunks) if store.chunk_units(i, c[-1]["record"] + 1) is None]
+    log.info("%d generations (%s, k=%d) over %s in %d chunks; %s%d chunks done, %d to run; model %s", len(requests),
+             e.decoding, e.num_samples, ", ".join(read), len(chunks), "resuming: " if resumed else "",
+             len(chunks) - len(todo), len(todo), model_path)
+    if todo:
+        job = ChunkJob(str(out_dir), {i: (chunks[i], chunks[i][-1]["record"] + 1) for i in todo}, read_eval_chunk,
+                       finish_unit, EvalContext(e), f"eval:{label}")
+        questions = sum(chunks[i][-1]["record"] + 1 for i in range(len(chunks)))
+        done = questions - sum(chunks[i][-1]["record"] + 1 for i in todo)
+        run_chunks(job, todo, model_path, e.engine, cfg.seed,
+                   Progress(log, len(chunks), questions, len(chunks) - len(todo), done))
+    metrics = write_results(cfg, store, chunks, rejected, read, out_dir)
+    metrics.update(label=label, model_path=model_path, config=config_to_dict(e), versions=package_versions(),
+                   chunks={"total": len(chunks), "reused": len(chunks) - len(todo), "written": len(todo)},
+                   wall_time_s=round(time.time() - started, 2))
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    for name, m in metrics["benchmarks"].items():
+        extra = "".join(f", {key} {m[key]:.3f}" for key in m if key.startswith(("pass@", "maj@")))
+        log.info("%s: accuracy %.3f (%d/%d)%s", name, m["accuracy"], m["correct"], m["graded"], extra)
+    return metrics
+
+
+def _cut(requests: list[dict], sizes: list[int]) -> list[list[dict]]:
+    """Return ``requests`` cut into chunks of ``sizes`` (the plan's), records renumbered per chunk."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(cut_chunks(requests[start:start + size], size)[0] if size else [])
+        start += size
+    return out
+
+
+def write_results(cfg: PipelineConfig, store: ChunkStore, chunks: list[list[dict]], rejected_at_load: list[dict],
+                  read: dict[str, int], out_dir: Path) -> dict:
+    """Merge the committed units into ``<benchmark>.parquet`` files and ``rejected.parquet``; return the
+    metrics per benchmark. Raises RuntimeError naming a chunk not committed or counts that do not balance."""
+    keys = []
+    for i, chunk in enumerate(chunks):
+        store.remove_units(store.moot_ranges(i))
+        units = store.chunk_units(i, chunk[-1]["record"] + 1)
+        if units is None:
+            raise RuntimeError(f"evaluation chunk {i} unfinished after the run; rerun the same command to finish it")
+        keys += units
+    shards = [store.shard_path(k) for k in keys if store.shard_path(k).is_file()]
+    graded = pa.concat_tables([pq.read_table(p, schema=EVAL_SCHEMA) for p in shards]).to_pandas() if shards \
+        else EVAL_SCHEMA.empty_table().to_pandas()
+    graded = graded.sort_values(["benchmark", "question_id", "sample_index"], kind="stable")
+    parts = [pq.read_table(store.rejected_path(k), schema=REJECTED_SCHEMA).to_pylist() for k in keys
+             if store.rejected_path(k).is_file()]
+    unit_rejects = [r for part in parts for r in part]
+    write_rejected(out_dir / "rejected.parquet",
+                   [{k: r[k] for k in ("source", "line", "reason", "raw")} for r in rejected_at_load] + unit_rejects)
+    at_load = pd.Series([r["benchmark"] for r in rejected_at_load], dtype=object).value_counts()
+    later = pd.Series([s["by_benchmark"] for s in map(store.read_summary, keys)], dtype=object)
+    metrics = {"benchmarks": {}}
+    for name, rows_read in read.items():
+        part = graded[graded["benchmark"] == name]
+        write_parquet_durably(pa.Table.from_pandas(part, schema=EVAL_SCHEMA, preserve_index=False),
+                              out_dir / f"{name}.parquet")
+        n_rej = int(at_load.get(name, 0)) + sum(b.get(name, {}).get("rejected", 0) for b in later)
+        m = benchmark_metrics(part, rows_read, n_rej, cfg.eval.num_samples)
+        if m["questions"] + n_rej != rows_read:
+            raise RuntimeError(f"eval counts do not balance for {name}: read {rows_read}, graded {m['questions']}, "
+                               f"rejected {n_rej}")
+        metrics["benchmarks"][name] = m
+    return metrics

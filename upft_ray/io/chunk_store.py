@@ -1,0 +1,216 @@
+"""The files of a chunked stage (sampling, evaluation): committed units, their attempts, first commit wins.
+
+A stage's work is cut into chunks (``plan.json``); each chunk is committed whole, or, when it keeps
+killing engines, as record ranges (``upft_ray.execution.isolation``). A unit's key is the chunk
+index (``000012``) or the index and a record range (``000012.r000000-000512``). Under ``out_dir``:
+
+- ``shards/shard-KEY.parquet``: the unit's rows (none when every record was rejected);
+- ``rejected/chunk-KEY.parquet``: its rejected records, with reasons (none when there are none);
+- ``chunks/chunk-KEY.json``: its summary, the commit mark, written last;
+- ``attempts/chunk-KEY/ATTEMPT.json``: one file per attempt at the unit (where it ran, when, how it ended).
+
+Committing (:meth:`ChunkStore.commit`): the unit's files are first committed under hidden names that
+carry the attempt (``shards/.shard-KEY.ATTEMPT.pending``), then the summary is created only if none
+exists (a hard link: the first commit wins; a speculative duplicate or a stale attempt that loses
+removes its files, and nothing of it lands), then the winner renames its files to their visible
+names. A crash between the last two steps is finished by :meth:`ChunkStore.roll_forward`, which a
+stage runs before it reads its units. Readers of ``shards/`` never see a hidden or pending file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from upft_ray.io.durable import (
+    commit_file,
+    commit_new_file,
+    fsync_path,
+    make_dirs,
+    remove_path,
+    temp_path,
+    write_parquet_durably,
+)
+from upft_ray.io.manifests import finite_json, read_json, write_json_atomic
+
+_PENDING = re.compile(r"^\.(?P<name>.+)\.(?P<attempt>[\w.-]+)\.pending$")
+SUBDIRS = ("shards", "rejected", "chunks")
+
+
+def unit_key(chunk: int, lo: int | None = None, hi: int | None = None) -> str:
+    """Return the key of a whole chunk, or of records [lo, hi) of it."""
+    return f"{chunk:06d}" if lo is None else f"{chunk:06d}.r{lo:06d}-{hi:06d}"
+
+
+def parse_key(key: str) -> tuple[int, int | None, int | None]:
+    """Return (chunk, lo, hi) of a unit key (lo and hi None for a whole chunk)."""
+    chunk, _, span = key.partition(".r")
+    if not span:
+        return int(chunk), None, None
+    lo, hi = span.split("-")
+    return int(chunk), int(lo), int(hi)
+
+
+def new_attempt_id() -> str:
+    """Return an id unique to one attempt at a unit (host, pid and a random part)."""
+    return f"{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class ChunkStore:
+    """The committed units and attempts of one chunked stage's output directory."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+
+    def summary_path(self, key: str) -> Path:
+        return self.out_dir / "chunks" / f"chunk-{key}.json"
+
+    def shard_path(self, key: str) -> Path:
+        return self.out_dir / "shards" / f"shard-{key}.parquet"
+
+    def rejected_path(self, key: str) -> Path:
+        return self.out_dir / "rejected" / f"chunk-{key}.parquet"
+
+    def committed(self, key: str) -> bool:
+        """Return True once the unit ``key`` is committed (its summary exists)."""
+        return self.summary_path(key).is_file()
+
+    def read_summary(self, key: str) -> dict:
+        """Return the summary of a committed unit."""
+        return read_json(self.summary_path(key))
+
+    def summaries(self, chunk: int | None = None) -> dict[str, dict]:
+        """Return {key: summary} of every committed unit (of ``chunk`` only, when given)."""
+        pattern = "chunk-*.json" if chunk is None else f"chunk-{chunk:06d}*.json"
+        out = {}
+        for path in sorted((self.out_dir / "chunks").glob(pattern)):
+            out[path.stem.removeprefix("chunk-")] = json.loads(path.read_text())
+        return out
+
+    def commit(self, key: str, summary: dict, rows: pa.Table | None, rejected: pa.Table | None,
+               attempt: str) -> bool:
+        """Commit unit ``key`` (its rows, its rejected records, then its summary); return False when another
+        attempt committed it first (nothing of this one lands). Raises ``Fenced`` in a fenced attempt."""
+        files = {}
+        for target, table in ((self.shard_path(key), rows), (self.rejected_path(key), rejected)):
+            if table is not None and table.num_rows:
+                pending = target.with_name(f".{target.name}.{attempt}.pending")
+                write_parquet_durably(table, pending)
+                files[target.name] = pending
+        tmp = temp_path(self.summary_path(key))
+        tmp.write_text(json.dumps(finite_json({**summary, "attempt": attempt, "files": sorted(files)}),
+                                  allow_nan=False))
+        if not commit_new_file(tmp, self.summary_path(key)):
+            for pending in files.values():
+                remove_path(pending)
+            return False
+        for name, pending in files.items():
+            os.replace(pending, pending.with_name(name))
+            fsync_path(pending.parent)
+        return True
+
+    def roll_forward(self) -> int:
+        """Finish commits cut short between the summary and the renames, and delete pending files of attempts
+        that did not commit; return how many files were renamed. Call while no writer of the stage runs."""
+        renamed = 0
+        for sub in ("shards", "rejected"):
+            for pending in (self.out_dir / sub).glob(".*.pending"):
+                match = _PENDING.match(pending.name)
+                key = match and re.sub(r"^(shard|chunk)-", "", match["name"].removesuffix(".parquet"))
+                summary = self.summary_path(key) if key else None
+                if summary is not None and summary.is_file() and read_json(summary).get("attempt") == match["attempt"]:
+                    os.replace(pending, pending.with_name(match["name"]))
+                    fsync_path(pending.parent)
+                    renamed += 1
+                else:
+                    remove_path(pending)
+        return renamed
+
+    def chunk_units(self, chunk: int, records: int) -> list[str] | None:
+        """Return the keys of the committed units that make up ``chunk`` (its whole unit, or ranges covering its
+        ``records`` records), or None while it is not complete."""
+        parts = self.summaries(chunk)
+        if unit_key(chunk) in parts:
+            return [unit_key(chunk)]
+        spans = sorted((parse_key(k)[1], parse_key(k)[2], k) for k in parts)
+        covered, keys = 0, []
+        for lo, hi, key in spans:
+            if lo != covered:
+                return None
+            covered, keys = hi, [*keys, key]
+        return keys if covered == records and records > 0 else None
+
+    def moot_ranges(self, chunk: int) -> list[str]:
+        """Return range units of ``chunk`` made moot by a whole commit of it (a late duplicate)."""
+        parts = self.summaries(chunk)
+        return [k for k in parts if k != unit_key(chunk)] if unit_key(chunk) in parts else []
+
+    def mark_interrupted(self) -> int:
+        """Record every attempt still marked running as interrupted (its run stopped; no engine died under it);
+        return how many. Call at a stage's start, before any worker runs."""
+        count = 0
+        for record in self.all_attempts():
+            if record["status"] == "running":
+                self.end_attempt(record, "interrupted", "the run stopped while this attempt ran")
+                count += 1
+        return count
+
+    def remove_units(self, keys: list[str]) -> None:
+        """Delete the files of committed units (a chunk committed whole makes its partial ranges moot)."""
+        for key in keys:
+            for path in (self.shard_path(key), self.rejected_path(key), self.summary_path(key)):
+                remove_path(path)
+
+    def start_attempt(self, key: str, kind: str, node_id: str, actor: str) -> dict:
+        """Record that an attempt at ``key`` starts here; return its record (``id`` names it)."""
+        record = {"id": new_attempt_id(), "key": key, "kind": kind, "node_id": node_id, "actor": actor,
+                  "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "status": "running"}
+        write_json_atomic(self._attempt_path(key, record["id"]), record)
+        return record
+
+    def end_attempt(self, record: dict, status: str, why: str = "") -> None:
+        """Record how an attempt ended: committed, lost (another commit won), cancelled or died (with why)."""
+        write_json_atomic(self._attempt_path(record["key"], record["id"]),
+                          {**record, "status": status, "why": why, "ended": time.time()})
+
+    def attempts(self, key: str) -> list[dict]:
+        """Return the records of every attempt at unit ``key``, oldest first."""
+        folder = self.out_dir / "attempts" / f"chunk-{key}"
+        records = []
+        for path in folder.glob("*.json"):
+            try:
+                records.append(json.loads(path.read_text()))
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue  # being replaced right now
+        return sorted(records, key=lambda r: r["started"])
+
+    def all_attempts(self) -> list[dict]:
+        """Return every attempt record of the stage (for diagnostics and fault measurements)."""
+        keys = [p.name.removeprefix("chunk-") for p in (self.out_dir / "attempts").glob("chunk-*") if p.is_dir()]
+        return sorted((r for key in keys for r in self.attempts(key)), key=lambda r: r["started"])
+
+    def _attempt_path(self, key: str, attempt: str) -> Path:
+        return self.out_dir / "attempts" / f"chunk-{key}" / f"{attempt}.json"
+
+    def prepare(self) -> None:
+        """Make the stage's directories (fsynced into their parents) and finish or drop half-done commits."""
+        for sub in (*SUBDIRS, "attempts"):
+            make_dirs(self.out_dir / sub)
+        self.roll_forward()
+
+
+def merge_parts(paths: list[Path], schema: pa.Schema, target: Path) -> None:
+    """Write the Parquet files ``paths`` (read with ``schema``) into one file ``target``, durably."""
+    tmp = temp_path(target)
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for path in paths:
+            writer.write_table(pq.read_table(path, schema=schema))
+    commit_file(tmp, target)

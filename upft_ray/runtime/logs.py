@@ -1,0 +1,106 @@
+"""What a run prints: one logger per stage (``upft.sample``, ``upft.train``, ``upft.eval.*``, ...), and the
+libraries underneath kept quiet unless asked.
+
+A normal run prints our progress lines and results; warnings and errors of ours, and every real failure
+(an exception, a refused config), print in full. Ray's and vLLM's internals (engine start-up chatter,
+Ray Data's progress tables, Ray Train's worker-group lines, library deprecation warnings, DeepSpeed's op
+builder) are left to their log files unless ``--verbose`` asks for them; ``--quiet`` keeps only
+warnings and errors. Workers get the same policy through their environment (``worker_env``), set
+before Ray starts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+
+VERBOSITY_ENV = "UPFT_VERBOSITY"  # -1 quiet, 0 normal, 1 verbose: travels to Ray workers
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+
+
+class StageFormatter(logging.Formatter):
+    """``[sample] message``: the logger's name without the ``upft.`` prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name.removeprefix("upft.") if record.name != "upft" else "upft"
+        text = f"[{name}] {record.getMessage()}"
+        if record.levelno >= logging.WARNING:
+            text = f"[{name}] {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def verbosity() -> int:
+    """Return this process's verbosity (``UPFT_VERBOSITY``; normal when unset)."""
+    try:
+        return max(QUIET, min(VERBOSE, int(os.environ.get(VERBOSITY_ENV, "0"))))
+    except ValueError:
+        return NORMAL
+
+
+def _handler(stream) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(StageFormatter())
+    return handler
+
+
+def configure_logging(level: int = NORMAL) -> None:
+    """Set up the driver's logging for ``level`` (QUIET, NORMAL or VERBOSE) and remember it for the workers."""
+    os.environ[VERBOSITY_ENV] = str(level)
+    logger = logging.getLogger("upft")
+    logger.handlers[:] = [_handler(sys.stderr)]
+    logger.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}[level])
+    logger.propagate = False
+    if level < VERBOSE:
+        for noisy in ("ray", "ray.data", "ray.train", "ray.tune", "DeepSpeed", "vllm", "transformers", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.update({k: v for k, v in quiet_env().items() if k not in os.environ})
+
+
+def configure_worker_logging() -> None:
+    """Set up logging in a Ray worker or a torchrun rank (stdout, which Ray forwards to the driver once)."""
+    level = verbosity()
+    logger = logging.getLogger("upft")
+    if not logger.handlers:
+        logger.addHandler(_handler(sys.stdout))
+    logger.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}[level])
+    logger.propagate = False
+    if level < VERBOSE:
+        for noisy in ("DeepSpeed", "vllm", "transformers", "ray.train"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def quiet_env() -> dict[str, str]:
+    """Return the env that keeps the libraries' internals quiet in a normal run (none when verbose)."""
+    if verbosity() >= VERBOSE:
+        return {}
+    return {
+        "VLLM_LOGGING_LEVEL": "ERROR",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONWARNINGS": "ignore",  # library deprecation chatter; our failures are exceptions, not warnings
+        "RAY_BACKEND_LOG_LEVEL": "fatal",  # Ray's C++ core logs stay in its log files (--verbose prints them)
+    }
+
+
+def worker_env() -> dict[str, str]:
+    """Return the logging env every Ray worker of a run gets."""
+    return {VERBOSITY_ENV: str(verbosity()), **quiet_env()}
+
+
+@contextlib.contextmanager
+def library_output(logger: logging.Logger):
+    """Capture what a library prints to stdout inside the block (DeepSpeed's op builder) and log it at DEBUG."""
+    if verbosity() >= VERBOSE:
+        yield
+        return
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        logger.debug("%s", line)

@@ -1,0 +1,70 @@
+"""Starting or joining Ray, and the environment the stages' workers need.
+
+A private local Ray starts with its dashboard: Ray Train's placement-group cleaner asks the State API
+(which the dashboard serves) whether the controller lives, and without it logs a warning every second.
+Its token auth is off (nothing outside this machine can reach a private local Ray).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+from upft_ray.config import RayConfig
+from upft_ray.io.fencing import ENV as RUN_LEASE_ENV
+from upft_ray.runtime.cache import cache_dir, torch_extensions_dir
+from upft_ray.runtime.logs import worker_env
+
+
+def worker_env_vars() -> dict[str, str]:
+    """Return env vars every Ray worker of a run gets (only ones the user has not set)."""
+    wanted = {
+        "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir()),
+        "TOKENIZERS_PARALLELISM": "false",
+        # Ray Train's controller polls workers this often; 2 s default makes short runs slow.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        "UPFT_CACHE": str(cache_dir()),
+    }
+    env = {**{k: os.environ.get(k, v) for k, v in wanted.items()}, **worker_env()}
+    if os.environ.get(RUN_LEASE_ENV):  # the attempt's fencing epoch (upft_ray.run_lease), for worker-side commits
+        env[RUN_LEASE_ENV] = os.environ[RUN_LEASE_ENV]
+    return env
+
+
+@contextmanager
+def ray_session(cfg: RayConfig):
+    """Start a private local Ray (``address: local``) or join a cluster; shut down what we started.
+
+    Yields nothing; inside the block ``ray`` is initialised. An already-initialised Ray (tests, a
+    job driver) is used as it is and left running."""
+    import ray  # heavy: Ray loads only when a stage runs
+
+    if ray.is_initialized():
+        yield
+        return
+    if cfg.address == "local":
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=cfg.num_cpus or None,
+                 runtime_env={"env_vars": worker_env_vars()}, logging_level=logging.getLogger("ray").level or "INFO")
+    else:
+        # On a cluster the job's own runtime_env (working_dir, pip, env vars) governs; a second
+        # runtime_env here would be merged into it and could shadow what the job spec set. Only the
+        # attempt's fencing epoch is added: Ray merges env vars key by key, so nothing is shadowed.
+        lease = {RUN_LEASE_ENV: os.environ[RUN_LEASE_ENV]} if os.environ.get(RUN_LEASE_ENV) else {}
+        ray.init(address=cfg.address, runtime_env={"env_vars": lease} if lease else None,
+                 logging_level=logging.getLogger("ray").level or "INFO")
+    quiet_ray_data()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def quiet_ray_data() -> None:
+    """Keep Ray Data's progress tables out of a normal run (the stages log their own progress lines)."""
+    import ray.data  # heavy: Ray loads only when a stage runs
+
+    if logging.getLogger("upft").getEffectiveLevel() > logging.DEBUG:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.getLogger("ray").level or logging.WARNING)
