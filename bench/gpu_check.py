@@ -38,8 +38,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from upft_ray.training.harness_torch import torchrun_command  # noqa: E402
 from synthetic import QWEN25_05B, TINY_QWEN2, write_random_model, write_upft_examples  # noqa: E402
+
+from upft_ray.training.harness_torch import torchrun_command  # noqa: E402
 
 
 def _peak_flops(name: str) -> float | None:
@@ -47,10 +48,13 @@ def _peak_flops(name: str) -> float | None:
 
 
 def _launch(nproc: int, loop_json: Path, ckpt: Path, export: Path | None, kill_at: int, log: Path) -> dict:
-    command = torchrun_command(loop_json, ckpt, export, nproc, kill_at)
+    # kill_at > 0: the crash drill (bench/crash_drill.py) SIGKILLs every rank after that step's checkpoint
+    drill = {"script": Path(__file__).parent / "crash_drill.py", "extra": ("--kill-at-step", str(kill_at))} \
+        if kill_at else {}
+    command = torchrun_command(loop_json, ckpt, export, nproc, **drill)
     started = time.time()
     with open(log, "w") as fh:
-        rc = subprocess.run(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=3600).returncode
     if rc != 0 and kill_at == 0:  # an unexpected failure: show why in the output, not only in the log
         print(f"[gpu_check] {' '.join(command)} exited {rc}; last lines of {log}:", flush=True)
         print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), flush=True)
@@ -102,9 +106,10 @@ def check_stage(stage: int, args, work: Path, model_dir: Path, examples: Path, s
     import torch
     from safetensors.torch import load_file
 
-    from upft_ray.config import TrainConfig, config_to_dict
+    from upft_ray.config import TrainConfig
+    from upft_ray.training.loop import LoopConfig
 
-    train = config_to_dict(TrainConfig(
+    train = (TrainConfig(
         num_workers=args.nproc, use_gpu=not args.tiny, zero_stage=stage, precision="fp32" if args.tiny else "bf16",
         micro_batch_size=args.micro, max_length=args.max_length, packing=True, learning_rate=args.lr,
         warmup_ratio=0.0, checkpoint_every_steps=args.kill_at, keep_last_k=1, export_dtype="float32"))
@@ -113,10 +118,10 @@ def check_stage(stage: int, args, work: Path, model_dir: Path, examples: Path, s
     for name in ("killed", "plain"):  # "resumed" reuses the killed run's directories
         d = work / f"zero{stage}-{name}"
         d.mkdir(parents=True)
-        loop = {"train": train, "seed": 0, "model_path": str(model_dir), "examples_dir": str(examples),
-                "metrics_path": str(d / "metrics.jsonl"), "events_path": str(d / "events.jsonl"),
-                "tensorboard_dir": None, "pad_token_id": 0}
-        (d / "loop.json").write_text(json.dumps(loop))
+        loop = LoopConfig(train=train, seed=0, model_path=str(model_dir), examples_dir=str(examples),
+                          metrics_path=str(d / "metrics.jsonl"), events_path=str(d / "events.jsonl"),
+                          tensorboard_dir=None, pad_token_id=0)
+        (d / "loop.json").write_text(loop.model_dump_json())
         runs[name] = d
     k, p = runs["killed"], runs["plain"]
     out["killed"] = _launch(args.nproc, k / "loop.json", k / "ckpt", None, args.kill_at, k / "killed.log")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from doc_blocks import find_block, markers, replace_block
+
 from upft_ray.reporting.comparisons import accuracy_cell, paired
 from upft_ray.reporting.paper_recipe import recipe_deviations
 

@@ -20,13 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from quickstart_lib import collect, update_readme  # noqa: E402
+
 from upft_ray.config import load_config  # noqa: E402
 from upft_ray.config.hashing import (
     config_hash,  # noqa: E402
     results_config,  # noqa: E402
 )
 from upft_ray.io.manifests import write_json_atomic  # noqa: E402
-from quickstart_lib import collect, update_readme  # noqa: E402
 from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
 CONFIG = REPO / "configs" / "quickstart.yaml"

@@ -50,16 +50,44 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     return out
 
 
+def worker_pythonpath() -> str:
+    """The PYTHONPATH test Ray workers get: the stand-in engines of tests/engines.py and bench/ importable."""
+    return os.pathsep.join(p for p in (str(REPO / "tests"), str(REPO / "bench"), os.environ.get("PYTHONPATH")) if p)
+
+
 @pytest.fixture(scope="session")
-def ray_local():
+def drill_root(tmp_path_factory) -> Path:
+    """Where fault drills keep their settings and logs (``tests/engines.py``); the test Ray's workers know it."""
+    return tmp_path_factory.mktemp("drill")
+
+
+@pytest.fixture
+def drill(drill_root):
+    """Return a writer of this test's drill settings (``drill(poison="(#5)")``), with the drill dir cleared."""
+    import json
+    import shutil
+
+    shutil.rmtree(drill_root, ignore_errors=True)
+    drill_root.mkdir()
+
+    def write(**settings) -> Path:
+        (drill_root / "drill.json").write_text(json.dumps(settings))
+        return drill_root
+    return write
+
+
+@pytest.fixture(scope="session")
+def ray_local(drill_root):
     """One private local Ray for the session; 4 logical CPUs so actors and train workers fit on 2 cores."""
     import ray
 
     from upft_ray.runtime.ray_session import worker_env_vars
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    ray.init(address="local", num_cpus=4, include_dashboard=False,
-             runtime_env={"env_vars": {**worker_env_vars(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": {**worker_env_vars(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                                       "PYTHONPATH": worker_pythonpath(), "UPFT_DRILL_DIR": str(drill_root)}})
     yield
     ray.shutdown()
 

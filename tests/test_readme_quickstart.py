@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from quickstart_lib import BEGIN, END, collect, readme_block, render_block, update_readme
 
 from upft_ray.io.schema import EVAL_SCHEMA
-from quickstart_lib import BEGIN, END, collect, readme_block, render_block, update_readme
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "quickstart_results.json"

@@ -30,7 +30,7 @@ def test_analyze_consistency_cli_on_the_bundled_model(tmp_path):
     assert (result_dir / "consistency.png").read_bytes()[:8] == PNG
     result = json.loads((result_dir / "result.json").read_text())
     assert result["questions"] == 6 and result["graded"] and result["chosen_prefix_tokens"] in (1, 4, 8, 16)
-    assert "prefix_tokens auto would choose" in out.stdout
+    assert "prefix_tokens auto would choose" in out.stderr  # progress and results of a stage are logged
     manifest = json.loads((result_dir / "sample" / "manifest.json").read_text())
     assert manifest["counts"]["rows_written"] == 24 and manifest["config"]["method"] == "sft"
 

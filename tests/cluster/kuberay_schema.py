@@ -70,6 +70,7 @@ POD_TEMPLATE = _obj({
         "nodeSelector": STRING_MAP,
         "tolerations": {"type": "array", "items": {"type": "object"}},
         "serviceAccountName": {"type": "string"},
+        "terminationGracePeriodSeconds": {"type": "integer", "format": "int64", "minimum": 0},  # core/v1 PodSpec
     }, ("containers",)),
 })
 RAY_START_PARAMS = STRING_MAP  # the CRD types every value as a string: num-cpus: "0", not 0

@@ -50,7 +50,7 @@ def test_schema_rejects_what_the_api_server_would_drop_or_refuse():
 
 def test_manifests_are_rendered_from_their_description():
     out = subprocess.run([sys.executable, str(REPO / "cluster" / "render.py"), "--check"], capture_output=True,
-                         text=True)
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
 
@@ -79,7 +79,7 @@ def test_rayjob_runs_job_configs_that_fit_its_cluster(path):
     spec = yaml.safe_load(path.read_text())["spec"]
     assert spec["shutdownAfterJobFinishes"] and spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"]
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
-    assert runtime_env["working_dir"] and any(p.startswith("vllm") for p in runtime_env["pip"])
+    assert set(runtime_env) == {"env_vars"}   # the code and the packages are the image's (test_image.py)
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["python", "jobs/upft_pipeline.py"] and (REPO / argv[1]).is_file()
     configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]

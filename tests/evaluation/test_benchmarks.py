@@ -128,9 +128,9 @@ def test_gpqa_free_is_the_papers_form_without_options(tmp_path):
     requests, _, read = build_eval_requests(cfg)
     assert read == {"gpqa_free": 3} and len(requests) == 2
     assert all("(A)" not in json.loads(r["messages"])[-1]["content"] for r in requests)
-    assert bench.grader("so carbon has \\boxed{6} protons", "6")[1] is True
-    assert bench.grader("\\boxed{1.5}", "\\frac{3}{2}")[1] is True
-    assert bench.grader("\\boxed{7}", "6")[1] is False
+    assert bench.grader("so carbon has \\boxed{6} protons", "6").correct is True
+    assert bench.grader("\\boxed{1.5}", "\\frac{3}{2}").correct is True
+    assert bench.grader("\\boxed{7}", "6").correct is False
     assert "NOT the paper's" in BENCHMARKS["gpqa"].notes and "paper" in BENCHMARKS["gpqa_free"].notes
     with pytest.raises(ValueError, match="gpqa_free:PATH"):
         parse_benchmark_spec("gpqa_free")
@@ -194,7 +194,7 @@ def test_a_set_where_no_row_has_the_gold_field_is_an_error_naming_file_field_and
 def test_eval_column_overrides_map_generic_sets_and_bad_sets_fail_before_ray(tmp_path):
     from upft_ray.config import load_config
     from upft_ray.evaluation.requests import build_eval_requests
-    from upft_ray.orchestration.stages import check_inputs
+    from upft_ray.orchestration.preflight import check_ready as check_inputs
 
     path = _jsonl(tmp_path / "omi.jsonl", [{"problem": "1+2?", "expected_answer": "3"},
                                            {"problem": "2+2?", "expected_answer": None}])

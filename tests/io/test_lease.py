@@ -20,7 +20,6 @@ from upft_ray.io.claims import claim_path, current_epoch, read_holder
 from upft_ray.io.lease import LeaseHeld, acquire
 from upft_ray.io.lease import run_lease as hold
 
-
 # A holder: takes the lease, says so, then on each stdin line tries to commit a manifest in the run.
 HOLDER = textwrap.dedent("""
     import sys

@@ -23,7 +23,7 @@ def no_ray(monkeypatch):
     def ray_session(_cfg):
         raise AssertionError("Ray was started before the inputs were checked")
 
-    monkeypatch.setattr("upft_ray.pipeline.ray_session", ray_session)
+    monkeypatch.setattr("upft_ray.orchestration.stages.ray_session", ray_session)
 
 
 def _invoke(*args):

@@ -1,59 +1,64 @@
-"""A chunk that kills every engine actor it meets fails the run with an error after a bounded number of
-retries (Ray Data alone would restart the actor and retry it forever); nothing is reported as done."""
+"""A question that kills every engine it meets is isolated and quarantined, not fatal: a real Ray Data pool
+of stand-in engines (tests/engines.py) whose actor process dies on one question id. The chunk holding
+it is split until that question stands alone; it becomes a rejected row with reason ``engine_crash``,
+every other question is written once, and the counts balance. The same for an evaluation."""
 
-import os
-import signal
-import sys
+from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
-import ray.cloudpickle
-from conftest import REPO
+from sampler_scale import write_questions
 
-sys.path.insert(0, str(REPO / "bench"))
-import sampler_scale  # noqa: E402  (the stand-in engine: made-up tokens, no model)
+from upft_ray.config import load_config
+from upft_ray.evaluation.stage import run_evaluate
+from upft_ray.sampling.pipeline import run_sample
 
-from upft_ray.config import load_config  # noqa: E402
-from upft_ray.engine.pool import ENGINE_BATCH_RETRIES  # noqa: E402
-from upft_ray.sampling.stage import run_sample  # noqa: E402
-
-POISON = "(#5)"  # a question of chunk 2 (rows_per_shard 2)
+pytestmark = pytest.mark.timeout(600)
+QUESTIONS, PER_CHUNK = 12, 4  # question s0000005 is record 1 of chunk 1
 
 
-class DeadlyEngine(sampler_scale.StandInEngine):
-    """Dies (the whole actor process, as a crashed engine core makes it) on every batch holding POISON."""
-
-    death_log = ""  # set by the test; the class travels to the actors by value, with it
-
-    async def __call__(self, batch: dict) -> dict:
-        if any(POISON in m for m in batch["messages"]):
-            with open(self.death_log, "a") as fh:
-                fh.write(f"{os.getpid()}\n")
-            os._exit(1)
-        return await super().__call__(batch)
+@pytest.fixture
+def poison_env(drill):
+    return drill(poison="(#5)") / "deaths.log"
 
 
-def _give_up(*_):
-    raise TimeoutError("the poisoned run did not fail within 240 s: retries without end?")
+def _cfg(tmp_path, source, *extra):
+    return load_config(None, [f"run_dir={tmp_path / 'run'}", f"sample.questions={source}",
+                              f"sample.rows_per_shard={PER_CHUNK}", "sample.max_new_tokens=8",
+                              "sample.engine.backend=engines:PoisonEngine", "sample.engine.max_batches_in_flight=1",
+                              "eval.engine.backend=engines:PoisonEngine", f"eval.engine.batch_size={PER_CHUNK}",
+                              "eval.engine.max_batches_in_flight=1", "model=smollm2-135m-instruct", *extra])
 
 
-def test_a_chunk_that_kills_every_engine_fails_the_run(tmp_path, ray_local):
-    for module in (sampler_scale, sys.modules[__name__]):
-        ray.cloudpickle.register_pickle_by_value(module)  # Ray workers cannot import the tests or bench/
-    deaths = tmp_path / "deaths.log"
-    DeadlyEngine.death_log = str(deaths)
+def test_a_question_that_kills_every_engine_is_quarantined_and_the_rest_written(tmp_path, ray_local, poison_env):
     source = tmp_path / "questions.jsonl"
-    sampler_scale.write_questions(source, 12)
-    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"sample.questions={source}", "sample.rows_per_shard=2",
-                             "sample.max_new_tokens=8", "sample.engine.max_batches_in_flight=1",
-                             "sample.engine.cpus_per_replica=1", "model=smollm2-135m-instruct"])
-    previous = signal.signal(signal.SIGALRM, _give_up)
-    signal.alarm(240)
-    try:
-        with pytest.raises(Exception) as failed:
-            run_sample(cfg, engine_cls=DeadlyEngine)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    assert not isinstance(failed.value, TimeoutError), failed.value
-    assert len(deaths.read_text().split()) == ENGINE_BATCH_RETRIES + 1  # the first try and every retry
-    assert not (tmp_path / "run" / "sample" / "manifest.json").exists()
+    write_questions(source, QUESTIONS)
+    manifest = run_sample(_cfg(tmp_path, source))
+    rejected = pd.read_parquet(tmp_path / "run" / "sample" / "rejected.parquet")
+    assert len(rejected) == 1 and rejected["line"].tolist() == [6]  # line 6 of the file: question (#5)
+    assert rejected["reason"].iloc[0].startswith("engine_crash: "), rejected["reason"].iloc[0]
+    shards = pd.read_parquet(tmp_path / "run" / "sample" / "shards")
+    assert sorted(shards["question_id"]) == [f"s{i:07d}" for i in range(QUESTIONS) if i != 5]
+    counts = manifest["counts"]
+    assert counts["rows_in"] == QUESTIONS == counts["questions_written"] + counts["rows_rejected"]
+    assert counts["rejected_by_reason"] == {"engine_crash": 1}
+    deaths = poison_env.read_text().split("\n")
+    assert 5 <= len([d for d in deaths if d]) <= 8  # 2 whole, 1 half, 2 alone (+ co-tenants at most)
+    assert manifest["faults"]["died"] >= 5
+
+
+def test_an_evaluation_quarantines_the_question_too(tmp_path, ray_local, poison_env):
+    source = tmp_path / "eval.jsonl"
+    write_questions(source, QUESTIONS)
+    cfg = _cfg(tmp_path, source, f"eval.benchmarks=[{source}]")
+    metrics = run_evaluate(cfg, "stand-in", tmp_path / "eval", "poison")
+    (name,) = metrics["benchmarks"]
+    m = metrics["benchmarks"][name]
+    assert (m["rows_read"], m["questions"], m["rows_rejected"]) == (QUESTIONS, QUESTIONS - 1, 1)
+    rejected = pd.read_parquet(tmp_path / "eval" / "rejected.parquet")
+    assert [json.loads(r)["id"] for r in rejected["raw"]] == ["s0000005"]
+    assert rejected["reason"].iloc[0].startswith("engine_crash: ")
+    graded = pd.read_parquet(tmp_path / "eval" / f"{name}.parquet")
+    assert graded["question_id"].is_unique and len(graded) == QUESTIONS - 1

@@ -4,36 +4,37 @@ Imported by the test modules (fixtures included); not a conftest.py, which would
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from upft_ray.config import TrainConfig
 from upft_ray.training.harness_torch import torchrun_command
+from upft_ray.training.loop import LoopConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_loop_config(root: Path, model_dir: Path, examples: Path, name: str, **train) -> dict:
+def make_loop_config(root: Path, model_dir: Path, examples: Path, name: str, **train) -> LoopConfig:
     """Return (and write to ROOT/NAME/loop.json) a loop config on the synthetic data, metrics under ROOT/NAME."""
-    from upft_ray.config import TrainConfig, config_to_dict
-
     run = root / name
     run.mkdir(parents=True)
     settings = dict(num_workers=2, zero_stage=2, micro_batch_size=2, max_length=128, learning_rate=1e-3,
                     checkpoint_every_steps=2, warmup_ratio=0.0)
-    cfg = {"train": config_to_dict(TrainConfig(**{**settings, **train})), "seed": 0, "model_path": str(model_dir),
-           "examples_dir": str(examples), "metrics_path": str(run / "metrics.jsonl"),
-           "events_path": str(run / "events.jsonl"), "tensorboard_dir": None, "pad_token_id": 0}
-    (run / "loop.json").write_text(json.dumps(cfg))
+    cfg = LoopConfig(train=TrainConfig(**{**settings, **train}), seed=0, model_path=str(model_dir),
+                     examples_dir=str(examples), metrics_path=str(run / "metrics.jsonl"),
+                     events_path=str(run / "events.jsonl"), tensorboard_dir=None, pad_token_id=0)
+    (run / "loop.json").write_text(cfg.model_dump_json())
     return cfg
 
 
 def torchrun(loop_json: Path, checkpoint_dir: Path, export_dir: Path | None, nproc: int = 2,
              kill_at: int = 0) -> subprocess.CompletedProcess:
-    """Run the torch harness under torchrun (gloo) and return the finished process."""
-    command = torchrun_command(loop_json, checkpoint_dir, export_dir, nproc, kill_at)
+    """Run the torch harness under torchrun (gloo) and return the finished process; ``kill_at`` > 0 runs the
+    crash drill (bench/crash_drill.py: every rank SIGKILLed after that step's checkpoint) instead."""
+    drill = {"script": REPO / "bench" / "crash_drill.py", "extra": ("--kill-at-step", str(kill_at))} if kill_at else {}
+    command = torchrun_command(loop_json, checkpoint_dir, export_dir, nproc, **drill)
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

@@ -40,7 +40,7 @@ def test_tokenize_shard_writes_a_part_and_counts_dropped_rows(tmp_path, smollm2_
     out = tmp_path / "examples" / "part-shard-000001.parquet"
     out.parent.mkdir()
     counts = tokenize_shard(str(tmp_path / "shard-000001.parquet"), str(out), str(smollm2_dir), max_length=256)
-    assert counts == {"part": out.name, "rows_in": 3, "incorrect": 0, "examples": 2}
+    assert counts == {"part": out.name, "rows_in": 3, "incorrect": 0, "examples": 2, "failed": 0}
     assert example_parts(out.parent) == [out] and not list(out.parent.glob("*.tmp-*"))
     table = pq.read_table(out)
     assert table.column("kind").to_pylist() == ["prefix", "full"]

@@ -8,6 +8,7 @@ import torch
 from loop_helpers import synthetic, torchrun_zero2  # noqa: F401 (fixtures)
 from safetensors.torch import load_file
 
+from upft_ray.config import TrainConfig
 from upft_ray.training import export
 from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
 from upft_ray.training.harness_torch import latest_checkpoint
@@ -31,7 +32,7 @@ def test_sharded_chunked_export_equals_deepspeeds_consolidation_and_reloads(torc
 
     cfg, ckpt, _ = torchrun_zero2
     monkeypatch.setattr(export, "CHUNK_ELEMENTS", 1000)  # many chunks per tensor, page releases in between
-    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg["model_path"], tmp_path / "final",
+    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg.model_path, tmp_path / "final",
                                max_shard_bytes=100_000)
     reference, mine = _reference(ckpt), _load_dir(out)
     assert len(list(out.glob("*.safetensors"))) > 1
@@ -48,7 +49,7 @@ def test_sharded_chunked_export_equals_deepspeeds_consolidation_and_reloads(torc
 
 def test_bfloat16_export_is_the_fp32_weights_rounded(torchrun_zero2, tmp_path):
     cfg, ckpt, _ = torchrun_zero2
-    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg["model_path"], tmp_path / "bf16", "bfloat16")
+    out = export_hf_checkpoint(latest_checkpoint(ckpt), cfg.model_path, tmp_path / "bf16", "bfloat16")
     reference, mine = _reference(ckpt), _load_dir(out)
     assert all(t.dtype == torch.bfloat16 and torch.equal(t, reference[k].to(torch.bfloat16)) for k, t in mine.items())
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
@@ -77,6 +78,6 @@ def test_page_release_keeps_values_of_mapped_and_anonymous_tensors(tmp_path):
 
 
 def test_export_dtype_auto_is_bf16_on_gpus_only():
-    assert resolve_export_dtype({"export_dtype": "auto", "use_gpu": True}) == "bfloat16"
-    assert resolve_export_dtype({"export_dtype": "auto", "use_gpu": False}) == "float32"
-    assert resolve_export_dtype({"export_dtype": "float32", "use_gpu": True}) == "float32"
+    assert resolve_export_dtype(TrainConfig(export_dtype="auto", use_gpu=True)) == "bfloat16"
+    assert resolve_export_dtype(TrainConfig(export_dtype="auto", use_gpu=False)) == "float32"
+    assert resolve_export_dtype(TrainConfig(export_dtype="float32", use_gpu=True)) == "float32"

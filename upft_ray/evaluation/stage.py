@@ -60,6 +60,7 @@ def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str
     metrics = write_results(cfg, store, chunks, rejected, read, out_dir)
     metrics.update(label=label, model_path=model_path, config=config_to_dict(e), versions=package_versions(),
                    chunks={"total": len(chunks), "reused": len(chunks) - len(todo), "written": len(todo)},
+                   faults=store.fault_counts(),
                    wall_time_s=round(time.time() - started, 2))
     write_json_atomic(out_dir / "metrics.json", metrics)
     for name, m in metrics["benchmarks"].items():

@@ -65,6 +65,11 @@ class ChunkWorker:
         self.share = EngineShare()
         on_engine_death(self._record_deaths)
 
+    def __del__(self):
+        close = getattr(getattr(self, "engine", None), "close", None)
+        if close is not None:  # Ray Data retires the actor: stop the engine cleanly, not by its finalizers
+            close()
+
     async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if "spare" in batch.columns:
             return pd.DataFrame([await self._speculate() for _ in range(len(batch))])

@@ -197,6 +197,15 @@ class ChunkStore:
         keys = [p.name.removeprefix("chunk-") for p in (self.out_dir / "attempts").glob("chunk-*") if p.is_dir()]
         return sorted((r for key in keys for r in self.attempts(key)), key=lambda r: r["started"])
 
+    def fault_counts(self) -> dict:
+        """Return what the stage survived, from its attempt records: attempts, engine deaths, interrupted runs,
+        speculative duplicates and the attempts they made lose (cancelled, lost). Call once the stage's workers
+        are done: an attempt still marked running then died without saying so (a killed process)."""
+        attempts = self.all_attempts()
+        counts = {s: sum(a["status"] == s for a in attempts) for s in ("interrupted", "cancelled", "lost")}
+        counts["died"] = sum(a["status"] in ("died", "running") for a in attempts)
+        return {"attempts": len(attempts), **counts, "speculative": sum(a["kind"] == "speculative" for a in attempts)}
+
     def _attempt_path(self, key: str, attempt: str) -> Path:
         return self.out_dir / "attempts" / f"chunk-{key}" / f"{attempt}.json"
 

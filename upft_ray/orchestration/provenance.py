@@ -39,7 +39,10 @@ def source_hash(package_dir: Path = Path(upft_ray.__file__).parent) -> str:
 
 
 def git_commit(package_dir: Path = Path(upft_ray.__file__).parent) -> str:
-    """Return the checkout's commit (with ``-dirty`` when it has changes), or "" outside a git checkout."""
+    """Return the checkout's commit (with ``-dirty`` when it has changes); in the project image (no checkout)
+    the commit it was built from (``UPFT_GIT_COMMIT``, cluster/Dockerfile); else ""."""
+    if not (package_dir.parent / ".git").exists():
+        return os.environ.get("UPFT_GIT_COMMIT", "")
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=package_dir,
                              capture_output=True, text=True, timeout=10)

@@ -70,7 +70,7 @@ def configure_worker_logging() -> None:
     logger.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}[level])
     logger.propagate = False
     if level < VERBOSE:
-        for noisy in ("DeepSpeed", "vllm", "transformers", "ray.train"):
+        for noisy in ("DeepSpeed", "vllm", "transformers", "ray.train", "ray.data"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -84,8 +84,13 @@ def quiet_env() -> dict[str, str]:
         "TQDM_DISABLE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "PYTHONWARNINGS": "ignore",  # library deprecation chatter; our failures are exceptions, not warnings
-        "RAY_BACKEND_LOG_LEVEL": "fatal",  # Ray's C++ core logs stay in its log files (--verbose prints them)
+        "TORCH_CPP_LOG_LEVEL": "ERROR",  # torch's C++ notices (NUMA binding on CPU)
     }
+
+
+def library_level() -> int:
+    """Return the level the libraries' own loggers (Ray, Ray Data, vLLM) run at: INFO when verbose, else ERROR."""
+    return logging.INFO if verbosity() >= VERBOSE else logging.ERROR
 
 
 def worker_env() -> dict[str, str]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from upft_ray.config import RayConfig
 from upft_ray.io.fencing import ENV as RUN_LEASE_ENV
 from upft_ray.runtime.cache import cache_dir, torch_extensions_dir
-from upft_ray.runtime.logs import worker_env
+from upft_ray.runtime.logs import library_level, worker_env
 
 
 def worker_env_vars() -> dict[str, str]:
@@ -46,14 +46,14 @@ def ray_session(cfg: RayConfig):
     if cfg.address == "local":
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=cfg.num_cpus or None,
-                 runtime_env={"env_vars": worker_env_vars()}, logging_level=logging.getLogger("ray").level or "INFO")
+                 runtime_env={"env_vars": worker_env_vars()}, logging_level=library_level())
     else:
         # On a cluster the job's own runtime_env (working_dir, pip, env vars) governs; a second
         # runtime_env here would be merged into it and could shadow what the job spec set. Only the
         # attempt's fencing epoch is added: Ray merges env vars key by key, so nothing is shadowed.
         lease = {RUN_LEASE_ENV: os.environ[RUN_LEASE_ENV]} if os.environ.get(RUN_LEASE_ENV) else {}
         ray.init(address=cfg.address, runtime_env={"env_vars": lease} if lease else None,
-                 logging_level=logging.getLogger("ray").level or "INFO")
+                 logging_level=library_level())
     quiet_ray_data()
     try:
         yield
@@ -65,6 +65,6 @@ def quiet_ray_data() -> None:
     """Keep Ray Data's progress tables out of a normal run (the stages log their own progress lines)."""
     import ray.data  # heavy: Ray loads only when a stage runs
 
-    if logging.getLogger("upft").getEffectiveLevel() > logging.DEBUG:
+    if library_level() > logging.INFO:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.getLogger("ray").level or logging.WARNING)
+        logging.getLogger("ray.data").setLevel(library_level())

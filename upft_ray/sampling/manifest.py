@@ -78,18 +78,8 @@ def sample_manifest(cfg: PipelineConfig, model_path: str, plan: Plan, store: Chu
         },
         "shards": {"total": len(plan.chunks), "reused": reused, "written": len(plan.chunks) - reused,
                    "units": len(keys), "rows_per_shard": cfg.sample.rows_per_shard},
-        "faults": fault_counts(store),
+        "faults": store.fault_counts(),
         "versions": package_versions(),
         "generation_window_s": round(float(gen_window), 2),
         "wall_time_s": round(wall_time_s, 2),
     }
-
-
-def fault_counts(store: ChunkStore) -> dict:
-    """Return what the run survived, from its attempt records: engine deaths, interrupted, speculative and
-    cancelled attempts, units split off chunks that killed engines."""
-    attempts = store.all_attempts()
-    count = {s: sum(a["status"] == s for a in attempts) for s in ("died", "interrupted", "cancelled", "lost")}
-    count["speculative"] = sum(a["kind"] == "speculative" for a in attempts)
-    count["attempts"] = len(attempts)
-    return count

@@ -1,0 +1,91 @@
+"""Stand-in engines for fault drills: plugged in as ``engine.backend: engines:NAME`` (README, "Engine
+backends"), imported by the Ray workers from this directory (the test Ray puts it on their PYTHONPATH).
+
+They make tokens up like the scale benchmark's stand-in (no model), and inject one fault each, decided
+from the question text, so a drill is the same on every replica and every retry. A drill's settings
+and logs live in ``$UPFT_DRILL_DIR`` (set for every test Ray worker; ``drill.json`` there):
+
+- ``PoisonEngine``: the actor process dies (as a crashed engine core makes it) on any batch holding a
+  question containing ``poison`` (default ``(#5)``); each death is a line of ``deaths.log``;
+- ``SlowReplicaEngine``: the first replica to start (it claims ``slow.claim``) takes ``slow_s`` seconds
+  per batch, the others ``fast_s``: a straggler;
+- ``GradingFaultEngine``: answers ``BOOM`` to questions containing ``boom`` (default ``(#3)``) and makes the
+  evaluation's grader raise on that answer, inside the actor (fault injection by monkeypatching there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from sampler_scale import StandInEngine
+
+DRILL_ENV = "UPFT_DRILL_DIR"
+
+
+def drill_dir() -> Path:
+    return Path(os.environ.get(DRILL_ENV, "/nonexistent"))
+
+
+def drill(key: str, default):
+    """Return a setting of the current drill (``drill.json``), or ``default``."""
+    path = drill_dir() / "drill.json"
+    return json.loads(path.read_text()).get(key, default) if path.is_file() else default
+
+
+def _questions(batch: dict) -> list[str]:
+    return [str(m) for m in batch["messages"]]
+
+
+class PoisonEngine(StandInEngine):
+    """Dies on every batch that holds the poison question (the whole actor process, at once)."""
+
+    async def __call__(self, batch: dict) -> dict:
+        poison = drill("poison", "(#5)")
+        if any(poison in q for q in _questions(batch)):
+            with open(drill_dir() / "deaths.log", "a") as fh:
+                fh.write(f"{os.getpid()} {len(batch['messages'])}\n")
+            os._exit(1)
+        return await super().__call__(batch)
+
+
+class SlowReplicaEngine(StandInEngine):
+    """One slow replica among fast ones: the first to start claims the slow role."""
+
+    def __init__(self, model: str, engine, seed: int):
+        super().__init__(model, engine, seed)
+        try:
+            os.close(os.open(drill_dir() / "slow.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            self.delay = float(drill("slow_s", 4.0))
+        except (FileExistsError, FileNotFoundError):
+            self.delay = float(drill("fast_s", 0.05))
+
+    async def __call__(self, batch: dict) -> dict:
+        await asyncio.sleep(self.delay)  # cancellable: a duplicate that lost stops here
+        return await super().__call__(batch)
+
+
+class GradingFaultEngine(StandInEngine):
+    """Answers BOOM to the marked questions, and makes grading raise on BOOM in this actor's process."""
+
+    def __init__(self, model: str, engine, seed: int):
+        super().__init__(model, engine, seed)
+        from upft_ray.evaluation import finish
+        from upft_ray.evaluation.benchmarks import GENERIC, Benchmark
+
+        def grader(output: str, gold: str):
+            if "BOOM" in output:
+                raise ZeroDivisionError("injected: the grader met an answer it cannot take")
+            return GENERIC.grader(output, gold)
+
+        finish.GENERIC = Benchmark("generic", grader=grader)
+
+    async def __call__(self, batch: dict) -> dict:
+        out = await super().__call__(batch)
+        marker = drill("boom", "(#3)")
+        out["response_text"] = np.array(["BOOM" if marker in q else "\\boxed{0}" for q in _questions(batch)],
+                                        dtype=object)
+        return out
