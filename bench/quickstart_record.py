@@ -49,7 +49,8 @@ def main() -> int:
         shutil.rmtree(args.run_dir, ignore_errors=True)
         upft = Path(sys.executable).parent / "upft"
         started = time.monotonic()
-        subprocess.run([str(upft), "run", "-c", str(CONFIG), f"run_dir={args.run_dir}"], check=True, cwd=REPO)
+        subprocess.run([str(upft), "run", "-c", str(CONFIG), f"run_dir={args.run_dir}"], check=True, cwd=REPO,
+                       timeout=4 * 3600)
         total_s = time.monotonic() - started
     results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts(), total_s)
     write_json_atomic(RESULTS, results)

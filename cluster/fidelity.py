@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))  # doc_blocks: generated blocks in hand-written Markdown
 
+from doc_blocks import find_block  # noqa: E402
+
 from upft_ray.config import PipelineConfig, config_to_dict, load_config  # noqa: E402
 from upft_ray.config.types import UPFT_TASK_TEMPLATE  # noqa: E402
-from doc_blocks import find_block  # noqa: E402
 
 RUNS = ("llama-prm12k", "qwen-math-omi2", "qwen-math-uhard", "r1distill-limo")
 BEGIN = "<!-- fidelity table: written by `python cluster/fidelity.py` from jobs/configs/ -->"

@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))  # the benchmarks' helpers (doc_blocks, synthetic, ...) and scripts
+SLOW_TEST_TIMEOUT_S = 1500  # a default test has pyproject's timeout; a slow one (real engines, clusters) this
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Say which test runs now in ``$UPFT_CI_STATUS`` (.ci/run prints it when its outer limit ends a hang)."""
+    if os.environ.get("UPFT_CI_STATUS"):
+        Path(os.environ["UPFT_CI_STATUS"]).write_text(f"{nodeid} (started {time.strftime('%H:%M:%S')})\n")
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def test_missing_config_file_names_the_path(tmp_path):
 def test_cli_exits_nonzero_naming_bad_fields(tmp_path):
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "run", "-c", str(REPO / "configs/quickstart.yaml"),
                           "train.zero_stage=7", "model=/no/such", "sample.bogus=1"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     for field in ("train.zero_stage", "model", "sample.bogus"):
         assert field in out.stderr
@@ -55,7 +55,8 @@ def test_cli_exits_nonzero_naming_bad_fields(tmp_path):
 
 def test_cli_names_missing_question_file(tmp_path):
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "sample", f"run_dir={tmp_path}",
-                          f"sample.questions={tmp_path}/nope.jsonl"], capture_output=True, text=True)
+                          f"sample.questions={tmp_path}/nope.jsonl"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 2
     assert f"{tmp_path}/nope.jsonl" in out.stderr
 

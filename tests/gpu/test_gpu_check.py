@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 def _run(tmp_path, *args):
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), *args, "--out", str(tmp_path),
-                           "--work", str(tmp_path / "work")], cwd=REPO, env=env, capture_output=True, text=True)
+                           "--work", str(tmp_path / "work")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
 
 
 def test_gpu_check_tiny_runs_on_cpu(tmp_path):

@@ -46,7 +46,7 @@ def test_job_retried_on_a_new_cluster_resumes_every_stage(tmp_path, tiny_model_d
         assert first.poll() is None and snapshot.is_file(), first_log.read_text()[-3000:]
         os.killpg(first.pid, signal.SIGKILL)  # the job's driver
         kill_node(cluster, cluster.head_node)  # and its whole cluster
-        first.wait()
+        first.wait(timeout=60)
     finally:
         shutdown(cluster)
     examples_done = run / "train" / "examples" / "_done.json"

@@ -1,18 +1,30 @@
-"""The whole pipeline on local Ray with a tiny random model: every file, every count."""
+"""The whole pipeline with a tiny random model, as a user runs it (``upft run``, its own local Ray): every
+file, every count, and an output that holds our lines only: no Ray or vLLM warning, no traceback."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pandas as pd
-from conftest import tiny_overrides
+from conftest import REPO, tiny_overrides
 
 from upft_ray.config import load_config
 from upft_ray.orchestration import stages as pipeline
 
+OUR_LINE = re.compile(r"^\[(upft|sample|train|eval\.\w+|sweep|analyze|engine|lease)\] (?!warning:|error:)")
 
-def test_pipeline_end_to_end_on_tiny_model(tmp_path, tiny_model_dir, ray_local):
+
+def test_pipeline_end_to_end_on_tiny_model_prints_only_its_own_lines(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
-    cfg = load_config(None, tiny_overrides(run, tiny_model_dir))
-    report = pipeline.run(cfg)
+    out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "run", *tiny_overrides(run, tiny_model_dir),
+                          "ray.num_cpus=4"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    foreign = [line for line in out.stderr.splitlines() if not OUR_LINE.match(line) and not line.startswith(" ")]
+    assert not foreign, "lines a normal run must not print:\n" + "\n".join(foreign[:20])
+    assert "Traceback" not in out.stdout + out.stderr
+    report = run / "report.md"
+    assert out.stdout.startswith(report.read_text())
 
     for rel in ("report.md", "sample/manifest.json", "sample/rejected.parquet", "train/final/config.json",
                 "train/final/model.safetensors", "train/examples/_done.json", "train/manifest.json",

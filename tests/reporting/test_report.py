@@ -47,7 +47,7 @@ def _fake_run(root, name, base_acc, upft_acc, per_question=True):
 def test_report_compares_runs_and_writes_png(tmp_path):
     a, b = _fake_run(tmp_path, "run-a", 0.5, 0.6), _fake_run(tmp_path, "run-b", 0.5, 0.4)
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "report", str(a), str(b), "--out", str(tmp_path / "cmp")],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, timeout=120).stdout
     # 12/20 -> Wilson [38.7, 78.1]; 6/20 -> [14.5, 51.9]
     assert "| run-a | UPFT | 60.0 [38.7, 78.1] | 30.0 [14.5, 51.9] | 45.0 | 1,234 | 345 |" in out
     assert "| run-b | base | 50.0 [29.9, 70.1] | 25.0 [11.2, 46.9] | 37.5 | - | - |" in out
@@ -62,7 +62,7 @@ def test_report_compares_runs_and_writes_png(tmp_path):
 def test_report_on_one_run_writes_report_md(tmp_path):
     run = _fake_run(tmp_path, "run-a", 0.5, 0.6)
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "report", str(run)],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, timeout=120).stdout
     assert "| UPFT | 60.0 (12/20) [38.7, 78.1] | 30.0 (6/20) [14.5, 51.9] |" in out and (run / "report.md").is_file()
     assert "## UPFT vs base (paired on the same questions)" in out and "Wilson" in out and "McNemar" in out
 

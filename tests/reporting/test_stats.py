@@ -6,12 +6,9 @@ import pytest
 
 from upft_ray.reporting.stats import (
     compare_paired,
-    incomplete_beta,
     mcnemar_exact,
     newcombe_paired_interval,
     seed_summary,
-    t_cdf,
-    t_quantile,
     verdict,
     wilson_interval,
 )
@@ -53,15 +50,16 @@ def test_newcombe_paired_interval_matches_the_published_example():
     assert lo < 0 < hi
 
 
-def test_t_distribution_against_closed_forms():
-    # df = 1 (Cauchy): t_q = tan(pi (q - 1/2)); df = 2: t_q = (2q - 1) / sqrt(2 q (1 - q)).
-    assert t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)   # 12.7062
-    assert t_quantile(0.975, 2) == pytest.approx(0.95 / math.sqrt(2 * 0.975 * 0.025), rel=1e-9)  # 4.3027
-    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-6)  # printed tables
-    assert t_quantile(0.975, 1000) == pytest.approx(1.962339, abs=1e-6)
-    assert t_quantile(0.025, 2) == pytest.approx(-t_quantile(0.975, 2))
-    assert t_cdf(0.0, 5) == pytest.approx(0.5) and t_cdf(1.0, 1) == pytest.approx(0.75)  # Cauchy: 1/2 + atan(1)/pi
-    assert incomplete_beta(1, 1, 0.3) == pytest.approx(0.3) and incomplete_beta(2, 1, 0.5) == pytest.approx(0.25)
+def test_t_intervals_against_closed_forms():
+    # df = 1 (Cauchy): t_q = tan(pi (q - 1/2)); df = 2: t_q = (2q - 1) / sqrt(2 q (1 - q)); df = 4: tables.
+    # Two seeds 0, 2: mean 1, s = sqrt 2, half width t_{0.975,1} * s / sqrt 2 = tan(0.475 pi) = 12.7062.
+    two = seed_summary([0.0, 2.0])
+    assert two.upper - 1 == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
+    # Three seeds 0, 1, 2: s = 1, half width t_{0.975,2} / sqrt 3.
+    three = seed_summary([0.0, 1.0, 2.0])
+    assert three.upper - 1 == pytest.approx(0.95 / math.sqrt(2 * 0.975 * 0.025) / math.sqrt(3), rel=1e-9)
+    five = seed_summary([0.0, 1.0, 2.0, 3.0, 4.0])  # s = sqrt(2.5), t_{0.975,4} = 2.776445
+    assert five.upper - 2 == pytest.approx(2.776445 * math.sqrt(2.5) / math.sqrt(5), abs=1e-6)
 
 
 def test_seed_summary_is_mean_std_and_t_interval():

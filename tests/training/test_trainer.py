@@ -127,11 +127,11 @@ def test_rerun_after_driver_kill_resumes_from_last_checkpoint(sampled, tmp_path,
             break
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    first.wait(timeout=60)
     time.sleep(2)
     assert not (run / "train" / "manifest.json").exists(), "the first run finished before the kill"
 
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     manifest = json.loads((run / "train" / "manifest.json").read_text())
     assert len(manifest["resumed_at_steps"]) == 1 and manifest["resumed_at_steps"][0] >= 5

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import threading
 import time
 import weakref

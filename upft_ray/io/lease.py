@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
 import threading
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from upft_ray.io.claims import LEASE_DIR, HolderState, claim_path, current_epoch, lease_timeout_s, read_holder
-from upft_ray.io.fencing import ENV, fence_older_staging, held
+from upft_ray.io.fencing import ENV, fence_older_staging, held, staging_path
 
 log = logging.getLogger("upft.lease")
 
@@ -86,12 +87,14 @@ class Lease:
         self._thread.start()
 
     def release(self) -> None:
-        """Stop heartbeating and mark the claim released (mtime 0), if it is still ours."""
+        """Stop heartbeating, remove our staging directory and mark the claim released (mtime 0), if it is
+        still ours."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
             if self.still_ours():
+                shutil.rmtree(staging_path(self.run_dir, self.epoch), ignore_errors=True)
                 os.utime(self.path, (0, 0))
         except OSError as err:  # not released: the next attempt waits for the timeout instead
             log.warning("%s: could not release the lease (%s)", self.run_dir, err)

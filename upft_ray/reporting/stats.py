@@ -1,15 +1,16 @@
 """The statistics behind every comparison in a report: intervals, paired tests, verdicts.
 
-Pure Python (``math`` and ``statistics`` only; scipy is not a dependency), each formula named:
+The distributions and exact tests are scipy.stats'; what is ours is which formula each comparison uses:
 
 - one accuracy k/n: the **Wilson score interval** (good coverage at small n and near 0 or 1, where
-  the normal "Wald" interval fails);
-- two models on the same questions: the **exact McNemar test** (the discordant pairs b, c under
-  H0 are Binomial(b + c, 1/2); two-sided p = min(1, 2 P(X <= min(b, c)))), and the difference's
-  **Newcombe hybrid score interval** for paired proportions (Newcombe 1998, method 10, with its
-  continuity-corrected correlation, as in Fagerland, Lydersen & Laake 2017, ch. 8);
-- several seeds: mean, sample std and the **Student t interval** (t quantiles from the regularised
-  incomplete beta function, inverted by bisection).
+  the normal "Wald" interval fails; ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``);
+- two models on the same questions: the **exact McNemar test** (the discordant pairs b, c under H0 are
+  Binomial(b + c, 1/2): ``scipy.stats.binomtest``), and the difference's **Newcombe hybrid score
+  interval** for paired proportions (Newcombe 1998, method 10, with its continuity-corrected
+  correlation, as in Fagerland, Lydersen & Laake 2017, ch. 8; no library has it, so it is written here
+  on top of the Wilson intervals);
+- several seeds: mean, sample std, the **Student t interval** (``scipy.stats.t``) and the one-sample t
+  test (``scipy.stats.ttest_1samp``).
 """
 
 from __future__ import annotations
@@ -21,35 +22,27 @@ from dataclasses import dataclass
 ALPHA = 0.05
 
 
-def normal_quantile(q: float) -> float:
-    """Return the standard normal quantile z_q (e.g. 1.95996 for q = 0.975)."""
-    return statistics.NormalDist().inv_cdf(q)
-
-
 def wilson_interval(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Return the (1 - alpha) Wilson score interval of the proportion k/n, as shares in [0, 1].
 
     Raises ValueError unless 0 <= k <= n and n > 0."""
+    from scipy.stats import binomtest  # heavy: scipy loads only when a report is written
+
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"wilson_interval: need 0 <= k <= n and n > 0, got k={k}, n={n}")
-    z = normal_quantile(1 - alpha / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Return the two-sided exact McNemar p-value for discordant counts b and c (1.0 when b = c = 0).
 
-    Under H0 (both models equally accurate) b ~ Binomial(b + c, 1/2); p = min(1, 2 P(X <= min(b, c)))."""
+    Under H0 (both models equally accurate) b ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binomtest  # heavy: scipy loads only when a report is written
+
     if b < 0 or c < 0:
         raise ValueError(f"mcnemar_exact: counts must be >= 0, got b={b}, c={c}")
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    return 1.0 if b + c == 0 else min(1.0, float(binomtest(b, b + c, 0.5).pvalue))
 
 
 def newcombe_paired_interval(both: int, only_a: int, only_b: int, neither: int,
@@ -80,58 +73,6 @@ def newcombe_paired_interval(both: int, only_a: int, only_b: int, neither: int,
     return max(-1.0, lower), min(1.0, upper)
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """Return the regularised incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Return P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-
-def t_quantile(q: float, df: float) -> float:
-    """Return the Student t quantile t_{q, df} (e.g. 4.3027 for q = 0.975, df = 2), by bisection on t_cdf."""
-    if not 0 < q < 1 or df <= 0:
-        raise ValueError(f"t_quantile: need 0 < q < 1 and df > 0, got q={q}, df={df}")
-    if q < 0.5:
-        return -t_quantile(1 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-    return (lo + hi) / 2
-
-
 @dataclass(frozen=True)
 class SeedSummary:
     """Mean, sample std and (1 - alpha) t interval of one quantity over seeds (std/interval None for n = 1)."""
@@ -150,10 +91,12 @@ def seed_summary(values: list[float], alpha: float = ALPHA) -> SeedSummary:
     n, mean = len(values), statistics.fmean(values)
     if n == 1:
         return SeedSummary(1, mean, None, None, None, None)
+    from scipy import stats  # heavy: scipy loads only when a report is written
+
     std = statistics.stdev(values)
-    half = t_quantile(1 - alpha / 2, n - 1) * std / math.sqrt(n)
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * std / math.sqrt(n)
     # No spread over seeds: the t statistic is undefined (not infinitely significant).
-    p = 2 * (1 - t_cdf(abs(mean) / (std / math.sqrt(n)), n - 1)) if std > 0 else None
+    p = float(stats.ttest_1samp(values, 0.0).pvalue) if std > 0 else None
     return SeedSummary(n, mean, std, mean - half, mean + half, p)
 
 

@@ -15,7 +15,9 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
+import threading
 
 VERBOSITY_ENV = "UPFT_VERBOSITY"  # -1 quiet, 0 normal, 1 verbose: travels to Ray workers
 QUIET, NORMAL, VERBOSE = -1, 0, 1
@@ -96,6 +98,44 @@ def library_level() -> int:
 def worker_env() -> dict[str, str]:
     """Return the logging env every Ray worker of a run gets."""
     return {VERBOSITY_ENV: str(verbosity()), **quiet_env()}
+
+
+# Lines Ray's C++ core writes straight to the driver's stderr that say nothing a user can act on. Ray Data
+# hands each actor of a pool its function through the object store and holds that reference for the
+# pool's life, yet Ray's core warns once per driver that a restart could lose it (ray-project/ray#53727).
+KNOWN_RAY_NOTICES = (
+    re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store and "
+               r"max_restarts > 0"),
+)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(patterns=KNOWN_RAY_NOTICES):
+    """Drop the lines matching ``patterns`` that this process's native code writes to stderr inside the block
+    (everything else passes through, in order); nothing is dropped when verbose."""
+    if verbosity() >= VERBOSE:
+        yield
+        return
+    sys.stderr.flush()
+    saved, (read_end, write_end) = os.dup(2), os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    copier = threading.Thread(target=_copy_lines, args=(read_end, saved, patterns), daemon=True)
+    copier.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the copier reads to the end and stops
+        copier.join(timeout=10)
+        os.close(saved)
+
+
+def _copy_lines(read_end: int, out: int, patterns) -> None:
+    with os.fdopen(read_end, "rb") as pipe:
+        for line in pipe:
+            if not any(p.search(line.decode("utf-8", "replace")) for p in patterns):
+                os.write(out, line)
 
 
 @contextlib.contextmanager

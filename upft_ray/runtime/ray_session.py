@@ -3,6 +3,10 @@
 A private local Ray starts with its dashboard: Ray Train's placement-group cleaner asks the State API
 (which the dashboard serves) whether the controller lives, and without it logs a warning every second.
 Its token auth is off (nothing outside this machine can reach a private local Ray).
+
+In a normal run the workers' own output (engine start-up, library notices) stays in Ray's log files
+(``/tmp/ray/session_latest/logs``): the driver prints the stages' progress itself, and a worker's failure
+reaches the driver as an exception. ``--verbose`` forwards every worker line to the console.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from contextlib import contextmanager
 from upft_ray.config import RayConfig
 from upft_ray.io.fencing import ENV as RUN_LEASE_ENV
 from upft_ray.runtime.cache import cache_dir, torch_extensions_dir
-from upft_ray.runtime.logs import library_level, worker_env
+from upft_ray.runtime.logs import VERBOSE, library_level, quiet_native_stderr, verbosity, worker_env
 
 
 def worker_env_vars() -> dict[str, str]:
@@ -43,22 +47,29 @@ def ray_session(cfg: RayConfig):
     if ray.is_initialized():
         yield
         return
+    with quiet_native_stderr():
+        _init(cfg)
+        quiet_ray_data()
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def _init(cfg: RayConfig) -> None:
+    import ray  # heavy: Ray loads only when a stage runs
+
+    shown = {"logging_level": library_level(), "log_to_driver": verbosity() >= VERBOSE}
     if cfg.address == "local":
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=cfg.num_cpus or None,
-                 runtime_env={"env_vars": worker_env_vars()}, logging_level=library_level())
+                 runtime_env={"env_vars": worker_env_vars()}, **shown)
     else:
         # On a cluster the job's own runtime_env (working_dir, pip, env vars) governs; a second
         # runtime_env here would be merged into it and could shadow what the job spec set. Only the
         # attempt's fencing epoch is added: Ray merges env vars key by key, so nothing is shadowed.
         lease = {RUN_LEASE_ENV: os.environ[RUN_LEASE_ENV]} if os.environ.get(RUN_LEASE_ENV) else {}
-        ray.init(address=cfg.address, runtime_env={"env_vars": lease} if lease else None,
-                 logging_level=library_level())
-    quiet_ray_data()
-    try:
-        yield
-    finally:
-        ray.shutdown()
+        ray.init(address=cfg.address, runtime_env={"env_vars": lease} if lease else None, **shown)
 
 
 def quiet_ray_data() -> None:

@@ -26,6 +26,7 @@ that other pods can write, so nothing in them is unpickled as code:
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -34,6 +35,8 @@ import numpy as np
 
 def deepspeed_safe_globals() -> list:
     """Return the DeepSpeed classes a ZeRO checkpoint of this loop stores (allow-listed for weights_only)."""
+    # Say which accelerator before DeepSpeed guesses (and warns) in a process that only reads checkpoints.
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if _cuda() else "cpu")
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler  # heavy: loaded when used
     from deepspeed.runtime.zero.config import ZeroStageEnum  # heavy: loaded when used
     from deepspeed.utils.tensor_fragment import fragment_address  # heavy: loaded when used
@@ -118,3 +121,9 @@ def load_training_state(engine, directory: Path, rank: int, device) -> dict:
         raise FileNotFoundError(f"no DeepSpeed checkpoint in {directory}")
     set_rng_state(safe_load(directory / f"rng_rank{rank}.pt"), device)
     return client_state
+
+
+def _cuda() -> bool:
+    import torch  # heavy: loaded where checkpoints are read
+
+    return torch.cuda.is_available()

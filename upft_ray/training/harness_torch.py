@@ -80,7 +80,7 @@ def run(config: LoopConfig, checkpoint_dir: Path, export_dir: Path | None = None
         fsync_tree(checkpoint_dir / name)  # this rank's files are on disk before the marker can name them
         commit_checkpoint(checkpoint_dir, name, rank, config.train.keep_last_k)
 
-    state = recipe.fit(save)
+    state = recipe.fit(save, echo_steps=True)
     recipe.cleanup()
     import torch.distributed as dist  # heavy: loaded on training ranks only
 

@@ -1,4 +1,4 @@
-"""Rank 0's training log: a log line per step, ``metrics.jsonl``, ``events.jsonl`` and TensorBoard.
+"""Rank 0's training log: ``metrics.jsonl``, ``events.jsonl``, TensorBoard and (without a driver) a log line per step.
 
 Both files are read back on resume, so both are durable and fenced: ``metrics.jsonl`` is cut back to the
 checkpoint resumed from by rewriting it through a temporary name (never in place), and every appended
@@ -35,8 +35,8 @@ def read_events(path: Path, event: str) -> list[dict]:
 class MetricsLog:
     """Rank 0's per-step metrics: log line, ``metrics.jsonl`` and TensorBoard when enabled."""
 
-    def __init__(self, path: str, tensorboard_dir: str | None, resumed_step: int):
-        self.path = Path(path)
+    def __init__(self, path: str, tensorboard_dir: str | None, resumed_step: int, echo: bool = False):
+        self.path, self.echo = Path(path), echo
         self.start_step, self.started = resumed_step, time.time()
         if self.path.is_file():  # steps after the checkpoint we resume from are redone: drop their rows
             kept = [line for line in self.path.read_text().splitlines()
@@ -49,11 +49,13 @@ class MetricsLog:
             self.writer = SummaryWriter(tensorboard_dir)
 
     def write(self, row: dict, total_steps: int) -> None:
-        """Log one step's row (``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, ...)."""
-        per_step = (time.time() - self.started) / max(1, row["step"] - self.start_step)
-        log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f tok/s %.0f ETA %.0fs", row["step"], total_steps,
-                 row["loss"], row["lr"], row["grad_norm"], row["tokens_per_s"],
-                 per_step * (total_steps - row["step"]))
+        """Record one step's row (``step``, ``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``, ...); the driver
+        logs it from the file (``upft_ray.training.progress``), a torchrun harness from here."""
+        if self.echo:
+            per_step = (time.time() - self.started) / max(1, row["step"] - self.start_step)
+            log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f tok/s %.0f ETA %.0fs", row["step"], total_steps,
+                     row["loss"], row["lr"], row["grad_norm"], row["tokens_per_s"],
+                     per_step * (total_steps - row["step"]))
         append_line_durably(self.path, json.dumps(finite_json(row), allow_nan=False))  # NaN (no grad norm) -> null
         if self.writer is not None:
             for key in ("loss", "lr", "grad_norm", "tokens_per_s"):

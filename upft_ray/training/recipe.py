@@ -151,12 +151,13 @@ class Recipe:
         save_training_state(self.engine, Path(directory), self.rank, self.device, state)
         return state
 
-    def fit(self, on_checkpoint: Callable[[dict], None]) -> dict:
+    def fit(self, on_checkpoint: Callable[[dict], None], echo_steps: bool = False) -> dict:
         """Train from ``self.step`` to the end; call ``on_checkpoint(client_state)`` on every rank at each
-        checkpoint step (and the last). Return the final client state."""
+        checkpoint step (and the last); ``echo_steps`` logs each step here (no driver follows the metrics).
+        Return the final client state."""
         cfg = self.cfg
         if self.rank == 0:
-            self.log = MetricsLog(self.config.metrics_path, self.config.tensorboard_dir, self.step)
+            self.log = MetricsLog(self.config.metrics_path, self.config.tensorboard_dir, self.step, echo_steps)
         rows, rows_epoch = None, -1
         self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
         self.engine.train()

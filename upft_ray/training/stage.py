@@ -25,6 +25,7 @@ from upft_ray.training.harness_ray import train_loop_per_worker
 from upft_ray.training.loop import LoopConfig, plan_epochs
 from upft_ray.training.metrics import read_events
 from upft_ray.training.packing import epoch_rows, packing_efficiency
+from upft_ray.training.progress import TrainProgress
 
 RUN_NAME = "upft-train"
 log = logging.getLogger("upft.train")
@@ -135,7 +136,8 @@ def run_train(cfg: PipelineConfig) -> dict:
     loop = loop_config(cfg, model_path, examples_dir, pad_token_id(model_path))
     # The same loop runs without Ray: torchrun -m upft_ray.training.harness_torch RUN/train/loop_config.json ...
     write_json_atomic(train_dir / "loop_config.json", loop.model_dump(mode="json"))
-    result = build_trainer(cfg, loop).fit()
+    with TrainProgress(train_dir / "metrics.jsonl", train_dir / "events.jsonl", counts["steps"]):
+        result = build_trainer(cfg, loop).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
