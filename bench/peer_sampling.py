@@ -10,7 +10,7 @@ same engine options (configs/quickstart.yaml):
   ray_data_llm ``ray.data.llm.build_processor`` with a ``vLLMEngineProcessorConfig`` placed on CPUs
                (placement_group_config bundles of CPU only, the single-process "uni" executor), fed the
                same token ids (its chat-template and tokenize stages off: its best case)
-  upft_sample  the sampling stage the CLI runs (``upft_ray.pipeline.sample``: Parquet shards, manifest)
+  upft_sample  the sampling stage the CLI runs (``upft_ray.orchestration.stages.sample``: Parquet shards, manifest)
 
 Each arm reports generated tokens, the seconds it generated for (engine start-up excluded: the call
 for raw; first chunk start to last chunk commit for upft sample; first request start to last row out

@@ -57,7 +57,16 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
             "wall_time_s": {"sample": round(sample["wall_time_s"], 1), "train": round(train["wall_time_s"], 1),
                             "eval base": round(base["wall_time_s"], 1), "eval UPFT": round(tuned["wall_time_s"], 1),
                             **({"total": round(total_s, 1)} if total_s is not None else {})},
+            "max_progress_gap_s": {name: m.get("faults", {}).get("max_progress_gap_s") for name, m in
+                                   (("sample", sample), ("eval base", base), ("eval UPFT", tuned))},
             "benchmarks": benchmarks}
+
+
+def count_output(log: Path) -> dict:
+    """Return how many lines a captured console output ``log`` holds (newlines: a progress bar redrawn with
+    carriage returns is one line on a terminal), and how many of them are our ``[stage]`` lines."""
+    lines = log.read_bytes().decode(errors="replace").removesuffix("\n").split("\n")  # no newline translation
+    return {"lines": len(lines), "stage_lines": sum(line.startswith("[") and "] " in line[:20] for line in lines)}
 
 
 def _accuracy(counts: dict) -> str:
@@ -84,6 +93,10 @@ def render_block(results: dict) -> str:
     times = ", ".join(f"{k} {v:.0f} s" for k, v in results["wall_time_s"].items())
     lines += ["", f"Tokens sampled {results['tokens']['sampled']:,}, tuned {results['tokens']['tuned']:,}; "
               f"wall time: {times}."]
+    if "output" in results:
+        out, before = results["output"], results.get("output_before")
+        was = f" (before the package re-layout, commit {before['commit']}: {before['lines']:,} lines)" if before else ""
+        lines += ["", f"Console output of `{out['command']}`: {out['lines']:,} lines{was}."]
     if deviations:
         restore = " ".join(d[3] for d in deviations)
         lines += ["", f"The paper's setting is one override away: `upft run -c configs/quickstart.yaml {restore}`."]

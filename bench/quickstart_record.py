@@ -2,15 +2,21 @@
 
     .venv/bin/python bench/quickstart_record.py            # a fresh run into runs/quickstart-record
     .venv/bin/python bench/quickstart_record.py --reuse    # record the finished run there again
+    .venv/bin/python bench/quickstart_record.py --count-before LOG --before-commit SHA   # an older output
 
-The run is `upft run -c configs/quickstart.yaml` (what `bash scripts/quickstart.sh` runs after set-up),
-in its own run directory so a user's runs/quickstart is never touched. Run it with nothing else on the
-cores; re-run it whenever configs/quickstart.yaml changes (tests/test_readme_quickstart.py fails until then).
+The run is `bash scripts/quickstart.sh run_dir=runs/quickstart-record` (set-up, then `upft run -c
+configs/quickstart.yaml`) with a fresh model cache, so its console output, captured into the run
+directory and counted, is what a new user sees; a user's runs/quickstart is never touched. Run it with
+nothing else on the cores; re-run it whenever configs/quickstart.yaml or the code it runs changes
+(tests/test_readme_quickstart.py fails when the config changed). The stall watchdog's margin is written
+into bench/RESULTS.md ("Stall timeout") from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from quickstart_lib import collect, update_readme  # noqa: E402
+from doc_blocks import markers, replace_block  # noqa: E402
+from quickstart_lib import collect, count_output, update_readme  # noqa: E402
 
 from upft_ray.config import load_config  # noqa: E402
 from upft_ray.config.hashing import (
@@ -32,6 +39,9 @@ from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
 CONFIG = REPO / "configs" / "quickstart.yaml"
 RESULTS = REPO / "bench" / "results" / "quickstart_results.json"
+BEFORE = REPO / "bench" / "results" / "quickstart_output_before.json"
+COMMAND = "bash scripts/quickstart.sh"
+STALL_BEGIN, STALL_END = markers("stall-timeout", "bench/quickstart_record.py")
 
 
 def quickstart_hash() -> str:
@@ -39,23 +49,54 @@ def quickstart_hash() -> str:
     return config_hash(results_config(load_config(CONFIG)))
 
 
+def run_quickstart(run_dir: Path) -> float:
+    """Run the quickstart command into ``run_dir`` with a fresh model cache, its console output captured into
+    ``run_dir/console.log``; return its wall time in seconds. Raises CalledProcessError when it fails."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    cache = run_dir.parent / f"{run_dir.name}-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    started = time.monotonic()
+    with (run_dir / "console.log").open("w") as log:
+        subprocess.run(["bash", "scripts/quickstart.sh", f"run_dir={run_dir}"], check=True, cwd=REPO, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=4 * 3600, env={**os.environ, "UPFT_CACHE": str(cache)})
+    return time.monotonic() - started
+
+
+def stall_block(results: dict, stall_timeout_s: float) -> str:
+    """Return RESULTS.md's stall-timeout block: the longest waits for a token measured, against the default."""
+    gaps = {k: v for k, v in results["max_progress_gap_s"].items() if v}
+    longest = max(gaps.values(), default=0.0)
+    rows = ", ".join(f"{k} {v:.2f} s" for k, v in gaps.items())
+    return "\n".join([STALL_BEGIN, "", f"Longest wait for progress while busy, quickstart run of "
+                      f"{results['machine']['date_utc']} UTC (SmolLM2-135M on 2 CPU cores, batches of up to "
+                      f"hundreds of requests): {rows}. The default `engine.stall_timeout_s` {stall_timeout_s:g} s is "
+                      f"{stall_timeout_s / longest:.0f}x the longest." if longest else "No gap measured.", "",
+                      STALL_END])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "quickstart-record")
     parser.add_argument("--reuse", action="store_true", help="record the finished run in --run-dir, do not rerun")
+    parser.add_argument("--count-before", type=Path, help="count an older quickstart's captured output instead")
+    parser.add_argument("--before-commit", default="", help="the commit that older output came from")
     args = parser.parse_args()
-    total_s = None
-    if not args.reuse:
-        shutil.rmtree(args.run_dir, ignore_errors=True)
-        upft = Path(sys.executable).parent / "upft"
-        started = time.monotonic()
-        subprocess.run([str(upft), "run", "-c", str(CONFIG), f"run_dir={args.run_dir}"], check=True, cwd=REPO,
-                       timeout=4 * 3600)
-        total_s = time.monotonic() - started
+    if args.count_before:
+        write_json_atomic(BEFORE, {"command": COMMAND, "commit": args.before_commit, **count_output(args.count_before)})
+        print(f"[quickstart-record] wrote {BEFORE}")
+        return 0
+    total_s = None if args.reuse else run_quickstart(args.run_dir)
     results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts(), total_s)
+    results["output"] = {"command": COMMAND, **count_output(args.run_dir / "console.log")}
+    if BEFORE.is_file():
+        results["output_before"] = json.loads(BEFORE.read_text())
     write_json_atomic(RESULTS, results)
     changed = update_readme(REPO / "README.md", results)
-    print(f"[quickstart-record] wrote {RESULTS}; README.md {'updated' if changed else 'unchanged'}")
+    timeout = load_config(CONFIG).sample.engine.stall_timeout_s
+    replace_block(REPO / "bench" / "RESULTS.md", STALL_BEGIN, STALL_END, stall_block(results, timeout))
+    print(f"[quickstart-record] wrote {RESULTS}; README.md {'updated' if changed else 'unchanged'}; "
+          f"{results['output']['lines']} console lines")
     for name, b in results["benchmarks"].items():
         print(f"[quickstart-record] {name}: base {b['base']['correct']}/{b['base']['graded']}, UPFT "
               f"{b['upft']['correct']}/{b['upft']['graded']}, {b['difference_pts']:+.1f} pts, p = {b['p_value']:.3g}, "

@@ -9,8 +9,9 @@ and logs live in ``$UPFT_DRILL_DIR`` (set for every test Ray worker; ``drill.jso
   question containing ``poison`` (default ``(#5)``); each death is a line of ``deaths.log``;
 - ``SlowReplicaEngine``: the first replica to start (it claims ``slow.claim``) takes ``slow_s`` seconds
   per batch, the others ``fast_s``: a straggler;
-- ``GradingFaultEngine``: answers ``BOOM`` to questions containing ``boom`` (default ``(#3)``) and makes the
-  evaluation's grader raise on that answer, inside the actor (fault injection by monkeypatching there).
+- ``GradingFaultEngine``: answers ``BOOM-i`` to questions containing the i-th of ``boom`` (default ``["(#3)"]``)
+  and makes the evaluation's grader raise on that answer, inside the actor (monkeypatched there), with a
+  different exception class per marker.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class SlowReplicaEngine(StandInEngine):
 
 
 class GradingFaultEngine(StandInEngine):
-    """Answers BOOM to the marked questions, and makes grading raise on BOOM in this actor's process."""
+    """Answers ``BOOM-i`` to the marked questions (``boom``: a list of markers) and makes grading raise on such
+    an answer in this actor's process, a different exception class per marker; others answer ``\\boxed{0}``."""
+
+    RAISES = (ZeroDivisionError, RecursionError, KeyError, UnicodeDecodeError)
 
     def __init__(self, model: str, engine, seed: int):
         super().__init__(model, engine, seed)
@@ -77,15 +81,16 @@ class GradingFaultEngine(StandInEngine):
         from upft_ray.evaluation.benchmarks import GENERIC, Benchmark
 
         def grader(output: str, gold: str):
-            if "BOOM" in output:
-                raise ZeroDivisionError("injected: the grader met an answer it cannot take")
+            if output.startswith("BOOM-"):
+                kind = self.RAISES[int(output.removeprefix("BOOM-")) % len(self.RAISES)]
+                raise kind("utf-8", b"\xff", 0, 1, "injected") if kind is UnicodeDecodeError else kind("injected")
             return GENERIC.grader(output, gold)
 
         finish.GENERIC = Benchmark("generic", grader=grader)
 
     async def __call__(self, batch: dict) -> dict:
         out = await super().__call__(batch)
-        marker = drill("boom", "(#3)")
-        out["response_text"] = np.array(["BOOM" if marker in q else "\\boxed{0}" for q in _questions(batch)],
-                                        dtype=object)
+        markers = drill("boom", ["(#3)"])
+        out["response_text"] = np.array([next((f"BOOM-{i}" for i, m in enumerate(markers) if m in q), "\\boxed{0}")
+                                         for q in _questions(batch)], dtype=object)
         return out

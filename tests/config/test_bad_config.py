@@ -86,6 +86,10 @@ BAD = [  # (overrides, the field the one problem must name)
     (["sample.prefix_tokens=auto", "sample.temperature=0"], "sample.temperature"),
     (["sample.top_p=0"], "sample.top_p"),
     (["eval.decoding=sample", "eval.top_p=0"], "eval.top_p"),
+    (["sample.engine.backend=vllm2"], "sample.engine.backend"),
+    (["eval.engine.backend=engines.PoisonEngine"], "eval.engine.backend"),
+    (["sample.engine.backend=:Class"], "sample.engine.backend"),
+    (["sample.engine.stall_timeout_s=0"], "sample.engine.stall_timeout_s"),
 ]
 
 
@@ -103,6 +107,7 @@ GOOD = [
     ["eval.decoding=greedy", "eval.temperature=0"],
     ["seed=0"],
     ["sample.structure_ratio=1e-3", "train.learning_rate=5e-6"],
+    ["sample.engine.backend=engines:PoisonEngine", "eval.engine.backend=my_pkg.engines:Fast_2"],
 ]
 
 

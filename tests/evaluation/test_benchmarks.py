@@ -1,5 +1,6 @@
 """The benchmark registry: gold parsers, multiple-choice shuffling and letter grading, specs."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -214,3 +215,35 @@ def test_eval_column_overrides_map_generic_sets_and_bad_sets_fail_before_ray(tmp
 def test_an_unknown_bare_benchmark_name_is_an_error():
     with pytest.raises(ValueError, match="'gsm8K' is not a registered benchmark"):
         parse_benchmark_spec("gsm8K")
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError("x"), RecursionError("deep"), KeyError("k"), ValueError("v")])
+def test_a_question_whose_gold_or_requests_cannot_be_built_is_rejected_alone(tmp_path, monkeypatch, error):
+    from upft_ray.config import load_config
+    from upft_ray.evaluation import benchmarks, requests
+
+    path = _jsonl(tmp_path / "gsm.jsonl", [{"idx": i, "question": f"q{i}?", "answer": f"w\n#### {i}"} for i in range(6)])
+    real_gold, real_messages = benchmarks.gsm8k_gold, requests.chat_messages
+
+    def gold(answer):  # a gold answer the parser chokes on
+        if answer.endswith("#### 2"):
+            raise error
+        return real_gold(answer)
+
+    def messages(question, system_prompt):  # a question whose prompt cannot be built
+        if question == "q4?":
+            raise error
+        return real_messages(question, system_prompt)
+
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "gsm8k", dataclasses.replace(
+        benchmarks.BENCHMARKS["gsm8k"], gold=gold))
+    monkeypatch.setattr(requests, "chat_messages", messages)
+    cfg = load_config(None, [f"eval.benchmarks=[gsm8k:{path}]", "eval.decoding=sample", "eval.num_samples=2",
+                             "eval.temperature=0.7"])
+    built, rejected, read = requests.build_eval_requests(cfg)
+    assert read == {"gsm8k": 6} and sorted({r["question_id"] for r in built}) == ["0", "1", "3", "5"]
+    assert len(built) == 8  # both samples of every other question
+    reasons = sorted(r["reason"] for r in rejected)
+    assert reasons[0].startswith(f"gold_parse_error: {type(error).__name__}")
+    assert reasons[1].startswith(f"request_build_error: {type(error).__name__}")
+    assert len(set(r["question_id"] for r in built)) + len(rejected) == read["gsm8k"]

@@ -30,7 +30,7 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
     engine = VLLMGenerator(str(tiny_model_dir), cfg.eval.engine, cfg.seed)
     single = grade_rows(pd.DataFrame(asyncio.run(engine(batch)))).set_index(["question_id", "sample_index"])
     engine.close()
-    joined = distributed.join(single, rsuffix="_single")
+    joined = distributed.merge(single, left_index=True, right_index=True, suffixes=("", "_single"))
     assert len(joined) == 40 and joined["output"].nunique() > 20  # sampled: the two samples differ
     assert (joined["output"] == joined["output_single"]).all()
     assert (joined["correct"] == joined["correct_single"]).all()

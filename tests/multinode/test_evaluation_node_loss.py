@@ -1,22 +1,23 @@
 """Evaluation loses a node: vLLM engine replicas on two worker nodes of a real local Ray cluster; one
-engine node is SIGKILLed (raylet and every process of it) while `upft evaluate` generates. The run
-completes with no operator action (the lost engine actor restarts on the spare node, its batches are
-retried) and its metrics and graded rows equal an uninterrupted run's (greedy decoding)."""
+engine node is SIGKILLed (raylet and every process of it) while it holds chunks it has not committed.
+The run completes with no operator action (the lost engine actor restarts on the spare node, the chunks
+it held are redone there or on the other engine), and its metrics and graded rows equal an
+uninterrupted run's (greedy decoding). The attempt records show what the lost node held."""
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import REPO
+from drills import attempts, record_fault, same_evaluation, summaries
 from local_cluster import (
     kill_node,
-    node_pids,
     private_ray_tmpdir,  # noqa: F401 (fixture)
     shutdown,
     start_cluster,
@@ -24,61 +25,68 @@ from local_cluster import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
+QUESTIONS, PER_CHUNK = 100, 2
+
 
 def evaluate(run: Path, model: Path, address: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "upft_ray.cli", "evaluate", "--model", "base", f"run_dir={run}", f"model={model}",
-         f"ray.address={address}", "eval.max_questions=100", "eval.max_new_tokens=24", "eval.engine.max_model_len=512",
-         "eval.engine.num_replicas=2", "eval.engine.cpus_per_replica=2", "eval.engine.cpu_kv_cache_gib=1",
-         "eval.engine.batch_size=4", "eval.engine.max_batches_in_flight=2"],
-        cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+         f"ray.address={address}", f"eval.max_questions={QUESTIONS}", "eval.max_new_tokens=24",
+         "eval.engine.max_model_len=512", "eval.engine.num_replicas=2", "eval.engine.cpus_per_replica=2",
+         "eval.engine.cpu_kv_cache_gib=1", f"eval.engine.batch_size={PER_CHUNK}", "eval.engine.max_batches_in_flight=2",
+         "eval.benchmarks=[bundled:arith-heldout]"],
+        cwd=REPO, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def engine_nodes(workers) -> list:
-    """The worker nodes running a vLLM generator actor (Ray titles its process after the UDF)."""
-    import psutil
-
-    found = []
-    for node in workers:
-        for pid in node_pids(node):
-            try:
-                if "VLLMGenerator" in " ".join(psutil.Process(pid).cmdline()):
-                    found.append(node)
-                    break
-            except psutil.NoSuchProcess:
-                continue
-    return found
+def busy_engine_node(eval_dir: Path, driver: subprocess.Popen, log: Path) -> tuple[str, set[str]]:
+    """Return (node id, units it is running) of an engine node holding uncommitted work, once both engine
+    nodes have committed chunks (a kill before that, or of an idle node, would test nothing)."""
+    deadline = time.time() + 400
+    while time.time() < deadline and driver.poll() is None:
+        done = summaries(eval_dir)
+        nodes = {s["node_id"] for s in done.values()}
+        if len(nodes) == 2 and len(done) >= 4:
+            running = {}
+            for a in attempts(eval_dir):
+                if a["status"] == "running" and f"chunk-{a['key']}" not in done:
+                    running.setdefault(a["node_id"], set()).add(a["key"])
+            if running:
+                node = max(sorted(running), key=lambda n: len(running[n]))
+                return node, running[node]
+        time.sleep(0.05)
+    raise AssertionError(f"no engine node held work while both engines were committing:\n{log.read_text()[-3000:]}")
 
 
 def test_evaluation_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
     cluster, workers = start_cluster(head_cpus=1, workers=[{"num_cpus": 2}] * 3)
-    plain, killed = tmp_path / "plain", tmp_path / "killed"
+    plain, faulty = tmp_path / "plain", tmp_path / "killed"
+    eval_dir, log = faulty / "eval_base", tmp_path / "killed.log"
+    driver = None
     try:
-        started = time.time()
         first = evaluate(plain, tiny_model_dir, cluster.address, tmp_path / "plain.log")
         assert first.wait(timeout=500) == 0, (tmp_path / "plain.log").read_text()[-3000:]
-        plain_s = time.time() - started
-        started = time.time()
-        second = evaluate(killed, tiny_model_dir, cluster.address, tmp_path / "killed.log")
-        deadline = time.time() + 300
-        nodes = []
-        while time.time() < deadline and second.poll() is None and len(nodes) < 2:
-            nodes = engine_nodes(workers)
-            time.sleep(0.5)
-        assert second.poll() is None and len(nodes) == 2, (tmp_path / "killed.log").read_text()[-3000:]
-        log = tmp_path / "killed.log"
-        time.sleep(max(0.0, started + 0.75 * plain_s - time.time()))  # generating, by the first run's pace
-        assert second.poll() is None, "the evaluation finished before the kill"
-        kill_node(cluster, nodes[0])
-        assert second.wait(timeout=500) == 0, log.read_text()[-4000:]
+        driver = evaluate(faulty, tiny_model_dir, cluster.address, log)
+        lost, held_seen = busy_engine_node(eval_dir, driver, log)
+        killed_at, _ = kill_node(cluster, {n.node_id: n for n in workers}[lost])
+        committed = summaries(eval_dir)  # nothing from the dead node can land after this
+        assert len(committed) < QUESTIONS // PER_CHUNK, "the evaluation finished before the kill"
+        assert driver.wait(timeout=500) == 0, log.read_text()[-4000:]
     finally:
+        if driver is not None and driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
         shutdown(cluster)
 
-    a = json.loads((plain / "eval_base" / "metrics.json").read_text())["benchmarks"]
-    b = json.loads((killed / "eval_base" / "metrics.json").read_text())["benchmarks"]
-    (name,) = a
-    assert a == b and a[name]["graded"] == 100
-    cols = ["question_id", "sample_index", "output", "correct"]
-    rows_a = pd.read_parquet(plain / "eval_base" / f"{name}.parquet")[cols]
-    rows_b = pd.read_parquet(killed / "eval_base" / f"{name}.parquet")[cols]
-    pd.testing.assert_frame_equal(rows_a.reset_index(drop=True), rows_b.reset_index(drop=True))
+    b, rows_lost, rows_duplicated = same_evaluation(plain / "eval_base", eval_dir, "arith-heldout", QUESTIONS)
+    # The lost node held chunks it had not committed: their attempts never ended (the process died with the
+    # node), and each was redone and committed on another node; what it had committed was kept.
+    records = attempts(eval_dir)
+    held = {r["key"] for r in records if r["node_id"] == lost and r["status"] == "running" and r["started"] < killed_at}
+    assert held >= held_seen and held and not {f"chunk-{k}" for k in held} & set(committed)
+    final = summaries(eval_dir)
+    assert all(final[f"chunk-{k}"]["node_id"] != lost for k in held)
+    assert all(final[name] == s for name, s in committed.items())
+    assert b["faults"]["died"] >= len(held)
+    retried = min(r["started"] for r in records if r["key"] in held and r["node_id"] != lost) - killed_at
+    resumed = min(s["finished"] for s in final.values() if s["finished"] > killed_at) - killed_at
+    record_fault("node lost (raylet and all its processes SIGKILLed)", "evaluate", retried, resumed,
+                 rows_lost, rows_duplicated, units_redone=len(held))

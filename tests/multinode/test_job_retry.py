@@ -13,14 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import REPO, tiny_overrides
+from drills import lost_and_duplicated, record_fault
 from local_cluster import (
     kill_node,
     private_ray_tmpdir,  # noqa: F401 (fixture)
     shutdown,
     start_cluster,
 )
+
+from upft_ray.training.metrics import read_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
@@ -56,6 +60,7 @@ def test_job_retried_on_a_new_cluster_resumes_every_stage(tmp_path, tiny_model_d
 
     fresh, _ = start_cluster(head_cpus=4, workers=[])
     try:
+        retried_at = time.time()
         retry = job(run, tiny_model_dir, fresh.address, retry_log)
         assert retry.wait(timeout=600) == 0, retry_log.read_text()[-4000:]
     finally:
@@ -73,3 +78,10 @@ def test_job_retried_on_a_new_cluster_resumes_every_stage(tmp_path, tiny_model_d
         assert json.loads((run / name / "metrics.json").read_text())["benchmarks"]
     assert (run / "report.md").is_file()
     assert "process gone" in retry_log.read_text()  # the dead attempt's lease was taken over at once
+    written = pd.read_parquet(run / "sample" / "shards")["question_id"]
+    expected = [json.loads(line)["id"] for line in (REPO / "upft_ray/data/arith_train.jsonl").read_text().splitlines()]
+    rows_lost, rows_duplicated = lost_and_duplicated(written, expected[:120])
+    assert (rows_lost, rows_duplicated) == (0, 0)
+    resumed = [e["time"] for e in read_events(run / "train" / "events.jsonl", "resumed") if e["time"] > retried_at]
+    record_fault("job driver and its whole cluster SIGKILLed, job resubmitted", "run", None,
+                 resumed[0] - retried_at, rows_lost, rows_duplicated, resumed_at_step=train["resumed_at_steps"][0])

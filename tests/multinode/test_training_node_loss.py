@@ -3,7 +3,7 @@ local Ray cluster; after a checkpoint is registered one worker node is SIGKILLed
 process of it) and a replacement node joins, as KubeRay replaces a preempted pod. The run resumes from
 the last checkpoint and ends with the weights of an uninterrupted run on the same cluster shape.
 
-With UPFT_NODE_LOSS_OUT=FILE the measurements are added there as JSON (bench/RESULTS.md, "Losing a node")."""
+What it measures is a row of bench/RESULTS.md's "Faults survived" table (tests/drills.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from drills import record_fault
 from local_cluster import (
     FAST_FAILURE_DETECTION,
     kill_node,
@@ -106,8 +107,9 @@ def test_training_survives_losing_a_worker_node(tmp_path, tiny_model_dir):
         "resumed_after_replacement_joined_s": round(resumed[0]["time"] - replaced_at, 2),
         "max_abs_weight_diff_vs_uninterrupted": diff,
     }
-    print(json.dumps(figures, indent=2))
-    if os.environ.get("UPFT_NODE_LOSS_OUT"):
-        out = Path(os.environ["UPFT_NODE_LOSS_OUT"])
-        previous = json.loads(out.read_text()) if out.is_file() else {}
-        out.write_text(json.dumps({**previous, "training": figures}, indent=2) + "\n")
+    # Training's rows are examples: none skipped and none consumed twice in the final run's step sequence
+    # (the steps after the checkpoint are redone, and their first attempt's rows dropped).
+    consumed = [r["consumed_examples"] for r in resumed_rows]
+    record_fault("node lost (raylet and all its processes SIGKILLed)", "train", None, figures["resumed_after_kill_s"],
+                 plain_rows[-1]["consumed_examples"] - consumed[-1], len(consumed) - len(set(consumed)),
+                 **figures)

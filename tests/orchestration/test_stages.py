@@ -52,6 +52,18 @@ def test_pipeline_end_to_end_on_tiny_model_prints_only_its_own_lines(tmp_path, t
     assert len(graded) == 12 and graded.question_id.is_unique
     assert "| UPFT |" in report.read_text() and "| base |" in report.read_text()
 
+    # The same command again: every stage reuses what it committed (training is not redone, nor exported
+    # again, so the evaluations of its model resume instead of being refused as another model's).
+    final = {p.name: p.stat().st_mtime_ns for p in (run / "train/final").iterdir()}
+    again = subprocess.run([sys.executable, "-m", "upft_ray.cli", "run", *tiny_overrides(run, tiny_model_dir),
+                            "ray.num_cpus=4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "[train] already done" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "train/final").iterdir()} == final
+    for sub in ("eval", "eval_base"):
+        chunks = json.loads((run / sub / "metrics.json").read_text())["chunks"]
+        assert chunks["written"] == 0 and chunks["reused"] == chunks["total"] > 0, chunks
+
 
 def test_trained_model_loads_in_transformers(tmp_path, tiny_model_dir, ray_local):
     import torch

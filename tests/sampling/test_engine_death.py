@@ -1,7 +1,8 @@
-"""An engine that dies mid-chunk takes its actor down, and the chunk is redone elsewhere: a real `upft
-sample` run on a local Ray; once the engine actor has started a chunk, either vLLM's engine core
-process (the actor's child: AsyncLLM raises EngineDeadError, the actor exits) or the actor's own process
-is SIGKILLed. The run completes by itself, with every question written exactly once."""
+"""An engine that dies or hangs mid-chunk is replaced and its chunks redone: a real `upft sample` run on a
+local Ray. Once the engine actor has started a chunk, its vLLM engine core (the actor's child) is either
+SIGKILLed (AsyncLLM reports it dead, the actor exits) or SIGSTOPped (a hang: no error, no token; the
+actor's stall watchdog exits it after ``engine.stall_timeout_s``). Either way the run completes by
+itself, every question written exactly once, and the attempt records say what happened."""
 
 from __future__ import annotations
 
@@ -16,56 +17,52 @@ import pandas as pd
 import psutil
 import pytest
 from conftest import REPO
+from drills import attempts, engine_core, lost_and_duplicated, record_fault, summaries, wait_for_running_attempt
 
-pytestmark = pytest.mark.slow  # two engine starts on a local Ray: ~3-5 min on 2 cores
+pytestmark = pytest.mark.slow  # two engine starts per case on a local Ray: ~2-4 min each on 2 cores
 
-QUESTIONS, ROWS_PER_SHARD = 40, 2
-
-
-def _chunk_starts(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+QUESTIONS, ROWS_PER_SHARD, STALL_S = 40, 2, 10
 
 
-def _engine_core(actor_pid: int) -> psutil.Process:
-    cores = [p for p in psutil.Process(actor_pid).children(recursive=True)
-             if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
-    assert len(cores) == 1, [(p.pid, p.name(), p.cmdline()) for p in psutil.Process(actor_pid).children(True)]
-    return cores[0]
-
-
-@pytest.mark.parametrize("victim", ["engine_core", "actor"])
-def test_a_killed_engine_mid_chunk_is_redone_and_every_question_written_once(tmp_path, tiny_model_dir, victim):
-    run, chunk_log, log = tmp_path / "run", tmp_path / "chunk-starts.jsonl", tmp_path / "driver.log"
-    env = {**os.environ, "UPFT_CHUNK_LOG": str(chunk_log)}
+@pytest.mark.parametrize("fault", ["engine core killed", "engine core stopped"])
+def test_a_dead_or_hung_engine_mid_chunk_is_replaced_and_every_question_written_once(tmp_path, tiny_model_dir,
+                                                                                     fault):
+    run, log = tmp_path / "run", tmp_path / "driver.log"
+    sample_dir = run / "sample"
     driver = subprocess.Popen(
         [sys.executable, "-m", "upft_ray.cli", "sample", f"run_dir={run}", f"model={tiny_model_dir}",
          f"sample.rows_per_shard={ROWS_PER_SHARD}", f"sample.max_questions={QUESTIONS}", "sample.max_new_tokens=16",
-         "sample.engine.max_model_len=512", "sample.engine.cpu_kv_cache_gib=1", "ray.num_cpus=4"],
-        cwd=REPO, env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+         "sample.engine.max_model_len=512", "sample.engine.cpu_kv_cache_gib=1", f"sample.engine.stall_timeout_s={STALL_S}",
+         "ray.num_cpus=4"], cwd=REPO, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 400
-        while not _chunk_starts(chunk_log) and driver.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert _chunk_starts(chunk_log), f"no chunk started:\n{log.read_text()[-3000:]}"
-        actor_pid = _chunk_starts(chunk_log)[0]["pid"]
-        target = _engine_core(actor_pid) if victim == "engine_core" else psutil.Process(actor_pid)
-        target.send_signal(signal.SIGKILL)
-        killed_at = time.time()
-        committed = {p.name for p in (run / "sample" / "chunks").glob("chunk-*.json")}
-        started = {s["chunk"] for s in _chunk_starts(chunk_log) if s["started"] < killed_at}
-        unfinished = {c for c in started if f"chunk-{c:06d}.json" not in committed}
-        assert unfinished, "the kill did not land mid-chunk"
-        if victim == "engine_core":  # the actor does not outlive its engine (no hung requests, no spinning)
-            psutil.Process(actor_pid).wait(timeout=120)
+        victim = wait_for_running_attempt(sample_dir, driver, log)
+        core = engine_core(victim["pid"])
+        core.send_signal(signal.SIGKILL if fault.endswith("killed") else signal.SIGSTOP)
+        hit_at = time.time()
+        hit = {a["key"] for a in attempts(sample_dir) if a["status"] == "running" and a["pid"] == victim["pid"]}
+        assert hit - set(summaries(sample_dir)), "the fault did not land mid-chunk"
+        psutil.Process(victim["pid"]).wait(timeout=120 + STALL_S)  # the actor does not outlive its engine
+        assert not core.is_running() or core.status() == psutil.STATUS_ZOMBIE  # nor a stopped core its actor
         assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    starts = _chunk_starts(chunk_log)
-    redone = [s for s in starts if s["chunk"] in unfinished and s["pid"] != actor_pid]
-    assert {s["chunk"] for s in redone} == unfinished  # every chunk the dead engine held was redone elsewhere
-    df = pd.read_parquet(run / "sample" / "shards")
+    records = attempts(sample_dir)
+    died = [a for a in records if a["pid"] == victim["pid"] and a["status"] == "died"]
+    assert died and {a["key"] for a in died} >= hit  # every attempt it held recorded its death, with why
+    why = died[0]["why"]
+    assert ("hung" in why and f"stall_timeout_s {STALL_S}" in why) if fault.endswith("stopped") else "engine" in why.lower()
+    redone = {a["key"] for a in records if a["key"] in hit and a["pid"] != victim["pid"] and a["status"] == "committed"}
+    assert redone == hit  # every chunk the engine held was redone elsewhere
+    df = pd.read_parquet(sample_dir / "shards")
     expected = [json.loads(line)["id"] for line in (REPO / "upft_ray/data/arith_train.jsonl").read_text().splitlines()]
-    assert sorted(df["question_id"]) == sorted(expected[:QUESTIONS]) and df["question_id"].is_unique
-    manifest = json.loads((run / "sample" / "manifest.json").read_text())
+    lost, duplicated = lost_and_duplicated(df["question_id"], expected[:QUESTIONS])
+    assert (lost, duplicated) == (0, 0) and len(df) == QUESTIONS
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
     assert manifest["counts"]["questions_written"] == QUESTIONS and manifest["counts"]["rows_rejected"] == 0
+    detected = min(a["ended"] for a in died) - hit_at
+    if fault.endswith("stopped"):
+        assert STALL_S <= detected <= STALL_S + 15  # the watchdog, not a deadline, ended the hang
+    resumed = min(s["finished"] for s in summaries(sample_dir).values() if s["finished"] > hit_at) - hit_at
+    record_fault(fault + " mid-chunk", "sample", detected, resumed, lost, duplicated,
+                 stall_timeout_s=STALL_S if fault.endswith("stopped") else None)

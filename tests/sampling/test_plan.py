@@ -158,3 +158,25 @@ def test_an_unreadable_source_leaves_no_plan(tmp_path):
     with pytest.raises(ValueError):
         plan_for_run(out, str(bad), Columns(), 4, 0, "hash-a")
     assert not (out / "plan.json").exists()
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError("x"), RecursionError("deep"), UnicodeEncodeError(
+    "utf-8", "\ud800", 0, 1, "surrogate"), MemoryError()])
+def test_a_record_whose_requests_cannot_be_built_is_rejected_alone(tmp_path, monkeypatch, error):
+    from upft_ray.sampling import requests
+
+    source = tmp_path / "q.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    real = requests.build_requests
+
+    def build(rows, sample, seed):
+        if rows[0]["id"] in ("q3", "q7"):
+            raise error
+        return real(rows, sample, seed)
+
+    monkeypatch.setattr(requests, "build_requests", build)
+    reqs = _requests(make_plan(str(source), Columns(), rows_per_shard=4, max_records=0, config_hash="h"))
+    bad = reqs[reqs.reject_reason != ""]
+    assert list(bad.number) == [4, 8] and len(bad) == 2  # one row per rejected record, with its line
+    assert all(r.startswith(f"request_build_error: {type(error).__name__}") for r in bad.reject_reason)
+    assert sorted(reqs[reqs.reject_reason == ""].question_id) == [r["id"] for r in ROWS if r["id"] not in ("q3", "q7")]

@@ -223,3 +223,27 @@ def test_the_training_stage_builds_examples_with_the_configured_prefix_eos(tmp_p
         ends[mode] = (table[0]["input_ids"][-1], table[0].get("num_masked_tail"), counts["tokens_tuned"])
     eos = _json.loads((tiny_model_dir / "config.json").read_text())["eos_token_id"]
     assert ends["loss"] == (eos, 0, 3 + 3) and ends["none"] == (101, 0, 2 + 3) and ends["no_loss"] == (eos, 1, 2 + 3)
+
+
+def test_a_row_whose_example_cannot_be_built_is_rejected_with_its_error_and_the_rest_kept(tmp_path, smollm2_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from upft_ray.training.examples import rejected_part
+
+    good = _row("prefix", [100, 101])
+    bad = [  # whatever a row holds: each fails in another step of building its example
+        {**good, "question_id": "not-json", "train_messages": "{not json"},
+        {**good, "question_id": "not-messages", "train_messages": json.dumps({"role": "user"})},
+        {**good, "question_id": "bad-token", "response_token_ids": [1, -7, 2 ** 40]},
+        {**good, "question_id": "no-tokens", "response_token_ids": None},
+    ]
+    pq.write_table(pa.Table.from_pylist([good, *bad, good]), tmp_path / "shard-000002.parquet")
+    out = tmp_path / "examples" / "part-shard-000002.parquet"
+    out.parent.mkdir()
+    counts = tokenize_shard(str(tmp_path / "shard-000002.parquet"), str(out), str(smollm2_dir), max_length=256)
+    assert counts["rows_in"] == 6 == counts["examples"] + counts["failed"] and counts["examples"] == 2
+    rejected = pq.read_table(rejected_part(out)).to_pylist()
+    assert [json.loads(r["raw"])["id"] for r in rejected] == [b["question_id"] for b in bad]
+    assert all(r["reason"].startswith("example_build_error: ") for r in rejected)
+    assert [r["line"] for r in rejected] == [1, 2, 3, 4]

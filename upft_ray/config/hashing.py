@@ -29,7 +29,7 @@ RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu_
 
 # Settings that only place, log or keep work: a run that differs only in these has the same results.
 OPERATIONAL = {"train": ("cpus_per_worker", "tensorboard", "log_every_steps", "keep_last_k", "max_failures",
-                         "checkpoint_every_steps"), "eval": ("evaluate_base", "rows_per_chunk")}
+                         "checkpoint_every_steps"), "eval": ("evaluate_base",)}
 
 
 def config_hash(config: dict) -> str:

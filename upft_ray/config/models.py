@@ -71,7 +71,8 @@ class EngineConfig(_Config):
     speculative_tail: bool = Field(True, description="once every chunk has started, re-issue chunks still running "
                                    "to idle engines; the first commit wins (stragglers at 99%)")
     backend: Text = Field(
-        "vllm", json_schema_extra={"hashed": "when_set"}, description="generation engine of each actor: vllm, or "
+        "vllm", pattern=r"^(vllm|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$", json_schema_extra={"hashed": "when_set"},
+        description="generation engine of each actor: vllm, or "
         "module:Class for another engine with the same interface (README, 'Engine backends')")
 
     @model_validator(mode="after")

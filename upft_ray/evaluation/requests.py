@@ -33,25 +33,30 @@ def build_eval_requests(cfg: PipelineConfig) -> tuple[list[dict], list[dict], di
 
     Requests come question by question (a question's samples together); each rejected row carries a
     ``benchmark`` key besides the REJECTED_SCHEMA columns."""
-    e, s = cfg.eval, cfg.sample
-    sampled = e.decoding == "sample"
+    e = cfg.eval
     requests, rejected, read = [], [], {}
     for spec in e.benchmarks:
         name, _, qs = load_benchmark(spec, cfg.seed, e.max_questions, e.columns_spec())
         read[name] = qs.num_read
         rejected += [{**r, "benchmark": name} for r in qs.rejected]
         for row in qs.rows:
-            for k in range(e.num_samples):
-                requests.append({
-                    "benchmark": name, "question_id": row["id"], "sample_index": k,
-                    "question": row["question"], "answer": row["answer"],
-                    "messages": json.dumps(chat_messages(row["question"], s.system_prompt)),
-                    "max_tokens": e.max_new_tokens,
-                    "temperature": e.temperature if sampled else 0.0,
-                    "top_p": e.top_p if sampled else 1.0,
-                    "request_seed": request_seed(cfg.seed, row["id"], k, name),
-                })
+            try:
+                requests += question_requests(name, row, cfg)
+            except Exception as err:  # noqa: BLE001 -- one question's failure costs that question only
+                rejected.append({"source": name, "line": -1, "raw": json.dumps({"id": str(row.get("id", ""))}),
+                                 "benchmark": name, "reason": f"request_build_error: {type(err).__name__}: "
+                                                              f"{' '.join(str(err).split())[:300]}"})
     return requests, rejected, read
+
+
+def question_requests(name: str, row: dict, cfg: PipelineConfig) -> list[dict]:
+    """Return the generation requests of one question of benchmark ``name`` (one per sample)."""
+    e, sampled = cfg.eval, cfg.eval.decoding == "sample"
+    messages = json.dumps(chat_messages(row["question"], cfg.sample.system_prompt))
+    return [{"benchmark": name, "question_id": row["id"], "sample_index": k, "question": row["question"],
+             "answer": row["answer"], "messages": messages, "max_tokens": e.max_new_tokens,
+             "temperature": e.temperature if sampled else 0.0, "top_p": e.top_p if sampled else 1.0,
+             "request_seed": request_seed(cfg.seed, row["id"], k, name)} for k in range(e.num_samples)]
 
 
 def cut_chunks(requests: list[dict], per_chunk: int) -> list[list[dict]]:

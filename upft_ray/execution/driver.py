@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from upft_ray.config import EngineConfig
+from upft_ray.io.chunk_store import ChunkStore
 from upft_ray.engine.pool import engine_actor_options
 from upft_ray.execution.job import ChunkJob
+from upft_ray.execution.speculation import hold_spare
 from upft_ray.execution.worker import ChunkWorker
 
 
@@ -57,6 +60,7 @@ class Progress:
 def read_step(batch: pd.DataFrame, job: ChunkJob) -> pd.DataFrame:
     """Ray Data UDF: the request rows of the chunk named in ``batch`` (one item), or the spare item as it is."""
     if "spare" in batch.columns:
+        hold_spare(ChunkStore(Path(job.out_dir)), job.chunks)
         return batch
     rows = [job.read(job.chunks[int(c)][0], job.context).assign(chunk=int(c)) for c in batch["chunk"]]
     return pd.concat(rows, ignore_index=True)

@@ -76,10 +76,12 @@ def plan_units(store: ChunkStore, chunk: int, records: int) -> list[Unit]:
     if len(whole_deaths) < WHOLE_DEATHS:
         return [Unit(chunk, 0, records, True)]
     units = _split(store, chunk, 0, records)
-    total = len(whole_deaths) + sum(len(died(store.attempts(unit_key(chunk, u.lo, u.hi)))) for u in units)
+    everything = store.chunk_attempts(chunk)  # ranges split since count too, not only the current ones
+    total = len(died(everything))
     if total > death_budget(records):
-        raise PoisonChunk(f"chunk {chunk} killed {total} engines (budget {death_budget(records)}) without a single "
-                          f"record being isolated; last reason: {death_reason(store.attempts(whole))}")
+        raise PoisonChunk(f"chunk {chunk} killed {total} engines (budget {death_budget(records)}): more of its "
+                          f"records kill the engine than isolation can set aside (a broken engine or model?); "
+                          f"last reason: {death_reason(everything)}")
     return units
 
 

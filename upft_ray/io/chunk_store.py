@@ -41,7 +41,7 @@ from upft_ray.io.durable import (
 )
 from upft_ray.io.manifests import finite_json, read_json, write_json_atomic
 
-_PENDING = re.compile(r"^\.(?P<name>.+)\.(?P<attempt>[\w.-]+)\.pending$")
+_PENDING = re.compile(r"^\.(?P<name>.+)\.(?P<attempt>[\w-]+)\.pending$")  # attempt ids have no dots
 SUBDIRS = ("shards", "rejected", "chunks")
 
 
@@ -60,8 +60,10 @@ def parse_key(key: str) -> tuple[int, int | None, int | None]:
 
 
 def new_attempt_id() -> str:
-    """Return an id unique to one attempt at a unit (host, pid and a random part)."""
-    return f"{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(4)}"
+    """Return an id unique to one attempt at a unit (host, pid and a random part): letters, digits, ``_`` and
+    ``-`` only, so a pending file's name splits back into its target and its attempt (hosts have dots)."""
+    host = re.sub(r"[^\w-]", "-", socket.gethostname())[:24]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class ChunkStore:
@@ -192,6 +194,22 @@ class ChunkStore:
                 continue  # being replaced right now
         return sorted(records, key=lambda r: r["started"])
 
+    def claim_duplicate(self, key: str) -> bool:
+        """Return True for the one caller that may run a speculative duplicate of unit ``key`` (a marker file
+        created exclusively: spares that pick the same straggler at the same moment do not both run it)."""
+        folder = self.out_dir / "attempts" / f"chunk-{key}"
+        make_dirs(folder)
+        try:
+            os.close(os.open(folder / ".duplicate", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+    def chunk_attempts(self, chunk: int) -> list[dict]:
+        """Return the records of every attempt at ``chunk``: at the whole chunk and at any range of it."""
+        keys = [p.name.removeprefix("chunk-") for p in (self.out_dir / "attempts").glob(f"chunk-{chunk:06d}*")]
+        return sorted((r for key in keys for r in self.attempts(key)), key=lambda r: r["started"])
+
     def all_attempts(self) -> list[dict]:
         """Return every attempt record of the stage (for diagnostics and fault measurements)."""
         keys = [p.name.removeprefix("chunk-") for p in (self.out_dir / "attempts").glob("chunk-*") if p.is_dir()]
@@ -199,12 +217,16 @@ class ChunkStore:
 
     def fault_counts(self) -> dict:
         """Return what the stage survived, from its attempt records: attempts, engine deaths, interrupted runs,
-        speculative duplicates and the attempts they made lose (cancelled, lost). Call once the stage's workers
+        speculative duplicates and the attempts they made lose (cancelled, lost), and the longest wait for a
+        token a busy engine had (from the units' summaries). Call once the stage's workers
         are done: an attempt still marked running then died without saying so (a killed process)."""
         attempts = self.all_attempts()
         counts = {s: sum(a["status"] == s for a in attempts) for s in ("interrupted", "cancelled", "lost")}
         counts["died"] = sum(a["status"] in ("died", "running") for a in attempts)
-        return {"attempts": len(attempts), **counts, "speculative": sum(a["kind"] == "speculative" for a in attempts)}
+        gaps = [s.get("max_progress_gap_s", 0.0) for s in self.summaries().values()]
+        return {"attempts": len(attempts), **counts, "speculative": sum(a["kind"] == "speculative" for a in attempts),
+                # the longest an engine went without a token while busy: what engine.stall_timeout_s must exceed
+                "max_progress_gap_s": max(gaps, default=0.0)}
 
     def _attempt_path(self, key: str, attempt: str) -> Path:
         return self.out_dir / "attempts" / f"chunk-{key}" / f"{attempt}.json"

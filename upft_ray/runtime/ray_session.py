@@ -31,7 +31,7 @@ def worker_env_vars() -> dict[str, str]:
         "UPFT_CACHE": str(cache_dir()),
     }
     env = {**{k: os.environ.get(k, v) for k, v in wanted.items()}, **worker_env()}
-    if os.environ.get(RUN_LEASE_ENV):  # the attempt's fencing epoch (upft_ray.run_lease), for worker-side commits
+    if os.environ.get(RUN_LEASE_ENV):  # the attempt's fencing epoch (upft_ray.io.fencing), for worker-side commits
         env[RUN_LEASE_ENV] = os.environ[RUN_LEASE_ENV]
     return env
 

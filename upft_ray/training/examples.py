@@ -46,17 +46,36 @@ EXAMPLES_SCHEMA = pa.schema([
 ])
 
 
+def checked_row(row: dict, vocab_size: int) -> tuple[list[dict], list[int]]:
+    """Return (chat messages, response token ids) of a sample-shard row. Raises ValueError naming what is
+    wrong: a kind other than prefix/full, messages that are not a list of role/content objects, or a token
+    id outside the model's vocabulary (which no embedding, and no int32 column, can hold)."""
+    if row.get("kind") not in ("prefix", "full"):
+        raise ValueError(f"kind {row.get('kind')!r} is neither 'prefix' nor 'full'")
+    messages = json.loads(row["train_messages"])
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise ValueError("train_messages is not a non-empty list of {role, content} messages")
+    response = [int(t) for t in row["response_token_ids"]]
+    outside = [t for t in response if not 0 <= t < vocab_size]
+    if outside:
+        raise ValueError(f"response token id {outside[0]} is outside the vocabulary (0..{vocab_size - 1})")
+    return messages, response
+
+
 def build_example(tokenizer, row: dict, max_length: int, prefix_tokens: int | None = None,
-                  prefix_eos: str = "loss") -> dict:
+                  prefix_eos: str = "loss", vocab_size: int | None = None) -> dict:
     """Return one tokenised training example for a sample-shard row (see module docstring).
 
     ``prefix_tokens`` cuts a prefix row's response to its first t tokens (the label-filter baseline
     decodes whole solutions; UPFT's own prefix rows are already t tokens long). ``prefix_eos``:
-    what a prefix row ends with (PREFIX_EOS). Raises ValueError for an unknown ``prefix_eos``."""
+    what a prefix row ends with (PREFIX_EOS). ``vocab_size``: the model's (default: the tokenizer's length).
+    Raises ValueError for an unknown ``prefix_eos`` or a row :func:`checked_row` refuses."""
     if prefix_eos not in PREFIX_EOS:
         raise ValueError(f"prefix_eos: {prefix_eos!r} is not one of {list(PREFIX_EOS)}")
-    _, prompt_ids = render_prompt(tokenizer, json.loads(row["train_messages"]))
-    response = [int(t) for t in row["response_token_ids"]]
+    messages, response = checked_row(row, vocab_size or len(tokenizer))
+    _, prompt_ids = render_prompt(tokenizer, messages)
     eos = tokenizer.eos_token_id
     masked_tail = 0
     if row["kind"] == "prefix":
@@ -104,6 +123,14 @@ def _tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path)
 
 
+@functools.lru_cache(maxsize=2)
+def _vocab_size(model_path: str) -> int:
+    """Return how many token ids the model embeds (its config's vocab_size; at least the tokenizer's length)."""
+    from transformers import AutoConfig  # heavy: loaded in the tokenising tasks only
+
+    return max(len(_tokenizer(model_path)), int(getattr(AutoConfig.from_pretrained(model_path), "vocab_size", 0) or 0))
+
+
 def _build_failed(shard: str, number: int, row: dict, err: Exception) -> dict:
     """Return the REJECTED_SCHEMA row of a sampled row whose example could not be built."""
     message = " ".join(str(err).split())[:300]
@@ -120,7 +147,7 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
     Rows whose prompt alone fills ``max_length`` keep no response token: they are dropped too. A row
     whose example cannot be built (whatever it holds) goes to ``rejected-PART`` beside ``out`` with the
     error (``failed``): rows in = examples + incorrect + no response token + failed. Written durably."""
-    tokenizer = _tokenizer(model_path)
+    tokenizer, vocab_size = _tokenizer(model_path), _vocab_size(model_path)
     columns = ["question_id", "kind", "train_messages", "response_token_ids", "finish_reason", "answer",
                "response_text"]
     rows = pq.read_table(shard, columns=columns).to_pylist()
@@ -130,7 +157,7 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
             if correct_only and not grade_safely(row["response_text"], row["answer"]).correct:
                 incorrect += 1
                 continue
-            examples.append(build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos))
+            examples.append(build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos, vocab_size))
         except Exception as err:  # noqa: BLE001 -- one row's failure costs that row only
             failed.append(_build_failed(shard, number, row, err))
     kept = [e for e in examples if loss_tokens(e) > 0]

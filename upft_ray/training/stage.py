@@ -116,6 +116,15 @@ def pad_token_id(model_path: str) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def _finished(train_dir: Path, run_hash: str) -> dict | None:
+    """Return the manifest of a finished training of this config in ``train_dir`` (its export in place), or None."""
+    path = train_dir / "manifest.json"
+    manifest = read_json(path) if path.is_file() else None
+    if manifest and manifest.get("config_hash") == run_hash and Path(manifest["final_model"]).is_dir():
+        return manifest
+    return None
+
+
 def run_train(cfg: PipelineConfig) -> dict:
     """Run the training stage (Ray must be up); return the manifest written to ``RUN/train/manifest.json``.
 
@@ -127,6 +136,10 @@ def run_train(cfg: PipelineConfig) -> dict:
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("train.tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     claim_train_dir(cfg, run_hash)
+    done = _finished(train_dir, run_hash)
+    if done is not None:  # exporting again would make train/final another model to a resumed evaluation
+        log.info("already done (%s): reusing %s", train_dir / "manifest.json", done["final_model"])
+        return done
     examples_dir, counts = prepare_examples(cfg, model_path)
     counts = plan_steps(cfg, examples_dir, counts)
     log.info("%d examples (%d prefix, %d full), %d tokens tuned; %d rows%s; %d steps over %d epoch(s), %d workers, "

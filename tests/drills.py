@@ -1,0 +1,98 @@
+"""Helpers of the fault drills: attempt records, lost and duplicated rows, and the rows of bench/RESULTS.md's
+"Faults survived" table (rendered by ``bench/faults_record.py``).
+
+A drill test calls :func:`record_fault`; with ``UPFT_FAULTS_OUT=FILE`` set the row is merged into that
+JSON file (keyed by fault and stage), otherwise nothing is written. Rows lost and duplicated are counted
+by the test from the run's own output against its input, never assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+
+def record_fault(fault: str, stage: str, detected_after_s: float | None, resumed_after_s: float | None,
+                 rows_lost: int, rows_duplicated: int, **details) -> dict:
+    """Return the row and, when ``UPFT_FAULTS_OUT`` names a file, merge it in there."""
+    row = {"fault": fault, "stage": stage,
+           "detected_after_s": None if detected_after_s is None else round(detected_after_s, 1),
+           "resumed_after_s": None if resumed_after_s is None else round(resumed_after_s, 1),
+           "rows_lost": int(rows_lost), "rows_duplicated": int(rows_duplicated),
+           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **details}
+    out = os.environ.get("UPFT_FAULTS_OUT")
+    if out:
+        path = Path(out)
+        rows = json.loads(path.read_text()) if path.is_file() else {}
+        rows[f"{fault} | {stage}"] = row
+        path.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(row))
+    return row
+
+
+def lost_and_duplicated(written_ids, expected_ids) -> tuple[int, int]:
+    """Return (expected ids missing from the output, ids written more than once)."""
+    written = pd.Series(list(written_ids), dtype=object)
+    counts = written.value_counts()
+    return len(set(expected_ids) - set(written)), int((counts - 1).clip(lower=0).sum())
+
+
+def attempts(stage_dir: Path) -> list[dict]:
+    """Return every attempt record of a chunked stage's directory, oldest first."""
+    records = []
+    for path in (stage_dir / "attempts").glob("*/*.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue  # being rewritten right now
+    return sorted(records, key=lambda r: r["started"])
+
+
+def summaries(stage_dir: Path) -> dict[str, dict]:
+    """Return the committed units' summaries of a chunked stage's directory."""
+    out = {}
+    for path in (stage_dir / "chunks").glob("chunk-*.json"):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def engine_core(actor_pid: int) -> psutil.Process:
+    """Return the vLLM engine core process of the engine actor ``actor_pid``."""
+    cores = [p for p in psutil.Process(actor_pid).children(recursive=True)
+             if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
+    assert len(cores) == 1, [(p.pid, p.name(), p.cmdline()) for p in psutil.Process(actor_pid).children(True)]
+    return cores[0]
+
+
+def wait_for_running_attempt(stage_dir, driver, log, deadline_s: float = 400) -> dict:
+    """Return the first attempt record running in ``stage_dir`` while ``driver`` runs (its ``log`` on failure)."""
+    deadline = time.time() + deadline_s
+    while time.time() < deadline and driver.poll() is None:
+        running = [a for a in attempts(stage_dir) if a["status"] == "running"]
+        if running:
+            return running[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no chunk started:\n{log.read_text()[-3000:]}")
+
+
+def same_evaluation(plain: Path, faulty: Path, benchmark: str, questions: int) -> tuple[dict, int, int]:
+    """Assert the evaluation in ``faulty`` has the uninterrupted one's (``plain``) metrics and graded rows
+    (greedy decoding: the same outputs); return (its metrics.json, rows lost, rows duplicated)."""
+    a = json.loads((plain / "metrics.json").read_text())
+    b = json.loads((faulty / "metrics.json").read_text())
+    assert a["benchmarks"] == b["benchmarks"] and a["benchmarks"][benchmark]["graded"] == questions
+    cols = ["question_id", "sample_index", "output", "correct"]
+    rows_a = pd.read_parquet(plain / f"{benchmark}.parquet")[cols].reset_index(drop=True)
+    rows_b = pd.read_parquet(faulty / f"{benchmark}.parquet")[cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows_a, rows_b)
+    lost, duplicated = lost_and_duplicated(rows_b["question_id"], rows_a["question_id"])
+    assert (lost, duplicated) == (0, 0)
+    return b, lost, duplicated
