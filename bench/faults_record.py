@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/faults_record.py              # run the drills (~30 min on 2 cores), then render
     .venv/bin/python bench/faults_record.py --render     # render bench/results/faults.json again
+    .venv/bin/python bench/faults_record.py --only tests/x.py ...   # re-run some drills, keep the other rows
 
 The drills are the fault tests themselves (real engines, real Ray clusters on this machine, stand-in
 engines where a fault is decided by the input; each test's docstring says what it does): with
@@ -50,11 +51,14 @@ def render(rows: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render", action="store_true", help="only render bench/results/faults.json")
+    parser.add_argument("--only", nargs="+", choices=DRILLS, help="re-run these drills; their rows replace the old")
     args = parser.parse_args()
     if not args.render:
-        RESULTS.unlink(missing_ok=True)
+        if not args.only:
+            RESULTS.unlink(missing_ok=True)
         env = {**os.environ, "UPFT_FAULTS_OUT": str(RESULTS)}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "", "-q", "-p", "no:cacheprovider", *DRILLS],
+        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "", "-q", "-p", "no:cacheprovider",
+                               *(args.only or DRILLS)],
                               cwd=REPO, env=env, timeout=3 * 3600)
         if done.returncode != 0:
             print("[faults-record] a drill failed: the table is not rewritten", file=sys.stderr)

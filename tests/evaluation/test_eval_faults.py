@@ -7,6 +7,7 @@ metrics) and ends with the uninterrupted run's metrics and rows, every question 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,7 +55,6 @@ def test_evaluation_survives_a_hung_engine_and_a_killed_driver_and_resumes(tmp_p
             time.sleep(0.1)  # the replaced engine commits a few chunks
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its whole session, no clean-up
         driver.wait(timeout=60)
-        killed_at = time.time()
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -64,17 +64,21 @@ def test_evaluation_survives_a_hung_engine_and_a_killed_driver_and_resumes(tmp_p
     assert died and "hung" in died[0]["why"]
     time.sleep(2)
     rerun_log = tmp_path / "rerun.log"
+    rerun_at = time.time()
     rerun = evaluate(faulty, tiny_model_dir, rerun_log)
     finish(rerun, rerun_log)
-    assert f"resuming: {committed} chunks done" in rerun_log.read_text()
+    # The killed driver's engine actors may commit a chunk they were finishing (they outlive it briefly, and
+    # are fenced only once the rerun takes the run over): the rerun reuses whatever was committed.
+    reused = int(re.search(r"resuming: (\d+) chunks done", rerun_log.read_text())[1])
+    assert committed <= reused < QUESTIONS // PER_CHUNK
 
     b, lost, duplicated = same_evaluation(plain / "eval_base", eval_dir, "arith-heldout", QUESTIONS)
-    assert b["chunks"]["reused"] == committed and b["chunks"]["written"] == QUESTIONS // PER_CHUNK - committed
+    assert b["chunks"]["reused"] == reused and b["chunks"]["written"] == QUESTIONS // PER_CHUNK - reused
     detected = died[0]["ended"] - stopped_at
     assert STALL_S <= detected <= STALL_S + 15
     resumed = min(s["finished"] for s in summaries(eval_dir).values() if s["finished"] > stopped_at) - stopped_at
     record_fault("engine core stopped mid-chunk", "evaluate", detected, resumed, lost, duplicated,
                  stall_timeout_s=STALL_S)
-    first_after_rerun = min(s["finished"] for s in summaries(eval_dir).values() if s["finished"] > killed_at)
-    record_fault("driver killed, same command rerun", "evaluate", None, first_after_rerun - killed_at, lost,
-                 duplicated, chunks_reused=committed)
+    first_after_rerun = min(s["finished"] for s in summaries(eval_dir).values() if s["finished"] > rerun_at)
+    record_fault("driver killed, same command rerun", "evaluate", None, first_after_rerun - rerun_at, lost,
+                 duplicated, chunks_reused=reused)

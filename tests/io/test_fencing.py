@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from drills import record_fault
 
 from upft_ray.io import durable
 from upft_ray.io.claims import claim_path, current_epoch, read_holder
@@ -102,8 +103,10 @@ def _finish(proc: subprocess.Popen) -> str:
 def test_a_holder_paused_between_check_and_rename_loses_and_lands_nothing(tmp_path, what):
     run = tmp_path / "run"
     holder = start_paused_holder(run, what)
+    stopped_at = time.time()
     try:
         with take_over(run):
+            taken_at = time.time()
             assert current_epoch(run / ".lease") == 2
             target = run / "sample" / ("manifest.json" if what == "json" else "chunks/chunk-000001.json")
             durable.write_text_durably(target, '{"by": "new"}')
@@ -111,6 +114,10 @@ def test_a_holder_paused_between_check_and_rename_loses_and_lands_nothing(tmp_pa
             assert "fenced" in out and "landed" not in out and "won" not in out, out
             assert json.loads(target.read_text()) == {"by": "new"}
             assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no file of the old holder
+            if what == "new":
+                record_fault("a holder stopped inside its commit (after the fence check), run taken over", "any",
+                             taken_at - stopped_at, None, 0, len(list(target.parent.iterdir())) - 1,
+                             lease_timeout_s=3)
     finally:
         if holder.poll() is None:
             holder.kill()

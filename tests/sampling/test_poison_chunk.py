@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from drills import lost_and_duplicated, record_fault
 from sampler_scale import write_questions
 
 from upft_ray.config import load_config
@@ -47,6 +48,9 @@ def test_a_question_that_kills_every_engine_is_quarantined_and_the_rest_written(
     deaths = poison_env.read_text().split("\n")
     assert 5 <= len([d for d in deaths if d]) <= 8  # 2 whole, 1 half, 2 alone (+ co-tenants at most)
     assert manifest["faults"]["died"] >= 5
+    lost, duplicated = lost_and_duplicated(shards["question_id"], [f"s{i:07d}" for i in range(QUESTIONS) if i != 5])
+    record_fault("one question kills every engine it meets", "sample", None, None, lost, duplicated,
+                 engine_deaths=len([d for d in deaths if d]), quarantined=len(rejected))
 
 
 def test_an_evaluation_quarantines_the_question_too(tmp_path, ray_local, poison_env):
@@ -62,3 +66,6 @@ def test_an_evaluation_quarantines_the_question_too(tmp_path, ray_local, poison_
     assert rejected["reason"].iloc[0].startswith("engine_crash: ")
     graded = pd.read_parquet(tmp_path / "eval" / f"{name}.parquet")
     assert graded["question_id"].is_unique and len(graded) == QUESTIONS - 1
+    lost, duplicated = lost_and_duplicated(graded["question_id"], [f"s{i:07d}" for i in range(QUESTIONS) if i != 5])
+    record_fault("one question kills every engine it meets", "evaluate", None, None, lost, duplicated,
+                 engine_deaths=metrics["faults"]["died"], quarantined=len(rejected))
