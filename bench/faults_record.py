@@ -48,6 +48,11 @@ def render(rows: dict) -> str:
                               "`bench/results/faults.json` (each row's details there).\n"
 
 
+def results_block(rows: dict) -> str:
+    """Return RESULTS.md's faults-survived block (markers included)."""
+    return f"{BEGIN}\n\n{render(rows)}\n{END}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--render", action="store_true", help="only render bench/results/faults.json")
@@ -64,7 +69,7 @@ def main() -> int:
             print("[faults-record] a drill failed: the table is not rewritten", file=sys.stderr)
             return done.returncode
     rows = json.loads(RESULTS.read_text())
-    changed = replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, f"{BEGIN}\n\n{render(rows)}\n{END}")
+    changed = replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, results_block(rows))
     print(f"[faults-record] {len(rows)} drills; bench/RESULTS.md {'updated' if changed else 'unchanged'}")
     return 0
 

@@ -15,8 +15,9 @@ same engine options (configs/quickstart.yaml):
 Each arm reports generated tokens, the seconds it generated for (engine start-up excluded: the call
 for raw; first chunk start to last chunk commit for upft sample; first request start to last row out
 for ray.data.llm) and its wall time with start-up. An arm that cannot run records its exact error.
-Results, machine and date go to bench/results/peer_sampling.json (``--quick``: a few prompts, to
-bench/peer_sampling_quick.json, a smoke check only); a Markdown table of them is printed last.
+Results, machine and date go to bench/results/peer_sampling.json and the "peer-sampling" block of
+bench/RESULTS.md (``--quick``: a few prompts, to bench/results/peer_sampling_quick.json only, a smoke
+check); the Markdown table is printed last.
 
     .venv/bin/python bench/peer_sampling.py [--questions 128] [--max-new-tokens 128] [--quick]
 """
@@ -35,10 +36,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
+from doc_blocks import markers, replace_block  # noqa: E402
 from sampler_throughput import bench_config, raw_vllm, raw_vllm_in_ray_task, ray_sampler  # noqa: E402
 
 from upft_ray.config import config_to_dict  # noqa: E402
 from upft_ray.runtime.hardware import machine_facts  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results" / "peer_sampling.json"
+BEGIN, END = markers("peer-sampling", "bench/peer_sampling.py")
 
 
 def sampler_requests(cfg) -> tuple[list[dict], list[list[int]]]:
@@ -122,8 +127,18 @@ def markdown_table(report: dict) -> str:
         else:
             lines.append(f"| {name} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} "
                          f"| {r['wall_s']:.1f} |")
-    lines += [""] + [f"{k}: {v:.3f}" for k, v in report["ratios"].items()]
+    goals = report.get("goals", {})
+
+    def verdict(key: str, ratio: float) -> str:
+        goal = goals.get(key)
+        return f" (goal {goal}: {'met' if ratio >= float(goal.split()[-1]) else 'NOT met'})" if goal else ""
+    lines += [""] + [f"- **{k} = {v:.3f}**{verdict(k, v)}" for k, v in report["ratios"].items()]
     return "\n".join(lines)
+
+
+def results_block(report: dict) -> str:
+    """Return RESULTS.md's peer-sampling block (markers included)."""
+    return f"{BEGIN}\n\n{markdown_table(report)}\n\n{END}"
 
 
 def main() -> None:
@@ -138,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.questions, args.rows_per_shard, args.max_new_tokens = 8, 4, 16
-    out = args.out or REPO_ROOT / "bench" / ("peer_sampling_quick.json" if args.quick else "peer_sampling.json")
+    out = args.out or (RESULTS.with_name("peer_sampling_quick.json") if args.quick else RESULTS)
     every_arm = {"raw": raw_vllm, "raw_in_task": raw_vllm_in_ray_task, "ray_data_llm": ray_data_llm,
                  "upft_sample": ray_sampler}
     arms = {name: every_arm[name] for name in args.arms.split(",")}
@@ -155,6 +170,8 @@ def main() -> None:
               "arms": results, "ratios": {k: round(v, 3) for k, v in ratios.items()},
               "goals": {"upft_sample/ray_data_llm": ">= 1.0", "upft_sample/raw_in_task": ">= 0.9"}}
     out.write_text(json.dumps(report, indent=2) + "\n")
+    if not args.quick and args.out is None:
+        replace_block(REPO_ROOT / "bench" / "RESULTS.md", BEGIN, END, results_block(report))
     print(markdown_table(report))
     print(f"[peer] wrote {out}")
 

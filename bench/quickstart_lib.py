@@ -64,9 +64,12 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
 
 def count_output(log: Path) -> dict:
     """Return how many lines a captured console output ``log`` holds (newlines: a progress bar redrawn with
-    carriage returns is one line on a terminal), and how many of them are our ``[stage]`` lines."""
+    carriage returns is one line on a terminal), how many follow the set-up, and how many are our
+    ``[stage]`` lines."""
     lines = log.read_bytes().decode(errors="replace").removesuffix("\n").split("\n")  # no newline translation
-    return {"lines": len(lines), "stage_lines": sum(line.startswith("[") and "] " in line[:20] for line in lines)}
+    ready = next((i for i, line in enumerate(lines) if line.startswith("[setup] ready")), -1)
+    return {"lines": len(lines), "after_setup": len(lines) - ready - 1,  # set-up prints more on a fresh .venv
+            "stage_lines": sum(line.startswith("[") and "] " in line[:20] for line in lines)}
 
 
 def _accuracy(counts: dict) -> str:
@@ -95,8 +98,10 @@ def render_block(results: dict) -> str:
               f"wall time: {times}."]
     if "output" in results:
         out, before = results["output"], results.get("output_before")
-        was = f" (before the package re-layout, commit {before['commit']}: {before['lines']:,} lines)" if before else ""
-        lines += ["", f"Console output of `{out['command']}`: {out['lines']:,} lines{was}."]
+        was = (f" (before the package re-layout, commit {before['commit']}: {before['lines']:,} lines, "
+               f"{before['after_setup']:,} after set-up)" if before else "")
+        lines += ["", f"Console output of `{out['command']}`: {out['lines']:,} lines, {out['after_setup']:,} after "
+                      f"set-up{was}."]
     if deviations:
         restore = " ".join(d[3] for d in deviations)
         lines += ["", f"The paper's setting is one override away: `upft run -c configs/quickstart.yaml {restore}`."]

@@ -30,10 +30,7 @@ from doc_blocks import markers, replace_block  # noqa: E402
 from quickstart_lib import collect, count_output, update_readme  # noqa: E402
 
 from upft_ray.config import load_config  # noqa: E402
-from upft_ray.config.hashing import (
-    config_hash,  # noqa: E402
-    results_config,  # noqa: E402
-)
+from upft_ray.config.hashing import config_hash, results_config  # noqa: E402
 from upft_ray.io.manifests import write_json_atomic  # noqa: E402
 from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
@@ -51,7 +48,8 @@ def quickstart_hash() -> str:
 
 def run_quickstart(run_dir: Path) -> float:
     """Run the quickstart command into ``run_dir`` with a fresh model cache, its console output captured into
-    ``run_dir/console.log``; return its wall time in seconds. Raises CalledProcessError when it fails."""
+    ``run_dir/console.log``; return its wall time in seconds (also kept in ``run_dir/wall_time_s.json`` for
+    ``--reuse``). Raises CalledProcessError when it fails."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     cache = run_dir.parent / f"{run_dir.name}-cache"
@@ -60,7 +58,15 @@ def run_quickstart(run_dir: Path) -> float:
     with (run_dir / "console.log").open("w") as log:
         subprocess.run(["bash", "scripts/quickstart.sh", f"run_dir={run_dir}"], check=True, cwd=REPO, stdout=log,
                        stderr=subprocess.STDOUT, timeout=4 * 3600, env={**os.environ, "UPFT_CACHE": str(cache)})
-    return time.monotonic() - started
+    total_s = time.monotonic() - started
+    write_json_atomic(run_dir / "wall_time_s.json", {"total": total_s})
+    return total_s
+
+
+def recorded_total(run_dir: Path) -> float | None:
+    """Return the wall time a finished quickstart run in ``run_dir`` kept, or None where it kept none."""
+    path = run_dir / "wall_time_s.json"
+    return json.loads(path.read_text())["total"] if path.is_file() else None
 
 
 def stall_block(results: dict, stall_timeout_s: float) -> str:
@@ -86,7 +92,7 @@ def main() -> int:
         write_json_atomic(BEFORE, {"command": COMMAND, "commit": args.before_commit, **count_output(args.count_before)})
         print(f"[quickstart-record] wrote {BEFORE}")
         return 0
-    total_s = None if args.reuse else run_quickstart(args.run_dir)
+    total_s = recorded_total(args.run_dir) if args.reuse else run_quickstart(args.run_dir)
     results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts(), total_s)
     results["output"] = {"command": COMMAND, **count_output(args.run_dir / "console.log")}
     if BEFORE.is_file():

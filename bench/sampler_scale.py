@@ -11,6 +11,8 @@ workers of the private local Ray): the peak of the tree's summed PSS (shared pag
 object store and libraries split between the processes that map them, so nothing is counted twice),
 the peak of its summed RSS (shared pages counted once per process), and the driver's own peak RSS.
 Memory that does not grow with the dataset is the point: the goal is peak 600K / peak 60K <= 1.1.
+Figures go to bench/results/sampler_scale.json and the "sampler-scale" block of bench/RESULTS.md. Run it
+with nothing else on the cores.
 
     .venv/bin/python bench/sampler_scale.py [--sizes 60000,600000] [--rows-per-shard 1024]
 """
@@ -30,8 +32,16 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from doc_blocks import markers, replace_block  # noqa: E402
 
 from upft_ray.config import load_config  # noqa: E402
+from upft_ray.io.manifests import write_json_atomic  # noqa: E402
+from upft_ray.runtime.hardware import machine_facts  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results" / "sampler_scale.json"
+BEGIN, END = markers("sampler-scale", "bench/sampler_scale.py")
 
 
 class StandInEngine:
@@ -141,18 +151,31 @@ def main() -> None:
         for n in (int(x) for x in args.sizes.split(",")):
             results.append(run_size(n, args.rows_per_shard, Path(tmp)))
             print(f"[bench] {json.dumps(results[-1])}", flush=True)
-    print(f"\nSTAND-IN engine (no model), rows_per_shard {args.rows_per_shard}")
-    print("| rows | shards | seconds | rows/s | peak PSS, process tree (MiB) | peak RSS, process tree (MiB) "
-          "| peak RSS, driver (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    report = {"command": "bench/sampler_scale.py --sizes " + args.sizes, "rows_per_shard": args.rows_per_shard,
+              "machine": machine_facts(), "sizes": results}
+    write_json_atomic(RESULTS, report)
+    block = results_block(report)
+    replace_block(REPO_ROOT / "bench" / "RESULTS.md", BEGIN, END, block)
+    print(block)
+
+
+def results_block(report: dict) -> str:
+    """Return RESULTS.md's sampler-scale block (markers included): the table and the peak ratios."""
+    m, results = report["machine"], report["sizes"]
+    lines = [BEGIN, "", f"`python {report['command']}`, {m['date_utc']} UTC, {m['cpu']} x{m['cpu_count']}, "
+             f"STAND-IN engine (no model), rows_per_shard {report['rows_per_shard']}, 4 logical CPUs:", "",
+             "| rows | shards | seconds | rows/s | peak PSS, process tree (MiB) | peak RSS, process tree (MiB) "
+             "| peak RSS, driver (MiB) |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        print(f"| {r['rows']:,} | {r['shards']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {r['tree_pss_mib']:,.0f} "
-              f"| {r['tree_rss_mib']:,.0f} | {r['driver_rss_mib']:,.0f} |")
+        lines.append(f"| {r['rows']:,} | {r['shards']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} "
+                     f"| {r['tree_pss_mib']:,.0f} | {r['tree_rss_mib']:,.0f} | {r['driver_rss_mib']:,.0f} |")
     if len(results) >= 2:
         small, big = results[0], results[-1]
-        ratios = {k: big[k] / small[k] for k in ("tree_pss_mib", "tree_rss_mib", "driver_rss_mib")}
-        print(f"peak {big['rows']:,} / peak {small['rows']:,}: tree PSS {ratios['tree_pss_mib']:.3f}, tree RSS "
-              f"{ratios['tree_rss_mib']:.3f}, driver RSS {ratios['driver_rss_mib']:.3f} (goal <= 1.1)")
+        ratio = {k: big[k] / small[k] for k in ("tree_pss_mib", "tree_rss_mib", "driver_rss_mib")}
+        met = "met" if max(ratio.values()) <= 1.1 else "NOT met"
+        lines += ["", f"**peak {big['rows']:,} / peak {small['rows']:,}: tree PSS {ratio['tree_pss_mib']:.3f}, tree "
+                      f"RSS {ratio['tree_rss_mib']:.3f}, driver RSS {ratio['driver_rss_mib']:.3f}** (goal <= 1.1: {met})."]
+    return "\n".join([*lines, "", END])
 
 
 if __name__ == "__main__":
