@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,6 +60,9 @@ def prepare_bundled_model(name: str, force: bool = False) -> Path:
     if is_checkpoint_dir(target) and not force:
         return target
     import torch  # heavy: loaded when used
+
+    # transformers imports DeepSpeed when it is installed; say which accelerator before it guesses (and warns).
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # heavy: loaded when used
 
     gguf = find_gguf(spec)
