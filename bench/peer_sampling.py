@@ -39,7 +39,6 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from doc_blocks import markers, replace_block  # noqa: E402
 from sampler_throughput import bench_config, raw_vllm, raw_vllm_in_ray_task, ray_sampler  # noqa: E402
 
-from upft_ray.config import config_to_dict  # noqa: E402
 from upft_ray.runtime.hardware import machine_facts  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "peer_sampling.json"
@@ -71,7 +70,7 @@ def ray_data_llm(cfg) -> dict:
     from upft_ray.engine.settings import engine_kwargs, vllm_top_k
     from upft_ray.runtime.ray_session import ray_session
 
-    e = config_to_dict(cfg.sample.engine)
+    e = cfg.sample.engine
     requests, prompts = sampler_requests(cfg)
     rows = [{"tokenized_prompt": ids, "sampling_params": {
         "max_tokens": r["max_tokens"], "temperature": r["temperature"], "top_p": r["top_p"],
@@ -81,10 +80,10 @@ def ray_data_llm(cfg) -> dict:
         config = vLLMEngineProcessorConfig(
             model_source=resolve_model(cfg.model),
             engine_kwargs={**engine_kwargs(e, cfg.seed), "distributed_executor_backend": "uni"},
-            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(e["cpu_kv_cache_gib"]),
+            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(e.cpu_kv_cache_gib),
                                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}},
-            placement_group_config={"bundles": [{"CPU": e["cpus_per_replica"]}]},
-            batch_size=cfg.sample.rows_per_shard, concurrency=e["num_replicas"],
+            placement_group_config={"bundles": [{"CPU": e.cpus_per_replica}]},
+            batch_size=cfg.sample.rows_per_shard, concurrency=e.num_replicas,
             chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
             # Its default exports engine metrics through vLLM's Ray Prometheus logger, which imports ray.serve
             # (not installed here: "RayPrometheusMetric requires Ray to be installed"); upft logs no stats either.

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from upft_ray.config import config_to_dict, load_config  # noqa: E402
+from upft_ray.config import load_config  # noqa: E402
 
 
 def bench_config(run_dir: Path, args):
@@ -40,21 +40,19 @@ def bench_config(run_dir: Path, args):
 
 def raw_vllm(cfg) -> dict:
     """Decode the sampler's requests with one LLM.generate call; return tokens and seconds."""
-    from upft_ray.engine.generator import _engine_env
     from upft_ray.engine.models import resolve_model
     from upft_ray.engine.prompts import render_prompt
-    from upft_ray.engine.settings import engine_kwargs, vllm_top_k
+    from upft_ray.engine.settings import engine_env, engine_kwargs, vllm_top_k
     from upft_ray.io.questions import load_questions
     from upft_ray.sampling.requests import build_requests, resolve_sampling
 
     s, _ = resolve_sampling(cfg.sample, resolve_model(cfg.model))
-    e = config_to_dict(s.engine)
-    _engine_env(e, in_process_core=True)
+    engine_env(s.engine, in_process_core=True)
     from vllm import LLM, SamplingParams
 
     started = time.time()
     # The actor's own engine arguments (dtype choice, CPU prefill setting), so both decode alike.
-    llm = LLM(model=resolve_model(cfg.model), **engine_kwargs(e, cfg.seed))
+    llm = LLM(model=resolve_model(cfg.model), **engine_kwargs(s.engine, cfg.seed))
     init_s = time.time() - started
     tokenizer = llm.get_tokenizer()
     rows = load_questions(s.questions, s.columns_spec(), s.max_questions).rows
