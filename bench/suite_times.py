@@ -1,15 +1,18 @@
 """Time the two test suites as CI runs them, and write README.md's "how long the suites take" block.
 
-    .venv/bin/python bench/suite_times.py     # both suites (about an hour on 2 cores), then the block
+    .venv/bin/python bench/suite_times.py               # both suites (about an hour on 2 cores), then the block
+    .venv/bin/python bench/suite_times.py --only slow   # that suite again; the other's record is kept
 
 Runs `bash scripts/test.sh` (the default suite) and `bash scripts/test.sh -m slow`, one after the other,
 each with `--durations=5`, and records each one's wall time, pytest's counts and its slowest tests in
-``bench/results/suite_times.json``. Run it with nothing else on the cores. A suite that fails is
-recorded as failed, and the block says so.
+``bench/results/suite_times.json`` (each suite's output in ``bench/results/suite_times_<suite>.log``,
+not committed). Run it with nothing else on the cores. A suite that fails is recorded as failed, with its
+failing tests, and the block says so.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -34,23 +37,38 @@ def time_suite(command: list[str]) -> dict:
     lines = done.stdout.splitlines()
     summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), "")
     slowest = [line.split(None, 2) for line in lines if re.match(r"^\d+\.\d+s (call|setup|teardown)", line)]
+    failed = [line.split(None, 2)[1] for line in lines if re.match(r"^(FAILED|ERROR) ", line)]
+    log = RESULTS.parent / f"suite_times_{command_name(command)}.log"
+    log.write_text(done.stdout[-200_000:] + done.stderr[-20_000:])
     return {"command": " ".join(command), "wall_s": round(wall, 1), "returncode": done.returncode,
-            "summary": summary, "slowest": [[float(s[0].rstrip("s")), s[2]] for s in slowest[:5]]}
+            "summary": summary, "failed": failed, "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "slowest": [[float(s[0].rstrip("s")), s[2]] for s in slowest[:5]]}
+
+
+def command_name(command: list[str]) -> str:
+    """Return the suite's name in SUITES for ``command``."""
+    return next(name for name, known in SUITES.items() if known == command)
 
 
 def render(results: dict) -> str:
     """Return the README block for ``results``."""
     rows = [f"| `{r['command']}` | {r['wall_s'] / 60:.1f} min | {r['summary'] or 'no summary'}"
-            f"{'' if r['returncode'] == 0 else ' (FAILED)'} |" for r in results["suites"].values()]
-    return "\n".join([BEGIN, "", "| suite | wall time | pytest |", "|---|---|---|", *rows, "",
-                      f"Measured {results['date_utc']} UTC on this project's 2-core machine by "
+            f"{'' if r['returncode'] == 0 else ' (FAILED: ' + ', '.join(r.get('failed', [])) + ')'} "
+            f"| {r.get('measured', results['date_utc'])} |" for r in results["suites"].values()]
+    return "\n".join([BEGIN, "", "| suite | wall time | pytest | measured (UTC) |", "|---|---|---|---|", *rows, "",
+                      "Measured on this project's 2-core machine (set-up included) by "
                       "`python bench/suite_times.py` (`bench/results/suite_times.json` lists each suite's slowest "
                       "tests).", "", END])
 
 
 def main() -> int:
-    results = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-               "suites": {name: time_suite(command) for name, command in SUITES.items()}}
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(SUITES), help="time this suite again, keep the other's record")
+    args = parser.parse_args()
+    kept = json.loads(RESULTS.read_text())["suites"] if args.only and RESULTS.is_file() else {}
+    suites = {name: time_suite(command) if args.only in (None, name) else kept[name]
+              for name, command in SUITES.items()}
+    results = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "suites": suites}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     replace_block(REPO / "README.md", BEGIN, END, render(results))
     for name, r in results["suites"].items():

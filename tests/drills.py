@@ -43,6 +43,20 @@ def assert_watchdog_ended_hang(detected_after_s: float, stall_timeout_s: float) 
     assert stall_timeout_s - last_token_lead_s <= detected_after_s <= stall_timeout_s + 15, detected_after_s
 
 
+def core_gone(core: psutil.Process, timeout_s: float = 10.0) -> bool:
+    """Return True once the engine core process ``core`` has ended (gone, or a zombie no one reaped yet),
+    waiting up to ``timeout_s``: a SIGKILL to a stopped process lands a moment after it is sent."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if core.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def lost_and_duplicated(written_ids, expected_ids) -> tuple[int, int]:
     """Return (expected ids missing from the output, ids written more than once)."""
     written = pd.Series(list(written_ids), dtype=object)

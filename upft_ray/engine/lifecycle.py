@@ -29,8 +29,10 @@ def on_engine_death(hook: Callable[[str], None]) -> None:
     _death_hooks.append(weakref.WeakMethod(hook))
 
 
-def kill_children() -> int:
-    """SIGKILL every descendant process of this one (SIGKILL also ends a stopped process); return how many."""
+def kill_children(wait_s: float = 5.0) -> int:
+    """SIGKILL every descendant process of this one (SIGKILL also ends a stopped process) and wait up to
+    ``wait_s`` for them to be gone (reaped, where they are our children), so that no engine core outlives
+    the actor that held it; return how many there were."""
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:
@@ -40,6 +42,7 @@ def kill_children() -> int:
             os.kill(child.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    psutil.wait_procs(children, timeout=wait_s)
     return len(children)
 
 
