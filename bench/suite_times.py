@@ -29,8 +29,10 @@ SUITES = {"default": ["bash", "scripts/test.sh", "--durations=5", "-q"],
           "slow": ["bash", "scripts/test.sh", "-m", "slow", "--durations=5", "-q"]}
 
 
-def time_suite(command: list[str]) -> dict:
-    """Run one suite; return its wall time, exit status, pytest's summary line and its slowest tests."""
+def time_suite(name: str) -> dict:
+    """Run the suite ``name`` of SUITES; return its wall time, exit status, pytest's summary line, failing and
+    slowest tests."""
+    command = SUITES[name]
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3 * 3600)
     wall = time.monotonic() - started
@@ -38,16 +40,10 @@ def time_suite(command: list[str]) -> dict:
     summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), "")
     slowest = [line.split(None, 2) for line in lines if re.match(r"^\d+\.\d+s (call|setup|teardown)", line)]
     failed = [line.split(None, 2)[1] for line in lines if re.match(r"^(FAILED|ERROR) ", line)]
-    log = RESULTS.parent / f"suite_times_{command_name(command)}.log"
-    log.write_text(done.stdout[-200_000:] + done.stderr[-20_000:])
+    (RESULTS.parent / f"suite_times_{name}.log").write_text(done.stdout[-200_000:] + done.stderr[-20_000:])
     return {"command": " ".join(command), "wall_s": round(wall, 1), "returncode": done.returncode,
             "summary": summary, "failed": failed, "measured": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "slowest": [[float(s[0].rstrip("s")), s[2]] for s in slowest[:5]]}
-
-
-def command_name(command: list[str]) -> str:
-    """Return the suite's name in SUITES for ``command``."""
-    return next(name for name, known in SUITES.items() if known == command)
 
 
 def render(results: dict) -> str:
@@ -66,8 +62,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SUITES), help="time this suite again, keep the other's record")
     args = parser.parse_args()
     kept = json.loads(RESULTS.read_text())["suites"] if args.only and RESULTS.is_file() else {}
-    suites = {name: time_suite(command) if args.only in (None, name) else kept[name]
-              for name, command in SUITES.items()}
+    suites = {name: time_suite(name) if args.only in (None, name) else kept[name] for name in SUITES}
     results = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "suites": suites}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     replace_block(REPO / "README.md", BEGIN, END, render(results))

@@ -43,18 +43,22 @@ def assert_watchdog_ended_hang(detected_after_s: float, stall_timeout_s: float) 
     assert stall_timeout_s - last_token_lead_s <= detected_after_s <= stall_timeout_s + 15, detected_after_s
 
 
-def core_gone(core: psutil.Process, timeout_s: float = 10.0) -> bool:
-    """Return True once the engine core process ``core`` has ended (gone, or a zombie no one reaped yet),
-    waiting up to ``timeout_s``: a SIGKILL to a stopped process lands a moment after it is sent."""
+def survivors(pids, timeout_s: float = 10.0) -> set[int]:
+    """Wait up to ``timeout_s`` for the processes ``pids`` to end (gone, or a zombie no one reaped yet: a
+    SIGKILL, to a stopped process too, lands a moment after it is sent); return those still alive."""
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if core.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
+    alive = {p for p in pids if _alive(p)}
+    while alive and time.time() < deadline:
         time.sleep(0.1)
-    return False
+        alive = {p for p in alive if _alive(p)}
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def lost_and_duplicated(written_ids, expected_ids) -> tuple[int, int]:

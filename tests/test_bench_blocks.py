@@ -11,10 +11,6 @@ from doc_blocks import find_block
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _faults(script):
-    return "bench/RESULTS.md", script.results_block(json.loads(script.RESULTS.read_text()))
-
-
 def _stall(script):
     from upft_ray.config import load_config
     timeout = load_config(script.CONFIG).sample.engine.stall_timeout_s
@@ -32,7 +28,7 @@ def _report(script):
     return "bench/RESULTS.md", script.results_block(json.loads(script.RESULTS.read_text()))
 
 
-BLOCKS = {"faults_record": _faults, "quickstart_record": _stall, "suite_times": _suite_times,
+BLOCKS = {"faults_record": _report, "quickstart_record": _stall, "suite_times": _suite_times,
           "sampler_scale": _report, "peer_sampling": _report}
 
 

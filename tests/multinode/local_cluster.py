@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from drills import survivors
 
 # Fast failure detection: the GCS declares a silent raylet dead after period x threshold (defaults:
 # 3 s x 5). A pod's loss is noticed as fast as these settings allow; the measurements say which were used.
@@ -70,21 +71,10 @@ def kill_node(cluster, node) -> tuple[float, set[int]]:
         except ProcessLookupError:
             pass
     cluster.remove_node(node, allow_graceful=False)  # reaps them; already dead, so nothing graceful happens
-    deadline = time.time() + 10
-    alive = {p for p in pids if _alive(p)}
-    while alive and time.time() < deadline:
-        time.sleep(0.1)
-        alive = {p for p in alive if _alive(p)}
+    alive = survivors(pids)
     assert not alive, f"processes of the killed node survived: {alive}"
     return killed_at, pids
 
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def shutdown(cluster) -> None:
@@ -92,9 +82,8 @@ def shutdown(cluster) -> None:
     nodes = list(cluster.worker_nodes) + ([cluster.head_node] if cluster.head_node is not None else [])
     pids = set().union(*(node_pids(n) for n in nodes)) if nodes else set()
     cluster.shutdown()
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in survivors(pids, timeout_s=0):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -20,11 +20,11 @@ from conftest import REPO
 from drills import (
     assert_watchdog_ended_hang,
     attempts,
-    core_gone,
     engine_core,
     lost_and_duplicated,
     record_fault,
     summaries,
+    survivors,
     wait_for_running_attempt,
 )
 
@@ -51,7 +51,7 @@ def test_a_dead_or_hung_engine_mid_chunk_is_replaced_and_every_question_written_
         hit = {a["key"] for a in attempts(sample_dir) if a["status"] == "running" and a["pid"] == victim["pid"]}
         assert hit - set(summaries(sample_dir)), "the fault did not land mid-chunk"
         psutil.Process(victim["pid"]).wait(timeout=120 + STALL_S)  # the actor does not outlive its engine
-        assert core_gone(core)  # nor a stopped core its actor
+        assert not survivors({core.pid})  # nor a stopped core its actor
         assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         if driver.poll() is None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from upft_ray.config.model_refs import BUNDLED_MODELS, BundledModel, is_checkpoint_dir, looks_like_path, model_problem
 from upft_ray.runtime.cache import cache_dir
+from upft_ray.runtime.hardware import name_deepspeed_accelerator
 
 
 def prepared_path(name: str) -> Path:
@@ -61,8 +61,7 @@ def prepare_bundled_model(name: str, force: bool = False) -> Path:
         return target
     import torch  # heavy: loaded when used
 
-    # transformers imports DeepSpeed when it is installed; say which accelerator before it guesses (and warns).
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    name_deepspeed_accelerator()  # before transformers imports DeepSpeed
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # heavy: loaded when used
 
     gguf = find_gguf(spec)

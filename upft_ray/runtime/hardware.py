@@ -42,6 +42,14 @@ def bf16_is_fast(use_gpu: bool, flags: frozenset[str] | None = None) -> bool:
     return bool(flags & NATIVE_BF16_FLAGS)
 
 
+def name_deepspeed_accelerator() -> None:
+    """Set ``DS_ACCELERATOR`` (cuda where torch sees a GPU, else cpu) unless it is set: call before anything
+    imports DeepSpeed (transformers does, when it is installed), which otherwise guesses and warns."""
+    import torch  # heavy: loaded where DeepSpeed is about to be
+
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+
+
 def machine_facts() -> dict:
     """Return what a recorded figure depends on: CPU model and count, OS, package versions, the date (UTC)."""
     cpu = platform.processor()

@@ -26,17 +26,17 @@ that other pods can write, so nothing in them is unpickled as code:
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 
+from upft_ray.runtime.hardware import name_deepspeed_accelerator
+
 
 def deepspeed_safe_globals() -> list:
     """Return the DeepSpeed classes a ZeRO checkpoint of this loop stores (allow-listed for weights_only)."""
-    # Say which accelerator before DeepSpeed guesses (and warns) in a process that only reads checkpoints.
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if _cuda() else "cpu")
+    name_deepspeed_accelerator()  # a process that only reads checkpoints has not said which yet
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler  # heavy: loaded when used
     from deepspeed.runtime.zero.config import ZeroStageEnum  # heavy: loaded when used
     from deepspeed.utils.tensor_fragment import fragment_address  # heavy: loaded when used
@@ -122,8 +122,3 @@ def load_training_state(engine, directory: Path, rank: int, device) -> dict:
     set_rng_state(safe_load(directory / f"rng_rank{rank}.pt"), device)
     return client_state
 
-
-def _cuda() -> bool:
-    import torch  # heavy: loaded where checkpoints are read
-
-    return torch.cuda.is_available()
