@@ -23,7 +23,8 @@ def test_letter_case(cls, output, gold, expected):
 def test_the_table_covers_every_class_of_issue_17():
     classes = {cls for cls, *_ in MATH_CASES + LETTER_CASES}
     assert {"tolerance", "commas", "answer-is-expression", "last-answer-is", "answer-is-markup", "broken-box",
-            "fallback", "letters", "formats", "text", "symbolic"} <= classes
+            "fallback", "letters", "formats", "text", "symbolic", "letters-prose", "letters-corrected",
+            "letters-not-answers"} <= classes
     assert len(MATH_CASES) + len(LETTER_CASES) >= 150
     for cls in classes:  # each class holds both verdicts, so a grader that says always yes or no fails
         assert {expected for c, *_, expected in MATH_CASES + LETTER_CASES if c == cls} == {True, False}, cls

@@ -1,31 +1,21 @@
 """Multiple-choice letters (GPQA): a letter only from an explicit statement, and only one.
 
-In order: the last ``\\boxed{}``; else the last statement ("the answer is (B)", "Answer: B", "option B is
-correct", "I choose B"); else a final line that is a lone option (``B``, ``(B)``, ``(B) 5 m/s``). A letter
-that a later sentence merely mentions ("... B. A quick check", "rules out D") never overrides, an English
-"a" is not option A, and two letters ("B and C", ``\\boxed{B, C}``) are no answer."""
+In order: the last ``\\boxed{}``; else the last statement in prose (:mod:`.letters_prose`: "the answer is
+(B)", "Answer: B", "option B is correct", "I choose B", "which corresponds to choice C", "not B but C", ...);
+else a final line that is a lone option (``B``, ``(B)``, ``(B) 5 m/s``). A letter that a later sentence
+merely mentions ("... B. A quick check", "rules out D") never overrides, an English "a" is not option A,
+and two letters ("B and C", ``\\boxed{B, C}``) are no answer (``unparsable``). A statement that later text
+takes back ("The answer is B. Hmm, actually B is wrong.", nothing stated after) leaves no answer: status
+``missing``, as for an output that stops before answering (``unparsable`` is kept for a statement or box
+that names no one letter). A box is final: prose after it neither overrides nor retracts it."""
 
 from __future__ import annotations
 
 import re
 
 from upft_ray.grading.extract import boxed
+from upft_ray.grading.letters_prose import last_statement, retracted
 
-_FILLER = r"(?:\s|\*|_|:|\$|\\\(|\\text(?:bf)?\{|\\mathrm\{|\[|option|choice|letter)*"
-_LETTER = r"(?<![\w'])(\()?([A-Da-d])(\))?"
-_STATEMENTS = [
-    re.compile(r"(?:answer|option|choice)s?[*_]*\s*(?:(?:is|was|would\s+be|should\s+be|must\s+be)(?![\w'])|:)"
-               r"(?:\s+(?:therefore|thus|then|hence|clearly|indeed|definitely|certainly|probably|(?:most\s+)?likely))?"
-               + _FILLER + _LETTER,
-               re.IGNORECASE),
-    re.compile(r"(?:\b(?:option|choice)\s+)?" + _LETTER + r"\s+(?:is|would\s+be|seems)\s+(?:the\s+)?"
-               r"(?:correct|right|best|answer|true)\b", re.IGNORECASE),
-    re.compile(r"\b(?:choose|chose|pick|select|go\s+with|going\s+with)\s+" + _FILLER + _LETTER, re.IGNORECASE),
-]
-_MORE_LETTERS = re.compile(r"[)*}$\s]*(?:(?:\s*(?:\band\b|\bor\b|&|/|\+)\s*)|\s*,\s*(?=\(?[A-J]\)?[\s)*.,$}]*"
-                           r"(?:$|\n|\band\b|\bor\b)))\(?[A-J]\)?(?![\w'])")
-_CONNECTIVE = ("because", "since", "as", "is", "it", "which", "for", "from", "due", "given", "with", "here",
-               "this", "that", "so", "and", "or", "the", "in", "on")
 _LONE_LINE = re.compile(r"[\s*#>$`_]*(?:\\boxed\{[\s*]*)?(?:\(([A-Da-d])\)(?:\s.*)?|([A-D])\)(?:\s.*)?|"
                         r"([A-D])[.:]?)[\s*}$`_]*")
 
@@ -40,29 +30,26 @@ def _box_letter(content: str) -> str | None:
     return m.group(1) if m and not re.search(r"\b[A-D]\b", inner[m.end(1):]) else None
 
 
-def _stated(match: re.Match) -> str | None:
-    """The letter of a statement match, or None when it is an English word or one of several letters."""
-    opened, letter, closed = match.group(1), match.group(2), match.group(3)
-    end = match.end(3) if closed else match.end(2)
-    after = match.string[end:end + 80]
-    if re.match(r"[\w']", after):
+def _option(match: re.Match) -> str:
+    """The letter a lone-option line match holds, upper case."""
+    return next(g for g in match.groups() if g).upper()
+
+
+def _lone_line(text: str) -> str | None:
+    """The option letter when the last non-empty line of ``text`` is a lone option, else None; the last
+    line of a list of options ("(A) 5 m/s" above "(B) 10 m/s") restates the options and answers nothing."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines or not (m := _LONE_LINE.fullmatch(lines[-1])):
         return None
-    bracketed = bool(opened and closed) or match.string[max(0, match.start(2) - 2):match.start(2)].endswith(
-        ("**", "{", "$"))
-    if not bracketed:
-        if letter.islower() and (letter == "a" or not re.match(r"\s*(?:[.,;:!)\n]|$)", after)):
-            return None  # "the answer is a tricky one"
-        word = re.match(r"\s+([a-z]+)", after)
-        if letter == "A" and word and word.group(1) not in _CONNECTIVE:
-            return None  # "The answer is A tricky ..."
-    if _MORE_LETTERS.match(after):
-        return ""  # "B and C", "(B), (C)": several letters are no answer
-    return letter.upper()
+    above = _LONE_LINE.fullmatch(lines[-2]) if len(lines) > 1 else None
+    listed = " " in lines[-1].strip(" \t*#>$`_")  # "(B) 10 m/s" carries the option's text
+    return None if above and listed and _option(above) != _option(m) else _option(m)
 
 
 def find_letter(output: str) -> tuple[str | None, str]:
-    """Return (letter, status) for a multiple-choice output; status ``ok``, ``missing`` (nothing
-    stated, or an unclosed/empty box) or ``unparsable`` (a box or statement that is not one letter)."""
+    """Return (letter, status) for a multiple-choice output; status ``ok``, ``missing`` (nothing stated,
+    a statement taken back, or an unclosed/empty box) or ``unparsable`` (a box or statement that is not
+    one letter)."""
     text = output or ""
     has_box, content = boxed(text)
     if has_box:
@@ -70,15 +57,13 @@ def find_letter(output: str) -> tuple[str | None, str]:
             return None, "missing"
         letter = _box_letter(content)
         return (letter, "ok") if letter else (None, "unparsable")
-    last = None
-    for pattern in _STATEMENTS:
-        for m in pattern.finditer(text):
-            if last is None or m.start() > last.start():
-                if (letter := _stated(m)) is not None:
-                    last, found = m, letter
-    if last is not None:
-        return (found, "ok") if found else (None, "unparsable")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if lines and (m := _LONE_LINE.fullmatch(lines[-1])):
-        return next(g for g in m.groups() if g).upper(), "ok"
-    return None, "missing"
+    stated = last_statement(text)
+    if stated is not None:
+        letter, end = stated
+        if not letter:
+            return None, "unparsable"
+        if not retracted(text, end, letter):
+            return letter, "ok"
+        text = text[end:]  # taken back: only a lone option line after it can still answer
+    letter = _lone_line(text)
+    return (letter, "ok") if letter else (None, "missing")
