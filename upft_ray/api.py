@@ -1,4 +1,5 @@
-"""The library API: load a config, run a stage, read a report (what the ``upft`` CLI calls).
+"""The library API: load a config, run a stage, read a report, prepare the paper's datasets (what the
+``upft`` CLI calls).
 
     from upft_ray.api import load_config, run
     report = run(load_config("configs/quickstart.yaml", ["sample.prefix_tokens=16"]))
@@ -9,6 +10,7 @@ directory's lease (``LeaseHeld`` when another attempt does), and resumes from wh
 
 from upft_ray.config import ConfigError, PipelineConfig, load_config
 from upft_ray.io.lease import LeaseError, LeaseHeld
+from upft_ray.io.prepare import prepare_public_set
 from upft_ray.orchestration.stages import (
                                            analyze_collapse,
                                            analyze_consistency,
@@ -24,5 +26,5 @@ from upft_ray.reporting.report import write_comparison, write_report
 from upft_ray.runtime.logs import configure_logging
 
 __all__ = ["ConfigError", "LeaseError", "LeaseHeld", "PipelineConfig", "analyze_collapse", "analyze_consistency",
-           "analyze_rollouts", "configure_logging", "evaluate", "exit_code", "load_config", "run", "sample", "sweep",
-           "train", "write_comparison", "write_report"]
+           "analyze_rollouts", "configure_logging", "evaluate", "exit_code", "load_config", "prepare_public_set", "run",
+           "sample", "sweep", "train", "write_comparison", "write_report"]

@@ -13,6 +13,7 @@ import typer
 from upft_ray import api
 from upft_ray.config.model_refs import BUNDLED_MODELS, is_checkpoint_dir
 from upft_ray.engine.models import prepare_bundled_model, prepared_path
+from upft_ray.io.public_sets import PUBLIC_SETS
 from upft_ray.orchestration.provenance import ALLOW_ENV
 from upft_ray.runtime.logs import NORMAL, QUIET, VERBOSE
 
@@ -24,6 +25,9 @@ app.add_typer(models_app, name="models")
 analyze_app = typer.Typer(help="Measure prefix self-consistency and where errors arise, on your model and data.",
                           no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
+data_app = typer.Typer(help="The paper's datasets: list them, prepare question files from their public releases.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 CONFIG = typer.Option(None, "--config", "-c", help="pipeline YAML (configs/quickstart.yaml); defaults if absent")
 OVERRIDES = typer.Argument(None, help="overrides as dotted key=value, e.g. sample.prefix_tokens=16")
@@ -173,6 +177,31 @@ def models_prepare(name: str = typer.Argument("smollm2-135m-instruct", help="bun
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
+
+
+@data_app.command("list")
+def data_list():
+    """List the paper's datasets: name, kind, the paper's size, where the release lives."""
+    for name, spec in PUBLIC_SETS.items():
+        typer.echo(f"{name}\t{spec.kind}\t{spec.expected_rows}\t{spec.url}\t{spec.title}")
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help=f"dataset: {', '.join(PUBLIC_SETS)}"),
+                 source: str = typer.Option(..., "--source", help="the release: a file, glob, download directory, "
+                                            "HF save_to_disk directory, s3:// or gs:// URI"),
+                 out: Path = typer.Option(..., "--out", help="directory for NAME.jsonl, NAME.rejected.jsonl and "
+                                          "NAME.manifest.json"),
+                 split: Optional[str] = typer.Option(None, help="split of an HF DatasetDict directory "
+                                                     "(default: the set's usual one)"),
+                 gold: Optional[str] = typer.Option(None, help="release column of the gold answer (math500: answer "
+                                                    "or solution)")):
+    """Write a question file that `upft sample` (training sets) or `upft evaluate` (benchmarks) reads as it is."""
+    if name not in PUBLIC_SETS:
+        typer.echo(f"error: unknown dataset {name!r}; known: {', '.join(PUBLIC_SETS)}", err=True)
+        raise typer.Exit(2)
+    manifest = _guard(api.prepare_public_set, name, source, out, split, gold)
+    typer.echo(f"{manifest['output']}\t{manifest['rows_written']} rows\t{manifest['consumer']}")
 
 
 def main() -> None:

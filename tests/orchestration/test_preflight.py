@@ -95,8 +95,8 @@ def _bad_sources(tmp_path):
     pq.write_table(pa.table({"problem": ["1+1?"]}), wrong)
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    csv = tmp_path / "q.csv"
-    csv.write_text("question,answer\n1+1?,2\n")
+    tsv = tmp_path / "q.tsv"  # an unsupported type (CSV is read: GPQA's release is one)
+    tsv.write_text("question\tanswer\n1+1?\t2\n")
     folder_named_jsonl = tmp_path / "dir.jsonl"
     folder_named_jsonl.mkdir()
     (folder_named_jsonl / "notes.txt").write_text("x")
@@ -107,13 +107,13 @@ def _bad_sources(tmp_path):
     return {"wrong-question-field": str(tmp_path / "problems.jsonl"), "json-array": str(tmp_path / "array.json"),
             "empty-jsonl": str(tmp_path / "empty.jsonl"), "empty-parquet": str(tmp_path / "empty.parquet"),
             "missing": str(tmp_path / "nope.jsonl"), "broken-parquet": str(broken),
-            "no-question-column": str(wrong), "empty-directory": str(empty_dir), "csv": str(csv),
+            "no-question-column": str(wrong), "empty-directory": str(empty_dir), "tsv": str(tsv),
             "glob-without-match": f"{tmp_path}/nothing-*.jsonl", "directory-named-jsonl": str(folder_named_jsonl),
             "unknown-bundled-set": "bundled:no-such-set"}
 
 
 BAD_SOURCES = ["wrong-question-field", "json-array", "empty-jsonl", "empty-parquet", "missing", "broken-parquet",
-               "no-question-column", "empty-directory", "csv", "glob-without-match", "directory-named-jsonl",
+               "no-question-column", "empty-directory", "tsv", "glob-without-match", "directory-named-jsonl",
                "unknown-bundled-set"]
 
 

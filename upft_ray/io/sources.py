@@ -1,7 +1,8 @@
 """Question files: find them (local paths, globs, s3://, gs://) and read their records in ranges.
 
-Formats: JSONL (``.jsonl``/``.json``, one object per line), Parquet, and HF ``datasets`` saved with
-``save_to_disk`` (a directory with ``state.json`` and Arrow stream files; local or mounted paths).
+Formats: JSONL (``.jsonl``/``.json``, one object per line), Parquet, CSV (a header row, every cell read
+as text, quoted cells may span lines: GPQA's release), and HF ``datasets`` saved with ``save_to_disk`` (a
+directory with ``state.json`` and Arrow stream files; local or mounted paths).
 A source is ``bundled:NAME``, a file, a directory of such files, a glob, or an object-store URI;
 pyarrow's filesystems do the I/O, so a cluster reads from shared storage with the same code.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyarrow import fs
 
@@ -27,7 +29,7 @@ from upft_ray.config.columns import Columns
 from upft_ray.io.bundled_data import bundled_path
 from upft_ray.io.records import BOM, RAW_CHARS, Unreadable, parse_jsonl_line
 
-SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "arrow", ".csv": "csv"}
 _TABLE_BATCH_ROWS = 8192
 
 
@@ -35,7 +37,7 @@ _TABLE_BATCH_ROWS = 8192
 class SourceFile:
     """One readable question file."""
     uri: str     # path or URI as pyarrow opens it
-    format: str  # jsonl | parquet | arrow
+    format: str  # jsonl | parquet | arrow | csv
     size: int
     mtime: str   # for noticing a file that changed under a resumed run
 
@@ -66,7 +68,8 @@ def _join(uri: str, path: str) -> str:
 def _file(uri: str, info, fmt: str | None = None) -> SourceFile:
     fmt = fmt or SUFFIX_FORMATS.get(Path(info.path).suffix)
     if fmt is None:
-        raise ValueError(f"{uri}: unsupported question file type (use .jsonl, .parquet, or an HF save_to_disk dir)")
+        raise ValueError(f"{uri}: unsupported question file type (use .jsonl, .parquet, .csv, or an HF "
+                         "save_to_disk dir)")
     return SourceFile(_join(uri, info.path), fmt, int(info.size or 0), str(info.mtime))
 
 
@@ -107,7 +110,7 @@ def _directory_files(filesystem, source: str, path: str) -> list[SourceFile]:
     found = [i for i in names.values() if i.type == fs.FileType.File and Path(i.path).suffix in SUFFIX_FORMATS
              and not i.base_name.startswith((".", "_"))]
     if not found:
-        raise ValueError(f"{source}: directory holds no .jsonl or .parquet files")
+        raise ValueError(f"{source}: directory holds no .jsonl, .parquet or .csv files")
     return [_file(source, i) for i in sorted(found, key=lambda i: i.path)]
 
 
@@ -127,6 +130,38 @@ def _open_arrow(file: SourceFile):
         return pa.ipc.open_stream(pa.memory_map(file.uri)).read_all()  # zero-copy: pages load on touch
     except pa.ArrowInvalid as err:
         raise ValueError(f"cannot read Arrow file {file.uri}: {err}") from err
+
+
+def _open_csv(file: SourceFile):
+    """Return a CSV file as a table of text columns (types not guessed: ``007`` stays ``007``)."""
+    filesystem, path = _filesystem(file.uri)
+    parse = pacsv.ParseOptions(newlines_in_values=True)  # quoted cells span lines (GPQA's questions do)
+    try:
+        with filesystem.open_input_stream(path) as fh:
+            names = pacsv.open_csv(fh, parse_options=parse).schema.names
+        convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in names},
+                                       strings_can_be_null=False)
+        with filesystem.open_input_stream(path) as fh:
+            return pacsv.read_csv(fh, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"cannot read CSV file {file.uri}: {err}") from err
+
+
+def _open_whole(file: SourceFile):
+    """Return an Arrow or CSV file as one table (read whole, once per chunk: no row groups to seek to; Arrow is
+    memory-mapped, a CSV parsed again, so a large CSV set is better converted once, e.g. by ``upft data prepare``)."""
+    return _open_arrow(file) if file.format == "arrow" else _open_csv(file)
+
+
+def table_columns(file: SourceFile) -> list[str] | None:
+    """Return the column names of a table file (Parquet, Arrow, CSV), or None for JSONL (no schema).
+
+    Raises ValueError naming the file when it cannot be read."""
+    if file.format == "jsonl":
+        return None
+    if file.format == "parquet":
+        return _open_parquet(file).schema_arrow.names
+    return _open_whole(file).schema.names
 
 
 def _open_parquet(file: SourceFile):
@@ -150,16 +185,17 @@ def check_readable(file: SourceFile, columns: Columns) -> bool:
                 return bool(fh.read(1))
         except OSError as err:
             raise ValueError(f"cannot read {file.uri}: {err}") from err
-    table = _open_arrow(file) if file.format == "arrow" else _open_parquet(file)
-    schema = table.schema if file.format == "arrow" else table.schema_arrow
+    whole = file.format != "parquet"
+    table = _open_whole(file) if whole else _open_parquet(file)
+    schema = table.schema if whole else table.schema_arrow
     _check_columns(file, schema.names, columns)
-    return (table.num_rows if file.format == "arrow" else table.metadata.num_rows) > 0
+    return (table.num_rows if whole else table.metadata.num_rows) > 0
 
 
 def _table_rows(file: SourceFile, columns: Columns, start: int, stop: int | None) -> Iterator[tuple[int, object, int]]:
-    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow file."""
-    if file.format == "arrow":
-        table = _open_arrow(file)
+    """Yield (row number, record, offset after it) for rows [start, stop) of a Parquet/Arrow/CSV file."""
+    if file.format != "parquet":  # arrow, csv
+        table = _open_whole(file)
         names = _check_columns(file, table.schema.names, columns)
         table = table.select(names).slice(start, None if stop is None else stop - start)
         batches = table.to_batches(max_chunksize=_TABLE_BATCH_ROWS)
