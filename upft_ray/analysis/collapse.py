@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from upft_ray.config.types import UPFT_TASK_TEMPLATE
+from upft_ray.config.types import MODEL_CHAT_TEMPLATE, UPFT_TASK_TEMPLATE
 from upft_ray.engine.prompts import chat_messages, render_prompt
 from upft_ray.io.manifests import write_json_atomic
 
@@ -75,8 +75,9 @@ def length_summary(rows: pd.DataFrame, t: int | None) -> dict:
 
 
 def eos_probabilities(model_path: str, rows: pd.DataFrame, t: int, template: str, system_prompt: str = "",
-                      batch_size: int = 8) -> pd.DataFrame:
-    """Return per question P(EOS | prompt, first t answer tokens), with and without ``template``.
+                      batch_size: int = 8, chat_template: str = MODEL_CHAT_TEMPLATE) -> pd.DataFrame:
+    """Return per question P(EOS | prompt, first t answer tokens), with and without ``template``, the prompt
+    rendered with ``chat_template`` (the evaluation's ``engine.chat_template``).
 
     The first t tokens come from re-tokenising the model's own evaluation output (``output``); an
     answer shorter than t tokens has no such position and gets NaN (counted by the caller)."""
@@ -92,7 +93,7 @@ def eos_probabilities(model_path: str, rows: pd.DataFrame, t: int, template: str
         records.append({"benchmark": row.benchmark, "question_id": row.question_id, "answer_ids": answer})
     out = pd.DataFrame(records)[["benchmark", "question_id"]]
     for column, suffix in (("p_eos_with_template", template), ("p_eos_without_template", "")):
-        seqs = [render_prompt(tokenizer, chat_messages(q, system_prompt, suffix))[1] + r["answer_ids"]
+        seqs = [render_prompt(tokenizer, chat_messages(q, system_prompt, suffix), chat_template)[1] + r["answer_ids"]
                 if len(r["answer_ids"]) == t else None for q, r in zip(rows["question"], records)]
         probs = [float("nan")] * len(seqs)
         todo = [i for i, s in enumerate(seqs) if s is not None]
@@ -128,7 +129,7 @@ def _template(run: Path, default: str) -> str:
 
 def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, base_model: str,
                   default_template: str, system_prompt: str, max_questions: int, batch_size: int,
-                  per_question: list[pd.DataFrame]) -> dict:
+                  per_question: list[pd.DataFrame], chat_template: str = MODEL_CHAT_TEMPLATE) -> dict:
     """Return one model's row of the collapse table at prefix length ``t``; append its per-question
     P(EOS) to ``per_question`` when its weights are at hand."""
     row = {"model": name, "kind": entry["kind"], "prefix_tokens": t, **length_summary(rows, t)}
@@ -136,7 +137,7 @@ def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, bas
     if path and t is not None:
         template = _template(entry["run"], default_template)
         sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
-        eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size)
+        eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
         per_question.append(eos.assign(model=name))
         row.update(eos_questions=int(eos["p_eos_without_template"].notna().sum()),
                    eos_answers_shorter_than_t=int(eos["p_eos_without_template"].isna().sum()),
@@ -148,7 +149,8 @@ def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, bas
 
 
 def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, default_template: str = "",
-                     system_prompt: str = "", max_questions: int = 100, batch_size: int = 8) -> pd.DataFrame:
+                     system_prompt: str = "", max_questions: int = 100, batch_size: int = 8,
+                     chat_template: str = MODEL_CHAT_TEMPLATE) -> pd.DataFrame:
     """Measure every evaluation in ``run_dir`` (see module docstring); write the files; return the table.
 
     ``max_questions`` caps the questions teacher-forced per model (the length figures use every
@@ -170,7 +172,7 @@ def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, defau
         for t in ts:
             name = entry["name"] if t == own_t else f"{entry['name']} @ t={t}"
             table.append(_collapse_row(entry, name, rows, t, base_model, default_template, system_prompt,
-                                       max_questions, batch_size, per_question))
+                                       max_questions, batch_size, per_question, chat_template))
     result = pd.DataFrame(table)
     result.to_parquet(out_dir / "collapse.parquet", index=False)
     if per_question:

@@ -17,6 +17,8 @@ from typing_extensions import NotRequired, TypedDict
 from upft_ray.config import rules as checks
 from upft_ray.config.columns import COLUMN_PRESETS, Columns, preset_columns
 from upft_ray.config.types import (
+    CHAT_TEMPLATES,
+    MODEL_CHAT_TEMPLATE,
     UPFT_TASK_TEMPLATE,
     Float,
     OverrideText,
@@ -74,6 +76,12 @@ class EngineConfig(_Config):
         "vllm", pattern=r"^(vllm|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$", json_schema_extra={"hashed": "when_set"},
         description="generation engine of each actor: vllm, or "
         "module:Class for another engine with the same interface (README, 'Engine backends')")
+
+    chat_template: Literal[CHAT_TEMPLATES] = Field(
+        MODEL_CHAT_TEMPLATE, json_schema_extra={"hashed": "when_set"},
+        description="how prompts are rendered: model (the tokenizer's own chat template) or one of the official "
+        "UPFT code's templates (llama-3.1-upft: no date lines in the system block; qwen-math-upft; "
+        "deepseek-r1-upft: no opening <think> after the assistant tag); training renders with sample.engine's")
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> EngineConfig:

@@ -67,3 +67,8 @@ def _override_text(text: str) -> str:
 
 RunName = Annotated[str, AfterValidator(_variant_name)]
 OverrideText = Annotated[str, AfterValidator(_override_text)]
+
+# engine.chat_template: "model" renders with the tokenizer's own template; the others are the official
+# UPFT code's templates (upft_ray/engine/prompts.py says how each differs from the model's own).
+MODEL_CHAT_TEMPLATE = "model"
+CHAT_TEMPLATES = (MODEL_CHAT_TEMPLATE, "llama-3.1-upft", "qwen-math-upft", "deepseek-r1-upft")

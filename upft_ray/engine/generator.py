@@ -116,6 +116,7 @@ class VLLMGenerator:
         except ImportError as err:
             raise ImportError(VLLM_INSTALL_HINT) from err
         self.max_model_len, self.stall_timeout_s = engine.max_model_len, engine.stall_timeout_s
+        self.chat_template = engine.chat_template
         self.clock = ProgressClock()
         args = AsyncEngineArgs(model=model, disable_log_stats=True, **engine_kwargs(engine, seed))
         self.loop = asyncio.new_event_loop()
@@ -195,7 +196,7 @@ class VLLMGenerator:
         messages = json.loads(batch["messages"][i])
         if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
             raise ValueError(f"messages must be a non-empty JSON list of chat messages, got {messages!r:.80}")
-        text, ids = render_prompt(self.tokenizer, messages)
+        text, ids = render_prompt(self.tokenizer, messages, self.chat_template)
         if "continue_from_token_ids" in batch:  # rollouts: generation resumes inside a given response
             ids = ids + [int(x) for x in batch["continue_from_token_ids"][i]]
         return text, ids

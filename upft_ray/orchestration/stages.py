@@ -108,7 +108,7 @@ def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: 
     sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
     def body(c: PipelineConfig) -> Path:
         measure_collapse(c.run_path, resolve_model(c.model), c.sample.prefix_tokens, c.sample.task_template,
-                         c.sample.system_prompt, max_questions, batch_size)
+                         c.sample.system_prompt, max_questions, batch_size, c.eval.engine.chat_template)
         return c.run_path / "analysis" / "collapse" / "collapse.md"
 
     return run_stage(cfg, (), body, ray=False)

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from upft_ray.config import PipelineConfig
+from upft_ray.config.types import MODEL_CHAT_TEMPLATE
 from upft_ray.io.chunk_store import merge_parts
 from upft_ray.io.durable import make_dirs, remove_path
 from upft_ray.io.manifests import read_json, write_json_atomic
@@ -50,7 +51,10 @@ def _tokenize(cfg: PipelineConfig, model_path: str, shards: list[Path], out_dir:
                              fn_kwargs={"model_path": model_path, "max_length": cfg.train.max_length,
                                         "prefix_tokens": sampled_prefix_tokens(manifest),
                                         "correct_only": method in ("rft", "label_filter"),
-                                        "prefix_eos": cfg.train.prefix_eos})
+                                        "prefix_eos": cfg.train.prefix_eos,
+                                        # the template the samples were prompted with, as the manifest records it
+                                        "chat_template": manifest["config"].get("engine", {}).get(
+                                            "chat_template", MODEL_CHAT_TEMPLATE)})
                 .take_all())
     return {k: sum(p[k] for p in per_part) for k in ("rows_in", "incorrect", "failed")}
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from upft_ray.config.types import MODEL_CHAT_TEMPLATE
 from upft_ray.engine.prompts import render_prompt
 from upft_ray.grading import grade_safely
 from upft_ray.io.durable import write_parquet_durably
@@ -65,17 +66,19 @@ def checked_row(row: dict, vocab_size: int) -> tuple[list[dict], list[int]]:
 
 
 def build_example(tokenizer, row: dict, max_length: int, prefix_tokens: int | None = None,
-                  prefix_eos: str = "loss", vocab_size: int | None = None) -> dict:
+                  prefix_eos: str = "loss", vocab_size: int | None = None,
+                  chat_template: str = MODEL_CHAT_TEMPLATE) -> dict:
     """Return one tokenised training example for a sample-shard row (see module docstring).
 
     ``prefix_tokens`` cuts a prefix row's response to its first t tokens (the label-filter baseline
     decodes whole solutions; UPFT's own prefix rows are already t tokens long). ``prefix_eos``:
     what a prefix row ends with (PREFIX_EOS). ``vocab_size``: the model's (default: the tokenizer's length).
+    ``chat_template``: how the prompt is rendered (the sampler's ``engine.chat_template``).
     Raises ValueError for an unknown ``prefix_eos`` or a row :func:`checked_row` refuses."""
     if prefix_eos not in PREFIX_EOS:
         raise ValueError(f"prefix_eos: {prefix_eos!r} is not one of {list(PREFIX_EOS)}")
     messages, response = checked_row(row, vocab_size or len(tokenizer))
-    _, prompt_ids = render_prompt(tokenizer, messages)
+    _, prompt_ids = render_prompt(tokenizer, messages, chat_template)
     eos = tokenizer.eos_token_id
     masked_tail = 0
     if row["kind"] == "prefix":
@@ -139,7 +142,7 @@ def _build_failed(shard: str, number: int, row: dict, err: Exception) -> dict:
 
 
 def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefix_tokens: int | None = None,
-                   correct_only: bool = False, prefix_eos: str = "loss") -> dict:
+                   correct_only: bool = False, prefix_eos: str = "loss", chat_template: str = MODEL_CHAT_TEMPLATE) -> dict:
     """Write the training examples of one sample shard to ``out`` (EXAMPLES_SCHEMA, shard order); return counts.
 
     ``correct_only`` (RFT, label filter) grades each sampled solution against the row's gold answer
@@ -157,7 +160,8 @@ def tokenize_shard(shard: str, out: str, model_path: str, max_length: int, prefi
             if correct_only and not grade_safely(row["response_text"], row["answer"]).correct:
                 incorrect += 1
                 continue
-            examples.append(build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos, vocab_size))
+            examples.append(build_example(tokenizer, row, max_length, prefix_tokens, prefix_eos, vocab_size,
+                                          chat_template))
         except Exception as err:  # noqa: BLE001 -- one row's failure costs that row only
             failed.append(_build_failed(shard, number, row, err))
     kept = [e for e in examples if loss_tokens(e) > 0]
@@ -174,9 +178,9 @@ def rejected_part(part: Path) -> Path:
 
 
 def tokenize_shards(batch: dict, model_path: str, max_length: int, prefix_tokens: int | None = None,
-                    correct_only: bool = False, prefix_eos: str = "loss") -> dict:
+                    correct_only: bool = False, prefix_eos: str = "loss", chat_template: str = MODEL_CHAT_TEMPLATE) -> dict:
     """Ray Data UDF: tokenise each (shard, out) pair of ``batch``; return one count row per shard."""
-    counts = [tokenize_shard(shard, out, model_path, max_length, prefix_tokens, correct_only, prefix_eos)
+    counts = [tokenize_shard(shard, out, model_path, max_length, prefix_tokens, correct_only, prefix_eos, chat_template)
               for shard, out in zip(batch["shard"], batch["out"])]
     return {key: [c[key] for c in counts] for key in ("part", "rows_in", "incorrect", "examples", "failed")}
 
