@@ -161,6 +161,11 @@ class TrainConfig(_Config):
     min_lr_ratio: Float = Field(0.0, ge=0.0, le=1.0, description="cosine schedule: final lr as a share of the peak")
     max_grad_norm: Float = Field(1.0, ge=0.0, description="gradient clipping norm")
     epochs: int = Field(1, ge=1, description="passes over the training rows")
+    epoch_tail: Literal["drop", "carry"] = Field(
+        "drop", json_schema_extra={"hashed": "when_set"},
+        description="the rows at an epoch's end that fill no whole optimizer step: drop (each epoch trains "
+        "floor(rows / global batch) steps) or carry (the official trainer's continuous stream: they open the next "
+        "epoch's first step; only the last epoch's leftover, under one global batch, is never trained)")
     micro_batch_size: int = Field(4, ge=1, description="rows per worker per forward pass (a packed row holds several "
                                   "examples)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")

@@ -1,17 +1,23 @@
 """The training plan: which rows each optimizer step and rank sees, the LR schedule, the DeepSpeed config.
 
 The loop itself is ``recipe.Recipe`` (run by ``harness_ray`` under Ray Train or ``harness_torch``
-under torchrun / one process); what every rank gets is a :class:`LoopConfig`. Data order is a pure function of (seed, epoch, step): each epoch's rows come from
-``packing.epoch_rows`` (a seeded permutation, packed or not); optimizer step k of an epoch takes the
-k-th block of ``micro x accumulation x world`` rows, and rank r's micro-batch m is a fixed slice of
-it. A worker restarted from a checkpoint at step s (model, optimizer, scheduler, RNG restored)
-therefore continues with exactly the rows an uninterrupted run would have seen: nothing is trained
-twice or skipped, and the final weights are the same.
+under torchrun / one process); what every rank gets is a :class:`LoopConfig`. Data order is a pure
+function of (seed, step): each epoch's rows come from ``packing.epoch_rows`` (a seeded permutation,
+packed or not) and a :class:`StepPlan` says which rows of which epochs optimizer step k takes, a block
+of ``micro x accumulation x world`` rows; rank r's micro-batch m is a fixed slice of it. With
+``train.epoch_tail`` ``drop`` (the default) step k of an epoch takes that epoch's k-th block and the
+epoch's last incomplete block is never trained; with ``carry`` the blocks are cut from the epochs' rows
+laid end to end (as the official trainer's micro-batch stream runs on across epochs), so an epoch's
+tail opens the next epoch's first step and only the run's final leftover is never trained. A worker
+restarted from a checkpoint at step s (model, optimizer, scheduler, RNG restored) therefore continues
+with exactly the rows an uninterrupted run would have seen: nothing is trained twice or skipped, and
+the final weights are the same.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -35,9 +41,77 @@ class LoopConfig(BaseModel):
     pad_token_id: int
 
 
-def plan_epochs(lengths: np.ndarray, seed: int, epochs: int, pack_length: int, rows_per_step: int) -> list[int]:
-    """Return the optimizer steps of each epoch (the last incomplete block of rows is dropped)."""
-    return [len(epoch_rows(lengths, seed, e, pack_length)) // rows_per_step for e in range(epochs)]
+@dataclass(frozen=True)
+class StepPlan:
+    """Which rows of which epochs each optimizer step trains on (see the module docstring)."""
+    epoch_rows: tuple[int, ...]  # rows in each epoch (with packing they differ from epoch to epoch)
+    rows_per_step: int
+    tail: str = "drop"  # train.epoch_tail: "drop" or "carry"
+
+    @property
+    def total_steps(self) -> int:
+        """Return the optimizer steps of the whole run."""
+        if self.tail == "carry":
+            return sum(self.epoch_rows) // self.rows_per_step
+        return sum(n // self.rows_per_step for n in self.epoch_rows)
+
+    @property
+    def rows_trained(self) -> int:
+        """Return the rows trained over the whole run (every epoch's rows = trained + dropped)."""
+        return self.total_steps * self.rows_per_step
+
+    def dropped_per_epoch(self) -> list[int]:
+        """Return the rows of each epoch that no step trains on."""
+        if self.tail != "carry":
+            return [n % self.rows_per_step for n in self.epoch_rows]
+        out, before = [], 0  # carry: the steps train the first rows_trained rows of the epochs laid end to end
+        for n in self.epoch_rows:
+            out.append(n - min(n, max(0, self.rows_trained - before)))
+            before += n
+        return out
+
+    def spans(self, step: int) -> list[tuple[int, int, int]]:
+        """Return the (epoch, start, stop) slices of the epochs' rows that make optimizer step ``step``, in order."""
+        size = self.rows_per_step
+        if self.tail != "carry":
+            for epoch, n in enumerate(self.epoch_rows):
+                if step < n // size:
+                    return [(epoch, step * size, (step + 1) * size)]
+                step -= n // size
+            raise IndexError("step beyond the plan")
+        begin, end, before, out = step * size, (step + 1) * size, 0, []
+        for epoch, n in enumerate(self.epoch_rows):
+            if max(begin, before) < min(end, before + n):
+                out.append((epoch, max(begin, before) - before, min(end, before + n) - before))
+            before += n
+        return out
+
+    def epoch_of(self, step: int) -> int:
+        """Return the epoch that optimizer step ``step`` ends in (the epoch of its last row)."""
+        return self.spans(step)[-1][0]
+
+
+def plan_epochs(lengths: np.ndarray, seed: int, epochs: int, pack_length: int, rows_per_step: int,
+                tail: str = "drop") -> StepPlan:
+    """Return the step plan of ``epochs`` passes over the examples of ``lengths`` (``tail``: train.epoch_tail)."""
+    counts = tuple(len(epoch_rows(lengths, seed, e, pack_length)) for e in range(epochs))
+    return StepPlan(counts, rows_per_step, tail)
+
+
+class StepRows:
+    """The rows of each optimizer step; every epoch's seeded rows are built once and kept while steps need them."""
+
+    def __init__(self, plan: StepPlan, lengths: np.ndarray, seed: int, pack_length: int):
+        self.plan, self.lengths, self.seed, self.pack_length = plan, lengths, seed, pack_length
+        self._epochs: dict[int, list[list[int]]] = {}
+
+    def __call__(self, step: int) -> list[list[int]]:
+        """Return the rows of optimizer step ``step`` (a pure function of seed and step)."""
+        spans = self.plan.spans(step)
+        # A step spans at most a few epochs: keep those (built once each), free the ones behind.
+        self._epochs = {e: self._epochs.get(e) or epoch_rows(self.lengths, self.seed, e, self.pack_length)
+                        for e, _, _ in spans}
+        return [row for e, start, stop in spans for row in self._epochs[e][start:stop]]
 
 
 def step_rows(rows: list[list[int]], step_in_epoch: int, rows_per_step: int) -> list[list[int]]:

@@ -28,16 +28,16 @@ from upft_ray.training.checkpointing import load_training_state, save_training_s
 from upft_ray.training.examples import example_parts
 from upft_ray.training.loop import (
     LoopConfig,
+    StepRows,
     deepspeed_config,
     lr_lambda,
     micro_batch_rows,
     plan_epochs,
     resolve_precision,
-    step_rows,
 )
 from upft_ray.training.metrics import MetricsLog, record_event
 from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
-from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
+from upft_ray.training.packing import ExampleStore, collate_rows
 
 
 def loop_device(use_gpu: bool, local_index: int):
@@ -103,14 +103,14 @@ class Recipe:
         self._build_engine()
 
     def _plan(self) -> None:
-        """Load the examples and plan the steps (a pure function of seed, epochs and batch sizes)."""
+        """Load the examples and plan the steps (a pure function of seed, epochs, batch sizes and epoch_tail)."""
         cfg = self.cfg
         self.store = ExampleStore.from_parts(example_parts(Path(self.config.examples_dir)))
         self.rows_per_step = cfg.micro_batch_size * cfg.gradient_accumulation_steps * self.world
         self.pack_length = cfg.max_length if cfg.packing else 0
-        self.epoch_steps = plan_epochs(self.store.lengths, self.config.seed, cfg.epochs, self.pack_length,
-                                       self.rows_per_step)
-        self.total_steps = sum(self.epoch_steps)
+        self.plan = plan_epochs(self.store.lengths, self.config.seed, cfg.epochs, self.pack_length,
+                                self.rows_per_step, cfg.epoch_tail)
+        self.total_steps = self.plan.total_steps
 
     def _build_engine(self) -> None:
         """Load the model and wrap it in a DeepSpeed engine with AdamW and the LR schedule."""
@@ -158,15 +158,11 @@ class Recipe:
         cfg = self.cfg
         if self.rank == 0:
             self.log = MetricsLog(self.config.metrics_path, self.config.tensorboard_dir, self.step, echo_steps)
-        rows, rows_epoch = None, -1
+        rows_of = StepRows(self.plan, self.store.lengths, self.config.seed, self.pack_length)
         self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
         self.engine.train()
         while self.step < self.total_steps:
-            epoch = int(np.searchsorted(np.cumsum(self.epoch_steps), self.step, side="right"))
-            if epoch != rows_epoch:
-                rows = epoch_rows(self.store.lengths, self.config.seed, epoch, self.pack_length)
-                rows_epoch = epoch
-            rows_of_step = step_rows(rows, self.step - sum(self.epoch_steps[:epoch]), self.rows_per_step)
+            epoch, rows_of_step = self.plan.epoch_of(self.step), rows_of(self.step)
             loss_sum, normaliser = self.train_step(rows_of_step)
             self.step += 1
             self.consumed += sum(len(r) for r in rows_of_step)

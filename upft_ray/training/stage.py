@@ -87,24 +87,29 @@ def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
 
 
 def plan_steps(cfg: PipelineConfig, examples_dir: Path, counts: dict) -> dict:
-    """Return ``counts`` with the step plan added (rows per step, steps, packing efficiency).
+    """Return ``counts`` with the step plan added: rows per step, steps, the rows of all epochs = rows trained +
+    rows dropped (per epoch too), packing efficiency.
 
     Raises ValueError when the examples make fewer rows than one optimizer step."""
     t = cfg.train
     rows_per_step = t.micro_batch_size * t.gradient_accumulation_steps * t.num_workers
     lengths = example_lengths(examples_dir)
     pack_length = t.max_length if t.packing else 0
-    epoch_steps = plan_epochs(lengths, cfg.seed, t.epochs, pack_length, rows_per_step)
+    plan = plan_epochs(lengths, cfg.seed, t.epochs, pack_length, rows_per_step, t.epoch_tail)
     first_rows = epoch_rows(lengths, cfg.seed, 0, pack_length)
+    dropped = plan.dropped_per_epoch()
     counts = {**counts, "rows_per_step": rows_per_step, "rows_first_epoch": len(first_rows),
-              "steps": sum(epoch_steps),
-              "rows_dropped_last_step_first_epoch": len(first_rows) - epoch_steps[0] * rows_per_step}
+              "steps": plan.total_steps, "epoch_tail": t.epoch_tail, "rows_all_epochs": sum(plan.epoch_rows),
+              "rows_trained": plan.rows_trained, "rows_dropped": sum(dropped), "rows_dropped_per_epoch": dropped,
+              "rows_dropped_last_step_first_epoch": dropped[0]}
     if t.packing:
         counts["packing_efficiency"] = round(packing_efficiency(first_rows, lengths, t.max_length), 4)
     if counts["steps"] == 0:
-        raise ValueError(f"{counts['examples']} training examples make {len(first_rows)} rows, fewer than one "
-                         f"optimizer step ({rows_per_step} = micro_batch_size x gradient_accumulation_steps x "
-                         f"num_workers)")
+        carried = t.epoch_tail == "carry"
+        all_epochs = f" ({counts['rows_all_epochs']} over the {t.epochs} epochs carried)" if carried else ""
+        raise ValueError(f"{counts['examples']} training examples make {len(first_rows)} rows per epoch{all_epochs}, "
+                         f"fewer than one optimizer step ({rows_per_step} = micro_batch_size x "
+                         f"gradient_accumulation_steps x num_workers)")
     return counts
 
 
@@ -142,10 +147,12 @@ def run_train(cfg: PipelineConfig) -> dict:
         return done
     examples_dir, counts = prepare_examples(cfg, model_path)
     counts = plan_steps(cfg, examples_dir, counts)
-    log.info("%d examples (%d prefix, %d full), %d tokens tuned; %d rows%s; %d steps over %d epoch(s), %d workers, "
-             "ZeRO-%d", counts["examples"], counts["prefix_examples"], counts["full_examples"], counts["tokens_tuned"],
-             counts["rows_first_epoch"], f" (packed, efficiency {counts['packing_efficiency']})" if t.packing else "",
-             counts["steps"], t.epochs, t.num_workers, t.zero_stage)
+    log.info("%d examples (%d prefix, %d full), %d tokens tuned; %d rows%s; %d steps over %d epoch(s) (%d of %d rows "
+             "trained, epoch tails %s), %d workers, ZeRO-%d", counts["examples"], counts["prefix_examples"],
+             counts["full_examples"], counts["tokens_tuned"], counts["rows_first_epoch"],
+             f" (packed, efficiency {counts['packing_efficiency']})" if t.packing else "", counts["steps"], t.epochs,
+             counts["rows_trained"], counts["rows_all_epochs"], {"drop": "dropped", "carry": "carried"}[t.epoch_tail],
+             t.num_workers, t.zero_stage)
     loop = loop_config(cfg, model_path, examples_dir, pad_token_id(model_path))
     # The same loop runs without Ray: torchrun -m upft_ray.training.harness_torch RUN/train/loop_config.json ...
     write_json_atomic(train_dir / "loop_config.json", loop.model_dump(mode="json"))
