@@ -48,7 +48,7 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
             "p_value": result.p_value, "verdict": result.verdict}
     if not benchmarks:
         raise ValueError(f"{run_dir}: the base and the tuned model share no benchmark")
-    stages = {"sample": sample["config"], "train": train["config"]}
+    stages = {"sample": sample["config"], "train": train["config"], "sampling": sample.get("sampling_params", {})}
     return {"command": command, "config_hash": config_hash, "machine": machine,
             "recipe": {"t": sample["config"]["prefix_tokens"], "p": sample["config"]["structure_ratio"],
                        "learning_rate": train["config"]["learning_rate"], "epochs": train["config"]["epochs"],
@@ -85,7 +85,9 @@ def render_block(results: dict) -> str:
     lines = [BEGIN, "",
              f"Recorded {results['machine']['date_utc']} UTC on {results['machine']['cpu']} "
              f"x{results['machine']['cpu_count']} by `{results['command']}` into `bench/results/quickstart_results.json` "
-             f"(config hash `{results['config_hash']}`). Model trained: {label}; t = {recipe['t']}, "
+             f"(config hash `{results['config_hash']}`"
+             + (f"; the same run recorded again {results['recorded_again_utc']} UTC with `--reuse`"
+                if "recorded_again_utc" in results else "") + f"). Model trained: {label}; t = {recipe['t']}, "
              f"p = {recipe['p']}, lr {recipe['learning_rate']:g}, {recipe['epochs']} epoch(s).", "",
              "| benchmark | base | " + label.split(" with ")[0] + " | difference (pts) [95% CI] | p (McNemar) | verdict |",
              "|---|---|---|---|---|---|"]
@@ -104,7 +106,9 @@ def render_block(results: dict) -> str:
                       f"set-up{was}."]
     if deviations:
         restore = " ".join(d[3] for d in deviations)
-        lines += ["", f"The paper's setting is one override away: `upft run -c configs/quickstart.yaml {restore}`."]
+        away = "one override away" if len(deviations) == 1 else f"{len(deviations)} overrides away"
+        lines += ["", f"The paper's setting (every ingredient of the official recipe; README, \"Paper fidelity\") is "
+                      f"{away}: `upft run -c configs/quickstart.yaml {restore}`."]
     return "\n".join(lines + ["", END])
 
 

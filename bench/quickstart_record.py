@@ -93,7 +93,13 @@ def main() -> int:
         print(f"[quickstart-record] wrote {BEFORE}")
         return 0
     total_s = recorded_total(args.run_dir) if args.reuse else run_quickstart(args.run_dir)
-    results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine_facts(), total_s)
+    # --reuse records the same run again (e.g. after a report's code changed): it keeps the run's machine
+    # and date, and notes when it was recorded again
+    reused = json.loads(RESULTS.read_text()) if args.reuse and RESULTS.is_file() else None
+    machine = reused["machine"] if reused else machine_facts()
+    results = collect(args.run_dir, quickstart_hash(), "python bench/quickstart_record.py", machine, total_s)
+    if reused:
+        results["recorded_again_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     results["output"] = {"command": COMMAND, **count_output(args.run_dir / "console.log")}
     if BEFORE.is_file():
         results["output_before"] = json.loads(BEFORE.read_text())

@@ -44,12 +44,22 @@ BACKOFF_LIMIT = 2      # RayJob retries, each on a fresh cluster that resumes fr
 assert LEASE_WAIT_S >= LEASE_TIMEOUT_S + POD_GRACE_S + 60, "a retry must outwait the attempt it replaces"
 LEASE_ENV = {"UPFT_LEASE_TIMEOUT_S": str(LEASE_TIMEOUT_S), "UPFT_LEASE_WAIT_S": str(LEASE_WAIT_S)}
 
-# name: (configs run in turn, GPU nodes, activeDeadlineSeconds)
+
+def _configs(run: str, *baselines: str) -> list[str]:
+    """Return the job configs of one RayJob: the UPFT run, then its baselines (sft, rft16, label-filter)."""
+    return [f"jobs/configs/{run}.yaml"] + [f"jobs/configs/{run}-{b}.yaml" for b in baselines]
+
+
+# name: (configs run in turn, GPU nodes, activeDeadlineSeconds); docs/PAPER.md maps the paper's rows to them
 RUNS = {
-    "qwen-math-omi2": (["jobs/configs/qwen-math-omi2.yaml", "jobs/configs/qwen-math-omi2-sft.yaml"], 2, 4 * 86400),
-    "qwen-math-uhard": (["jobs/configs/qwen-math-uhard.yaml", "jobs/configs/qwen-math-uhard-sft.yaml"], 2, 2 * 86400),
-    "llama-prm12k": (["jobs/configs/llama-prm12k.yaml", "jobs/configs/llama-prm12k-sft.yaml"], 2, 86400),
-    "r1distill-limo": (["jobs/configs/r1distill-limo.yaml", "jobs/configs/r1distill-limo-sft.yaml"], 1, 86400),
+    "qwen-math-omi2": (_configs("qwen-math-omi2", "sft"), 2, 4 * 86400),
+    "qwen-math-uhard": (_configs("qwen-math-uhard", "sft"), 2, 2 * 86400),
+    "qwen-math-prm12k": (_configs("qwen-math-prm12k", "sft", "rft16", "label-filter"), 2, 3 * 86400),
+    "qwen-math-limo": (_configs("qwen-math-limo", "sft"), 1, 86400),
+    "llama-prm12k": (_configs("llama-prm12k", "sft", "rft16"), 2, 2 * 86400),
+    "r1distill-limo": (_configs("r1distill-limo", "sft"), 1, 86400),
+    "r1distill-uhard": (_configs("r1distill-uhard", "sft"), 2, 6 * 86400),
+    "r1distill-prm12k": (_configs("r1distill-prm12k", "rft16"), 2, 6 * 86400),
 }
 
 

@@ -7,7 +7,9 @@ A run hash decides whether a committed stage is reused or refused (``upft_ray.co
 change that moves one silently invalidates, or wrongly reuses, every run directory made before it.
 ``tests/config/run_hashes.json`` was written before the package re-layout (commit d63f4b1, the old
 modules ``upft_ray.schema``/``upft_ray.sweep``); ``--check`` proves the re-layout and every later
-change kept them. Change that file only with a change that means to move the hashes, and say so.
+change kept them. Change that file only with a change that means to move the hashes, and say so: the
+``jobs/configs/`` entries were rewritten on 2026-12-06, when the paper job configs moved to prepared data
+files, the official chat templates and ``train.epoch_tail: carry`` (no run of them existed).
 """
 
 from __future__ import annotations

@@ -46,11 +46,13 @@ def _run(root: Path, train_config: dict) -> Path:
     _eval(run / "eval", set(range(4)))        # tuned right on q0-q3
     (run / "sample").mkdir()
     (run / "sample" / "manifest.json").write_text(json.dumps({
-        "config": {"prefix_tokens": 8, "structure_ratio": 0.1, "method": "upft"}, "wall_time_s": 60.04,
+        "config": {"prefix_tokens": 8, "structure_ratio": 0.1, "method": "upft", "temperature": 0.6, "top_p": "model",
+                   "top_k": "model"}, "wall_time_s": 60.04,
         "tokens": {"generated": 1234}}))
     (run / "train").mkdir()
     (run / "train" / "manifest.json").write_text(json.dumps({
-        "config": {"learning_rate": 5e-6, "epochs": 1, **train_config}, "wall_time_s": 200.0,
+        "config": {"learning_rate": 5e-6, "epochs": 1, "adam_beta2": 0.95, "packing": False, "epoch_tail": "carry",
+                   **train_config}, "wall_time_s": 200.0,
         "counts": {"tokens_tuned": 345}}))
     return run
 

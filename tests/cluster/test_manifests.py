@@ -83,7 +83,10 @@ def test_rayjob_runs_job_configs_that_fit_its_cluster(path):
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["python", "jobs/upft_pipeline.py"] and (REPO / argv[1]).is_file()
     configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
-    assert len(configs) == 2 and configs[1].endswith("-sft.yaml")   # the run and its SFT baseline
+    # the UPFT run, then its baselines (SFT, RFT, label filter), each its run with the method changed
+    assert load_config(REPO / configs[0]).sample.method == "upft" and len(configs) >= 2
+    assert all(c.startswith(configs[0][:-len(".yaml")] + "-") for c in configs[1:])
+    assert {load_config(REPO / c).sample.method for c in configs[1:]} <= {"sft", "rft", "label_filter"}
     cluster = spec["rayClusterSpec"]
     gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
                * g["maxReplicas"] for g in cluster["workerGroupSpecs"])
@@ -94,7 +97,6 @@ def test_rayjob_runs_job_configs_that_fit_its_cluster(path):
         assert cfg.eval.engine.num_replicas * cfg.eval.engine.gpus_per_replica <= gpus
         assert cfg.train.use_gpu and cfg.train.num_workers <= gpus and cfg.train.num_workers % GPUS_PER_NODE == 0
         assert any(cfg.run_dir.startswith(m + "/") for m in mounts), "run_dir must be on storage every pod mounts"
-    assert load_config(REPO / configs[1]).sample.method == "sft"
 
 
 @pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
@@ -102,7 +104,8 @@ def test_job_config_loads_and_says_how_to_launch(path):
     cfg = load_config(path)
     assert cfg.ray.address == "auto" and cfg.run_dir.startswith("/mnt/shared/runs/")
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("#") and "upft run -c jobs/configs/" + path.name in lines[1]
+    command = "evaluate" if path.stem.endswith("-base") else "run"  # a base row evaluates the model as it is
+    assert lines[0].startswith("#") and f"upft {command} -c jobs/configs/{path.name}" in lines[1]
 
 
 def test_job_configs_follow_the_paper():

@@ -9,6 +9,9 @@ import pyarrow.parquet as pq
 
 from upft_ray.io.schema import EVAL_SCHEMA
 from upft_ray.reporting.report import build_report, write_comparison
+# The official recipe's sampling and optimiser settings, as a real manifest records them
+PAPER_SAMPLING = {"temperature": 0.6, "top_p": "model", "top_k": "model"}
+PAPER_TRAINING = {"adam_beta2": 0.95, "packing": False, "epoch_tail": "carry"}
 
 
 def _eval_file(path, bench, correct, ids=None):
@@ -35,7 +38,7 @@ def _fake_run(root, name, base_acc, upft_acc, per_question=True):
             _eval_file(run / sub, "math500", [i < int(acc * 10) for i in range(20)])
     (run / "sample").mkdir()
     (run / "sample" / "manifest.json").write_text(json.dumps({
-        "model": "m", "seed": 1, "config": {"prefix_tokens": 8, "structure_ratio": 0.1}, "wall_time_s": 2.0,
+        "model": "m", "seed": 1, "config": {"prefix_tokens": 8, "structure_ratio": 0.1, **PAPER_SAMPLING}, "wall_time_s": 2.0,
         "counts": {"rows_in": 10, "rows_written": 10, "rows_rejected": 0, "prefix_rows": 9, "full_rows": 1},
         "tokens": {"generated": 1234, "generated_prefix": 72, "generated_full": 1162, "prompt": 500}}))
     (run / "train").mkdir()
@@ -94,12 +97,13 @@ def test_report_says_whether_upft_beat_the_base_and_names_the_recipe(tmp_path):
     assert "Recipe: the paper's UPFT ingredients" in text  # the fake manifests hold no deviation
     manifest = run / "train" / "manifest.json"
     data = json.loads(manifest.read_text())
-    data["config"] = {"learning_rate": 1e-6, "epochs": 2, "prefix_eos": "none", "loss_normalization": "token"}
+    data["config"] = {"learning_rate": 1e-6, "epochs": 2, "prefix_eos": "none", "loss_normalization": "token",
+                      **PAPER_TRAINING}
     manifest.write_text(json.dumps(data))
     text = build_report(run)
     assert "learning rate 1e-06, 2 epoch(s)." in text
-    assert ("Recipe: **not the paper's setting**: `train.prefix_eos` = none (paper: loss); "
-            "`train.loss_normalization` = token (paper: example). The paper's setting is one override away: "
+    assert ("Recipe: **not the paper's setting** in 2 of 16 ingredients: `train.prefix_eos` = none (paper: loss); "
+            "`train.loss_normalization` = token (paper: example). The paper's setting is these overrides away: "
             "`train.prefix_eos=loss train.loss_normalization=example`." in text)
 
 

@@ -154,7 +154,8 @@ def build_report(run_dir: Path) -> str:
                   f"{sample['config']['prefix_tokens']}, structure ratio p = {sample['config']['structure_ratio']}"
                   + (f", learning rate {train['config']['learning_rate']:g}, {train['config']['epochs']} epoch(s)"
                      if train and "config" in train else "") + ".", ""]
-        lines += recipe_lines({"sample": sample["config"], "train": (train or {}).get("config", {})})
+        stages = {"sample": sample["config"], "sampling": sample.get("sampling_params", {})}
+        lines += recipe_lines({**stages, **({"train": train["config"]} if train and "config" in train else {})})
     if "base" in evals and len(evals) == 2:
         lines += verdict_lines(trained, run_dir / "eval", run_dir / "eval_base")
     if evals:
