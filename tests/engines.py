@@ -11,7 +11,8 @@ and logs live in ``$UPFT_DRILL_DIR`` (set for every test Ray worker; ``drill.jso
   per batch, the others ``fast_s``: a straggler;
 - ``GradingFaultEngine``: answers ``BOOM-i`` to questions containing the i-th of ``boom`` (default ``["(#3)"]``)
   and makes the evaluation's grader raise on that answer, inside the actor (monkeypatched there), with a
-  different exception class per marker.
+  different exception class per marker;
+- ``BoxedZeroEngine``: no fault, answers ``\\boxed{0}`` to every question (a known answer to grade and judge).
 """
 
 from __future__ import annotations
@@ -93,4 +94,13 @@ class GradingFaultEngine(StandInEngine):
         markers = drill("boom", ["(#3)"])
         out["response_text"] = np.array([next((f"BOOM-{i}" for i, m in enumerate(markers) if m in q), "\\boxed{0}")
                                          for q in _questions(batch)], dtype=object)
+        return out
+
+
+class BoxedZeroEngine(StandInEngine):
+    """Answers ``\\boxed{0}`` to every question: right exactly where the gold answer is 0."""
+
+    async def __call__(self, batch: dict) -> dict:
+        out = await super().__call__(batch)
+        out["response_text"] = np.array(["\\boxed{0}"] * len(out["response_text"]), dtype=object)
         return out

@@ -84,6 +84,12 @@ def test_evaluate_a_checkpoint_that_does_not_exist(tmp_path, no_ray):
     _expect_exit_2(_invoke("evaluate", f"run_dir={tmp_path / 'run'}", "--model", str(tmp_path / "nope")), "nope")
 
 
+def test_a_judge_model_that_cannot_be_resolved(tmp_path, no_ray, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _expect_exit_2(_invoke("evaluate", f"run_dir={tmp_path / 'run'}", "eval.judge.model=no-such-org/no-judge-xyz"),
+                   "eval.judge.model", "no-such-org/no-judge-xyz")
+
+
 def test_train_before_sampling(tmp_path, no_ray):
     _expect_exit_2(_invoke("train", f"run_dir={tmp_path / 'run'}"), "upft sample")
 

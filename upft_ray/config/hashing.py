@@ -88,6 +88,8 @@ def results_config(cfg: PipelineConfig) -> dict:
         data.pop(key)
     for stage in ("sample", "eval"):
         data[stage]["engine"] = _without_resources(data[stage]["engine"])
+    if "judge" in data["eval"]:  # hashed only when set (eval.judge.model names a judge)
+        data["eval"]["judge"]["engine"] = _without_resources(data["eval"]["judge"]["engine"])
     for stage, keys in OPERATIONAL.items():
         for key in keys:
             data[stage].pop(key, None)

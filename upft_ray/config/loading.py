@@ -36,6 +36,8 @@ def config_from_dict(data: dict, source: str = "config") -> PipelineConfig:
         problems += [p for p in all_rules(cfg) if not _reads_any(p.reads, dropped)]
         if "model" not in dropped:
             problems += _model_problems(cfg.model)
+        if cfg.eval.judge.model and "eval.judge.model" not in dropped:
+            problems += _model_problems(cfg.eval.judge.model, "eval.judge.model")
     if problems:
         raise ConfigError(_one_line_per_field(problems), source)
     return cfg
@@ -60,13 +62,14 @@ def _reads_any(reads: tuple[str, ...], dropped: list[str]) -> bool:
     return any(r == d or r.startswith(d + ".") for r in reads for d in dropped)
 
 
-def _model_problems(model: str) -> list[Problem]:
-    """The check that looks outside the config: is ``model`` a bundled name, a checkpoint or a hub id."""
+def _model_problems(model: str, field: str = "model") -> list[Problem]:
+    """The check that looks outside the config: is ``model`` (of ``field``) a bundled name, a checkpoint or a
+    hub id."""
     try:
         why = model_problem(model)
     except (OSError, ValueError, RuntimeError) as err:  # a name too long for a path, a ~user that does not exist
         why = f"{model[:200]!r} cannot be looked up ({err})"
-    return [Problem("model", why)] if why else []
+    return [Problem(field, why)] if why else []
 
 
 def config_to_dict(cfg: BaseModel) -> dict:

@@ -34,6 +34,8 @@ from upft_ray.config.types import (
 MODEL_DEFAULT = "model"
 # No token for this long on any request means a hung engine (bench/RESULTS.md, "Engine stall timeout").
 STALL_TIMEOUT_S = 120.0
+# The official evaluation's judge context (1KE-JI/UPFT inference/eval.py: max_model_len=16 * 1024).
+JUDGE_MAX_MODEL_LEN = 16384
 
 
 class _Config(BaseModel):
@@ -199,6 +201,27 @@ class TrainConfig(_Config):
         return checks.enforce(self, info, checks.train_rules)
 
 
+class JudgeEngineConfig(EngineConfig):
+    """The judge's vLLM engine: an EngineConfig whose context is the official judge's by default."""
+    max_model_len: int = Field(JUDGE_MAX_MODEL_LEN, ge=16, description="context length the judge engine reserves KV "
+                               "cache for (a judge prompt holds the instructions, an example, the question and the "
+                               f"whole answer; official {JUDGE_MAX_MODEL_LEN})")
+
+
+class JudgeConfig(_Config):
+    """An optional LLM judge beside the rule, as the official UPFT evaluation has (Omni-Judge): every graded
+    answer is also judged, and reported right by the rule, by the judge, and by either."""
+    model: Text = Field("", description="judge model: '' = no judge (rule-only grading, the default); else a bundled "
+                        "model name, a local checkpoint path or a hub id, like `model` (official: KbsdJames/Omni-Judge)")
+    max_new_tokens: int = Field(300, ge=1, description="generation limit of each judge report (greedy; official 300)")
+    engine: JudgeEngineConfig = Field(default_factory=JudgeEngineConfig, description="vLLM engine of the judge's "
+                                      "own engine pool, started once the answers are generated")
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> JudgeConfig:
+        return checks.enforce(self, info, checks.judge_rules)
+
+
 class EvalConfig(_Config):
     """Greedy evaluation with Ray Data + vLLM."""
     benchmarks: list[Text] = Field(["bundled:arith-eval"], min_length=1, description="gsm8k, math500, aime2024, gpqa "
@@ -223,6 +246,8 @@ class EvalConfig(_Config):
     id_field: Text = Field("", description="generic evaluation sets: column holding a question id ('' = from the "
                            "preset; derived from the question text when absent)")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, json_schema_extra={"hashed": "when_set"},
+                               description="optional LLM judge of every graded answer (off by default: judge.model '')")
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> EvalConfig:

@@ -89,6 +89,11 @@ def eval_rules(e: BaseModel) -> list[Problem]:
     return problems
 
 
+def judge_rules(j: BaseModel) -> list[Problem]:
+    """The judge's report must fit its engine's context (its prompt is checked per row when judged)."""
+    return _fits("max_new_tokens", j.max_new_tokens, "engine", j.engine.max_model_len)
+
+
 def train_rules(t: BaseModel) -> list[Problem]:
     """Optimizer offload needs GPUs and ZeRO; ``auto`` workers count GPUs."""
     problems = []
@@ -126,5 +131,6 @@ def all_rules(cfg: BaseModel) -> list[Problem]:
 
     return (at("sample.", sample_rules(cfg.sample)) + at("sample.engine.", engine_rules(cfg.sample.engine))
             + at("train.", train_rules(cfg.train)) + at("eval.", eval_rules(cfg.eval))
-            + at("eval.engine.", engine_rules(cfg.eval.engine)) + at("sweep.", sweep_rules(cfg.sweep))
+            + at("eval.engine.", engine_rules(cfg.eval.engine)) + at("eval.judge.", judge_rules(cfg.eval.judge))
+            + at("eval.judge.engine.", engine_rules(cfg.eval.judge.engine)) + at("sweep.", sweep_rules(cfg.sweep))
             + at("", pipeline_rules(cfg)))

@@ -1,4 +1,5 @@
-"""An evaluation's metrics per benchmark: accuracy over every sample, pass@k and maj@k, answers by status."""
+"""An evaluation's metrics per benchmark: accuracy over every sample, pass@k and maj@k, answers by status, and
+with an LLM judge (``eval.judge``) the accuracy by the judge and by the rule or the judge."""
 
 from __future__ import annotations
 
@@ -41,4 +42,21 @@ def benchmark_metrics(part: pd.DataFrame, rows_read: int, rows_rejected: int, k:
     if k > 1 and len(part):
         metrics[f"pass@{k}"] = float(per_question["correct"].any().mean())
         metrics[f"maj@{k}"] = float(per_question.apply(_majority_correct, include_groups=False).mean())
+    if "judge_status" in part:
+        metrics.update(judge_metrics(part))
     return metrics
+
+
+def judge_metrics(part: pd.DataFrame) -> dict:
+    """Return the accuracy of one benchmark's judged rows by the LLM judge and by the rule OR the judge (the
+    official evaluation's), with the verdicts that could not be read or were not given; a row without a
+    verdict counts as not correct by the judge, as the official code counts "Failed to parse"."""
+    judge, either = part["judge_correct"].eq(True), part["correct_rule_or_judge"].astype(bool)
+    return {
+        "accuracy_judge": float(judge.mean()) if len(part) else 0.0,
+        "correct_judge": int(judge.sum()),
+        "accuracy_rule_or_judge": float(either.mean()) if len(part) else 0.0,
+        "correct_rule_or_judge": int(either.sum()),
+        "judge_unparsable": int((part["judge_status"] == "unparsable").sum()),
+        "judge_unanswered": int((part["judge_status"] == "unanswered").sum()),
+    }

@@ -41,7 +41,7 @@ def eval_identity(cfg: PipelineConfig, model_path: str) -> dict:
     samples, the model's files and the benchmark files."""
     settings = hashed_dict(cfg.eval)
     settings["engine"] = {k: v for k, v in settings["engine"].items() if k not in RESOURCE_FIELDS}
-    for key in OPERATIONAL["eval"]:
+    for key in (*OPERATIONAL["eval"], "judge"):  # the answers do not depend on the judge (it has its own plan)
         settings.pop(key, None)
     files = [[f.uri, f.size, f.mtime] for spec in cfg.eval.benchmarks
              for f in list_source_files(parse_benchmark_spec(spec)[2])]
@@ -70,8 +70,8 @@ def plan_evaluation(out_dir: Path, identity: dict, requests: list[dict], fresh_s
         if all(saved.get(k) == v for k, v in wanted.items()):
             return saved["chunk_sizes"], True
         if store.summaries():
-            changed = [k for k in ("eval", "system_prompt", "model", "benchmark_files", "seed")
-                       if saved.get("identity", {}).get(k) != identity.get(k)] or ["the questions"]
+            keys = dict.fromkeys([*identity, *saved.get("identity", {})])
+            changed = [k for k in keys if saved.get("identity", {}).get(k) != identity.get(k)] or ["the questions"]
             raise ValueError(f"{out_dir} holds an evaluation of another {' / '.join(changed)} (plan "
                              f"{saved.get('identity_hash')}, now {wanted['identity_hash']}); use a new run_dir or "
                              f"delete {out_dir}")

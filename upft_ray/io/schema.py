@@ -49,3 +49,19 @@ EVAL_SCHEMA = pa.schema([
     ("num_output_tokens", pa.int64()),
     ("finish_reason", pa.string()),
 ])
+
+# RUN/eval*/judge/shards/*.parquet: one verdict of the optional LLM judge (eval.judge) per graded row.
+JUDGE_SCHEMA = pa.schema([
+    ("benchmark", pa.string()),
+    ("question_id", pa.string()),
+    ("sample_index", pa.int64()),
+    ("judge_correct", pa.bool_()),          # the judge's TRUE/FALSE; null when it gave no verdict (status not ok)
+    ("judge_status", pa.string()),          # ok | unparsable (no TRUE/FALSE report) | unanswered (the judge
+                                            # engine could not answer: prompt too long, request failed)
+    ("judge_answer", pa.string()),          # the student's final answer as the judge read it ("" when none)
+    ("judge_output", pa.string()),          # the judge's report; for unanswered, the engine's reason
+])
+
+# RUN/eval/<benchmark>.parquet when eval.judge ran: EVAL_SCHEMA's columns, then the judge's, then the
+# official evaluation's verdict (rule OR judge). Without a judge the file has EVAL_SCHEMA's columns only.
+EVAL_JUDGED_SCHEMA = pa.schema(list(EVAL_SCHEMA) + list(JUDGE_SCHEMA)[3:] + [("correct_rule_or_judge", pa.bool_())])

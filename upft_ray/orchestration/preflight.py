@@ -157,6 +157,8 @@ def preflight_problems(cfg: PipelineConfig, stages: tuple[str, ...], model: str 
             problems.append(f"run_dir: {manifest} not found: run `upft sample` for this run_dir first")
     if "evaluate" in stages:
         problems += _benchmark_problems(cfg)
+        if cfg.eval.judge.model and (why := model_resolution_problem(cfg.eval.judge.model)):
+            problems.append(f"eval.judge.model: {why}")
     if run_problem:
         problems.append(f"run_dir: {run_problem}")
     return problems

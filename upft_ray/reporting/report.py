@@ -138,6 +138,30 @@ def verdict_lines(trained: str, eval_dir: Path, base_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _judged_cell(m: dict | None) -> str:
+    if not m or "accuracy_judge" not in m:
+        return "-"
+    unparsable = f" ({m['judge_unparsable']} unparsable)" if m["judge_unparsable"] else ""
+    return (f"{100 * m['accuracy']:.1f} / {100 * m['accuracy_judge']:.1f} / "
+            f"{100 * m['accuracy_rule_or_judge']:.1f}{unparsable}")
+
+
+def judge_lines(evals: dict[str, dict]) -> list[str]:
+    """Return the "## Accuracy with the LLM judge" section (rule / judge / rule or judge, per benchmark) for
+    the evaluations in ``evals`` (label: metrics) that an LLM judge graded too; [] when none did."""
+    judged = {label: m for label, m in evals.items() if "judge" in m}
+    if not judged:
+        return []
+    names = sorted({b for m in judged.values() for b in m["benchmarks"]})
+    lines = ["## Accuracy with the LLM judge", "", "Accuracy in % by the rule / by the judge / by the rule or the "
+             "judge (the official evaluation's count); a judge report that cannot be read counts as not correct.", "",
+             "| model | judge | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for label, m in judged.items():
+        lines.append(f"| {label} | `{m['judge']['model']}` | "
+                     + " | ".join(_judged_cell(m["benchmarks"].get(n)) for n in names) + " |")
+    return lines + [""]
+
+
 def build_report(run_dir: Path) -> str:
     """Return the Markdown report of the run in ``run_dir`` (stages that did not run are omitted)."""
     sample = _load(run_dir / "sample" / "manifest.json")
@@ -165,6 +189,7 @@ def build_report(run_dir: Path) -> str:
         for label, metrics in evals.items():
             lines.append(f"| {label} | " + " | ".join(accuracy_cell(metrics["benchmarks"].get(n)) for n in names) + " |")
         lines.append("")
+        lines += judge_lines(evals)
         if "base" in evals and len(evals) == 2:
             lines += [f"## {trained} vs base (paired on the same questions)", "",
                       *paired_section([(trained, run_dir / "eval", "base", run_dir / "eval_base")]), ""]

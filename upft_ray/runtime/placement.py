@@ -21,18 +21,22 @@ def resolve_auto_resources(cfg: PipelineConfig, gpus: float) -> PipelineConfig:
     ``auto`` workers = floor(gpus) (one GPU each). Sampling, training and evaluation run one after
     the other, so each may use every GPU. A config without ``auto`` is returned unchanged.
     Raises ValueError naming the field when the GPUs cannot hold one replica or one worker."""
-    def replicas(stage: str) -> dict:
-        engine = getattr(cfg, stage).engine
+    def replicas(section, at: str):
+        """Return ``section`` with its engine's ``auto`` replicas counted (``at``: its dotted name)."""
+        engine = section.engine
         if engine.num_replicas != "auto":
-            return {}
+            return section
         count = int(gpus // engine.gpus_per_replica) if engine.gpus_per_replica > 0 else 0
         if count < 1:
-            raise ValueError(f"{stage}.engine.num_replicas: auto found {gpus:g} GPU(s) in the Ray cluster, fewer "
+            raise ValueError(f"{at}.engine.num_replicas: auto found {gpus:g} GPU(s) in the Ray cluster, fewer "
                              f"than one replica's {engine.gpus_per_replica:g}")
-        engine = engine.model_copy(update={"num_replicas": count})
-        return {stage: getattr(cfg, stage).model_copy(update={"engine": engine})}
+        return section.model_copy(update={"engine": engine.model_copy(update={"num_replicas": count})})
 
-    changes = {**replicas("sample"), **replicas("eval")}
+    changes = {"sample": replicas(cfg.sample, "sample"), "eval": replicas(cfg.eval, "eval")}
+    judge = replicas(cfg.eval.judge, "eval.judge")  # the judge's pool runs after the answers': every GPU too
+    if judge is not cfg.eval.judge:
+        changes["eval"] = changes["eval"].model_copy(update={"judge": judge})
+    changes = {k: v for k, v in changes.items() if v is not getattr(cfg, k)}
     if cfg.train.num_workers == "auto":
         if int(gpus) < 1:
             raise ValueError(f"train.num_workers: auto found {gpus:g} GPU(s) in the Ray cluster; one worker needs one")
@@ -49,7 +53,8 @@ def cluster_gpus() -> float:
 
 def with_resolved_resources(cfg: PipelineConfig) -> PipelineConfig:
     """Return ``cfg`` with its ``auto`` counts decided from the connected Ray cluster's GPUs, printing them."""
-    if "auto" not in (cfg.sample.engine.num_replicas, cfg.eval.engine.num_replicas, cfg.train.num_workers):
+    if "auto" not in (cfg.sample.engine.num_replicas, cfg.eval.engine.num_replicas, cfg.train.num_workers,
+                      cfg.eval.judge.engine.num_replicas):
         return cfg
     gpus = cluster_gpus()
     out = resolve_auto_resources(cfg, gpus)
