@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from upft_ray.io.schema import EVAL_SCHEMA
 from upft_ray.reporting.report import build_report, write_comparison
+
 # The official recipe's sampling and optimiser settings, as a real manifest records them
 PAPER_SAMPLING = {"temperature": 0.6, "top_p": "model", "top_k": "model"}
 PAPER_TRAINING = {"adam_beta2": 0.95, "packing": False, "epoch_tail": "carry"}
