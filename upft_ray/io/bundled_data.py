@@ -3,8 +3,10 @@
 Why generated: the real math sets that install offline are either too hard for a 135M model on a CPU
 (GSM8K: ~1-4%) or carry licenses we would rather not re-ship. One- and two-step word problems with
 small numbers are where SmolLM2-135M is neither hopeless nor perfect, so UPFT's effect can be seen
-on this machine. The files under ``upft_ray/data/`` are the output of ``python -m
-upft_ray.io.bundled_data``; a test regenerates them and checks they match byte for byte.
+on this machine. The ``multistep-*`` sets (``upft_ray.io.multistep_data``) are harder, made for
+the optional Qwen2.5-Coder-0.5B-Instruct, which answers ~84% of simple arithmetic. The files under
+``upft_ray/data/`` are the output of ``python -m upft_ray.io.bundled_data``; a test regenerates them
+and checks they match byte for byte.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 import logging
 import random
 from pathlib import Path
+
+from upft_ray.io.multistep_data import multistep_problem
 
 DATA_DIR = Path(__file__).parent.parent / "data"  # upft_ray/data, shipped as package data
 
@@ -23,6 +27,12 @@ BUNDLED_SETS: dict[str, tuple[str, int, int, str | None]] = {
     # A held-out set large enough to tell a 5-point change from noise (standard error ~2 points at
     # 25% accuracy, vs ~4.5 on arith-eval's 100): configs/ablation-collapse.yaml evaluates on it.
     "arith-heldout": ("arith_heldout.jsonl", 9012, 600, "arith-train"),
+    # Multi-step word problems (upft_ray.io.multistep_data): the arith sets are near ceiling for
+    # Qwen2.5-Coder-0.5B-Instruct; MULTISTEP_STEPS changes per problem is the level whose base accuracy came
+    # nearest 50% in bench/results/multistep_calibration.json.
+    # configs/ablation-qwen05b.yaml trains on multistep-train and evaluates on multistep-heldout.
+    "multistep-train": ("multistep_train.jsonl", 2468, 400, None),
+    "multistep-heldout": ("multistep_heldout.jsonl", 1357, 600, "multistep-train"),
 }
 
 # Small real subsets shipped as they are: the first 20 rows of the GSM8K test set and of MATH-500,
@@ -71,10 +81,12 @@ def generate(name: str) -> list[dict]:
     _, seed, count, disjoint_from = BUNDLED_SETS[name]
     rng = random.Random(seed)
     seen = {row["question"] for row in generate(disjoint_from)} if disjoint_from else set()
-    prefix = name.split("-")[1]
+    multistep = name.startswith("multistep-")
+    prefix = name if multistep else name.split("-")[1]
     rows = []
     while len(rows) < count:
-        question, answer = (_one_step if rng.random() < 0.6 else _two_step)(rng)
+        make = multistep_problem if multistep else (_one_step if rng.random() < 0.6 else _two_step)
+        question, answer = make(rng)
         if question not in seen:  # held-out sets never repeat a training question
             seen.add(question)
             rows.append({"id": f"{prefix}-{len(rows):04d}", "question": question, "answer": str(answer)})
@@ -100,5 +112,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     DATA_DIR.mkdir(exist_ok=True)
     for set_name in BUNDLED_SETS:
-        bundled_path(set_name).write_text(render_jsonl(generate(set_name)))
-        logging.getLogger("upft.data").info("wrote %s", bundled_path(set_name))
+        path, text = bundled_path(set_name), render_jsonl(generate(set_name))
+        if path.is_file() and path.read_text() == text:  # kept as is: run plans record each file's mtime
+            logging.getLogger("upft.data").info("unchanged %s", path)
+            continue
+        path.write_text(text)
+        logging.getLogger("upft.data").info("wrote %s", path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from upft_ray.config import ConfigError, PipelineConfig
 from upft_ray.config.columns import Columns
 from upft_ray.config.model_refs import BUNDLED_MODELS, is_checkpoint_dir, model_problem
-from upft_ray.engine.models import find_gguf, prepared_path
+from upft_ray.engine.models import locate_parts, prepared_path
 from upft_ray.evaluation.benchmarks import load_benchmark
 from upft_ray.io.records import Unreadable
 from upft_ray.io.sources import check_readable, list_source_files, scan_records
@@ -40,7 +40,7 @@ def model_resolution_problem(model: str) -> str | None:
         if is_checkpoint_dir(prepared_path(model)):
             return None
         try:
-            find_gguf(BUNDLED_MODELS[model])
+            locate_parts(BUNDLED_MODELS[model])
         except FileNotFoundError as err:
             return _one_line(err)
         return None
