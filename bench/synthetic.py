@@ -9,6 +9,9 @@ import numpy as np
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
                   max_position_embeddings=4096, rope_theta=1000000.0, rms_norm_eps=1e-6)
+QWEN25_15B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
+                  max_position_embeddings=4096, rope_theta=1000000.0, rms_norm_eps=1e-6)
 TINY_QWEN2 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                   max_position_embeddings=1024)

@@ -14,6 +14,16 @@ two steps of each run are dropped). Goal: (a) packed / (b) packed >= 0.85; packi
 (real tokens / row capacity) >= 0.95.
 
     .venv/bin/python bench/train_throughput.py [--epochs 4] [--max-length 512]
+
+``--loss-paths``: only the loss paths of ``upft_ray.training.objective``, old (``reference``: logits for
+every position over the whole vocabulary) against new (``chunked``: LM head and cross-entropy on loss
+positions only, in chunks), in one run: a random Qwen2 with Qwen2.5's vocabulary (151,936) and a small
+body, fp32, UPFT-shaped packed rows (the GPU check's example shape); train steps (forward, backward,
+torch AdamW) of the two paths interleaved, and each path's loss step (forward + backward) once more in a
+fresh process for its peak RSS. Figures go to bench/results/loss_paths.json and the "loss-paths" block of
+bench/RESULTS.md.
+
+    .venv/bin/python bench/train_throughput.py --loss-paths [--steps 6]
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from loss_paths_lib import RESULTS, compare_loss_paths, loss_step_peak, results_block  # noqa: E402, F401
 
 from upft_ray.config import load_config  # noqa: E402
 
@@ -71,7 +83,7 @@ def plain_loop(cfg, model_dir: Path, steps: int) -> dict:
 
     from upft_ray.training.examples import example_parts
     from upft_ray.training.loop import step_rows
-    from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
+    from upft_ray.training.objective import global_normaliser, micro_batch_loss
     from upft_ray.training.packing import ExampleStore, collate_rows, epoch_rows
 
     t = cfg.train
@@ -91,8 +103,8 @@ def plain_loop(cfg, model_dir: Path, steps: int) -> dict:
         tokens = 0
         for m in range(t.num_workers):  # the trainer's micro-batches, one after the other
             micro = rows_of_step[m * t.micro_batch_size:(m + 1) * t.micro_batch_size]
-            ids, pos, labels, ex = collate_rows(micro, store, pad_id)
-            loss = summed_loss(forward_logits(model, ids, pos), labels, ex, t.loss_normalization) / normaliser
+            batch = collate_rows(micro, store, pad_id)  # the trainer's default loss path:
+            loss = micro_batch_loss(model, batch, t.loss_normalization, "cpu") / normaliser
             loss.backward()
             tokens += sum(int(store.lengths[np.asarray(r)].sum()) for r in micro)
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -107,7 +119,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--micro-batch-size", type=int, default=4)
+    parser.add_argument("--loss-paths", action="store_true", help="only old vs new loss path (see above)")
+    parser.add_argument("--steps", type=int, default=6, help="--loss-paths: measured train steps per path")
+    parser.add_argument("--loss-step-probe", choices=("reference", "chunked"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loss_step_probe:  # the fresh process that measures one loss step's peak RSS
+        print("PROBE " + json.dumps(loss_step_peak(args.loss_step_probe)))
+        return
+    if args.loss_paths:
+        return compare_loss_paths(args.steps)
     from upft_ray.orchestration import stages as pipeline
     from upft_ray.training.packing import epoch_rows, packing_efficiency
 

@@ -27,6 +27,38 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     assert result["ok"] and all(stage["checks"].values()) and len(stage["checks"]) == 7
     assert stage["max_abs_diff_resumed_vs_plain"] <= 1e-5 and stage["tokens_per_s"] > 0
     assert stage["resume"]["deterministic"] and stage["resume"]["loss_diff_before_kill"] == 0.0  # CPU: exact
+    # the loop ran the new loss path; on CPU attention stays SDPA (flex attention has no CPU backward)
+    assert (stage["loss_path"], stage["attention"]) == ("chunked", "sdpa")
+    assert stage["flops_per_token"]["total"] < stage["flops_per_token"]["classic_6n"] and result["mfu_formula"]
+
+
+def test_gpu_check_throughput_only_with_the_paper_settings_on_cpu(tmp_path):
+    """The plain run alone, unpacked, gradient checkpointing, the old loss path: figures for each, MFU from a peak."""
+    done = _run(tmp_path, "--tiny", "--throughput-only", "--no-packing", "--gradient-checkpointing",
+                "--loss-path", "reference", "--peak-flops", "1e12")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_check_tiny.json").read_text())
+    stage = result["stages"]["zero2"]
+    assert result["ok"] and stage["checks"] == {"run_finished": True, "each_step_logged_once": True}
+    assert result["settings"]["packing"] is False and result["settings"]["gradient_checkpointing"] is True
+    # the reference path runs the (tied) head on every token: its FLOPs are the classic 6N + attention
+    assert stage["loss_path"] == "reference" and stage["tokens_per_s"] > 0
+    assert stage["mfu"] == stage["mfu_classic_6n"] > 0
+    flops = stage["flops_per_token"]
+    assert flops["head"] == 6 * result["model_shape"]["hidden_size"] * result["model_shape"]["vocab_size"]
+
+
+def test_flops_per_token_counts_the_head_where_it_runs_and_attention_per_example(bench_script):
+    flops = bench_script("flops")
+    shape = {"vocab_size": 100, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": True}
+    n = flops.parameters(shape)
+    chunked = flops.flops_per_token(shape, [10, 30], [5, 10], "chunked")
+    reference = flops.flops_per_token(shape, [10, 30], [5, 10], "reference")
+    assert chunked["attention_length"] == (10 ** 2 + 30 ** 2) / 40 == 25.0  # not the mean length, 20
+    assert chunked["attention"] == 12 * 2 * 8 * 25.0 and chunked["loss_fraction"] == 15 / 40
+    assert chunked["dense"] == 6 * (n - 100 * 8) and chunked["head"] == 6 * 8 * 100 * 15 / 40
+    assert reference["head"] == 6 * 8 * 100 and reference["total"] == reference["classic_6n"] == 6 * n + 12 * 2 * 8 * 25
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -82,3 +82,116 @@ def test_gradients_of_packed_and_unpacked_batches_agree(tiny_model, store):
         (loss / global_normaliser(rows, store, "token")).backward()
         grads.append(torch.cat([p.grad.flatten() for p in tiny_model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+# The chunked path (the loop's default): LM head and cross-entropy on loss positions only, in chunks.
+
+from upft_ray.training.objective import chunked_loss_supported, micro_batch_loss  # noqa: E402
+
+LAYOUTS = {"unpacked": [[0], [1], [2], [3], [4]], "packed": [[0, 1, 3], [2, 4]], "one_row": [[4, 2, 1, 0, 3]]}
+
+
+@pytest.fixture(scope="module")
+def smollm2_tiny(tiny_model_dir):
+    """The shared tiny model (2-layer Llama, SmolLM2's 49,152-token vocabulary, tied embeddings), fp32."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def big_store(smollm2_tiny):
+    """Examples over the tiny model's vocabulary; example 3 has no loss token, example 2 has 11 of them."""
+    rng = np.random.default_rng(1)
+    vocab = smollm2_tiny.config.vocab_size
+    shapes = [(12, 8), (7, 5), (20, 9), (5, 5), (9, 6)]
+    examples = [(rng.integers(1, vocab, size=n).tolist(), p) for n, p in shapes]
+    lengths = [len(ids) for ids, _ in examples]
+    return ExampleStore(np.array([t for ids, _ in examples for t in ids]),
+                        np.concatenate([[0], np.cumsum(lengths)]), np.array([p for _, p in examples]))
+
+
+def _loss_and_grads(model, rows, store, mode, path, chunk_rows=None):
+    """(global loss, flat gradient) of ``rows`` in one micro-batch through ``micro_batch_loss``."""
+    model.zero_grad(set_to_none=True)
+    batch = collate_rows(rows, store, pad_id=0)
+    loss = micro_batch_loss(model, batch, mode, "cpu", path, chunk_rows) / global_normaliser(rows, store, mode)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    return float(loss.detach()), grads
+
+
+def _relative(a, b):
+    return float((a - b).norm() / b.norm()) if isinstance(a, torch.Tensor) else abs(a - b) / abs(b)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("mode", ["token", "example"])
+@pytest.mark.parametrize("chunk_rows", [3, 7, None])  # 3 and 7 split examples' loss positions across chunks
+def test_chunked_loss_gives_the_reference_loss_and_gradients(smollm2_tiny, big_store, mode, layout, chunk_rows):
+    rows = LAYOUTS[layout]
+    ref_loss, ref_grads = _loss_and_grads(smollm2_tiny, rows, big_store, mode, "reference")
+    loss, grads = _loss_and_grads(smollm2_tiny, rows, big_store, mode, "chunked", chunk_rows)
+    assert _relative(loss, ref_loss) <= 1e-5 and _relative(grads, ref_grads) <= 1e-5
+    assert torch.allclose(grads, ref_grads, rtol=1e-5, atol=1e-5 * float(ref_grads.abs().max()))
+
+
+@pytest.mark.parametrize("mode", ["token", "example"])
+def test_chunked_loss_of_packed_rows_equals_unpacked_rows(smollm2_tiny, big_store, mode):
+    unpacked = _loss_and_grads(smollm2_tiny, LAYOUTS["unpacked"], big_store, mode, "chunked", 4)
+    for layout in ("packed", "one_row"):
+        packed = _loss_and_grads(smollm2_tiny, LAYOUTS[layout], big_store, mode, "chunked", 4)
+        assert _relative(packed[0], unpacked[0]) <= 1e-5 and _relative(packed[1], unpacked[1]) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["token", "example"])
+def test_a_micro_batch_without_loss_tokens_is_a_zero_with_zero_gradients(smollm2_tiny, big_store, mode):
+    """Example 3 is all prompt: the loss is 0, and every parameter (the LM head included) gets a zero gradient,
+    not None, as on the reference path (ZeRO reduces every parameter's gradient)."""
+    batch = collate_rows([[3]], big_store, pad_id=0)
+    smollm2_tiny.zero_grad(set_to_none=True)
+    loss = micro_batch_loss(smollm2_tiny, batch, mode, "cpu", "chunked")
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert all(p.grad is not None and not p.grad.any() for p in smollm2_tiny.parameters())
+
+
+def test_chunked_loss_without_gradients_matches_the_reference(smollm2_tiny, big_store):
+    batch = collate_rows(LAYOUTS["packed"], big_store, pad_id=0)
+    with torch.no_grad():
+        losses = [float(micro_batch_loss(smollm2_tiny, batch, "example", "cpu", path, 3))
+                  for path in ("reference", "chunked")]
+    assert _relative(losses[1], losses[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["token", "example"])
+def test_chunked_loss_on_qwen2_with_an_untied_head_with_bias(store, mode):
+    """Qwen2 (the paper's models) with an untied LM head, here with a bias: its weight and bias get the
+    reference gradients."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    model.lm_head = torch.nn.Linear(32, 64, bias=True)
+    assert chunked_loss_supported(model)
+    rows = [[0, 1], [2, 3, 4]]
+    reference = _loss_and_grads(model, rows, store, mode, "reference")
+    chunked = _loss_and_grads(model, rows, store, mode, "chunked", 5)
+    assert _relative(chunked[0], reference[0]) <= 1e-5 and _relative(chunked[1], reference[1]) <= 1e-5
+
+
+def test_other_architectures_and_transforms_around_the_head_use_the_reference_path(tiny_model):
+    assert chunked_loss_supported(tiny_model)
+    tiny_model.config.final_logit_softcapping = 30.0  # Gemma 2: tanh soft-capping after the LM head
+    try:
+        assert not chunked_loss_supported(tiny_model)
+    finally:
+        del tiny_model.config.final_logit_softcapping
+    assert chunked_loss_supported(tiny_model)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2))
+    assert not chunked_loss_supported(gpt2)  # not a listed architecture: the reference path
+    with pytest.raises(ValueError, match="loss path 'fast'"):
+        micro_batch_loss(tiny_model, None, "token", "cpu", "fast")

@@ -15,13 +15,39 @@ Both are the same number whatever the micro-batch size, packing, gradient accumu
 Every rank knows the global batch from the deterministic plan, so the normaliser needs no
 communication; the loss given to DeepSpeed is scaled by world x accumulation because DeepSpeed
 divides by accumulation steps and averages gradients over ranks.
+
+Two ways to compute it, the same number up to floating-point summation order:
+- ``chunked`` (the loop's default, :func:`micro_batch_loss`): the model runs without its LM head (its
+  final hidden states come back as an output of the forward, so DeepSpeed's backward hooks still see
+  them), the positions whose next token carries loss are picked on the host, and the LM head and an
+  fp32 cross-entropy run on those positions only, a chunk of rows at a time, each chunk recomputed in
+  backward: full-vocabulary logits exist for one chunk at a time, never for every token. UPFT rows
+  are mostly prompt tokens without loss, and the LM head is a quarter of a 0.5B model's FLOPs.
+- ``reference`` (:func:`forward_logits` + :func:`summed_loss`): logits for every position over the
+  whole vocabulary, upcast to fp32. Kept for tests, the benchmark, and models the chunked path does not
+  support (:func:`chunked_loss_supported`: an architecture not known to apply a plain LM head to its last
+  hidden state, or a transform around the head).
 """
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from upft_ray.training.packing import IGNORE_INDEX, ExampleStore
+
+LOSS_PATHS = ("chunked", "reference")
+CHUNK_LOGITS = 1 << 27  # logits per chunk (128M: 512 MiB in fp32, whatever the vocabulary)
+# Architectures whose causal-LM forward applies its LM head, as is, to the last hidden state that
+# ``output_hidden_states`` returns (Llama and SmolLM2, Qwen2 and Qwen2.5, Qwen3, Mistral): others keep the
+# reference path rather than risk a head applied to the wrong states or a transform after it.
+CHUNKED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+# Config attributes of transforms around the LM head (Gemma 2 soft-capping, Cohere and Granite logit
+# scaling, Falcon-H1's head multiplier): set on a listed architecture (a custom config), they also mean
+# the reference path.
+_AROUND_HEAD = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale",
+                "lm_head_multiplier")
 
 
 def global_normaliser(step_rows: list[list[int]], store: ExampleStore, mode: str) -> float:
@@ -59,3 +85,106 @@ def summed_loss(logits, labels, example_ids, mode: str):
     sums = torch.zeros(count, dtype=nll.dtype, device=nll.device).index_add_(0, ids, nll[valid])
     tokens = torch.bincount(ids, minlength=count).to(nll.dtype)
     return (sums[tokens > 0] / tokens[tokens > 0]).sum()
+
+
+def _unwrapped(model):
+    """Return the transformers model inside a DeepSpeed engine (or ``model`` itself)."""
+    return getattr(model, "module", model)
+
+
+def chunked_loss_supported(model) -> bool:
+    """Return whether ``model`` (or the model inside a DeepSpeed engine) can use the chunked loss: one of
+    CHUNKED_MODEL_TYPES, a linear LM head, a forward that takes ``logits_to_keep``, no transform around the head."""
+    import torch  # heavy: loaded when used
+
+    inner = _unwrapped(model)
+    config = getattr(inner, "config", None)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if getattr(config, "model_type", None) not in CHUNKED_MODEL_TYPES or not isinstance(head, torch.nn.Linear):
+        return False
+    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+        return False
+    return not any(getattr(config, name, None) not in (None, 1.0) for name in _AROUND_HEAD)
+
+
+def loss_positions(labels, example_ids, mode: str):
+    """Return (positions, targets, weights) of a micro-batch's loss tokens, computed on the host.
+
+    ``positions`` index the flattened (rows x width) hidden states whose next token carries loss,
+    ``targets`` are those next tokens; ``weights`` is None for ``token`` normalisation, else each
+    position's 1 / (loss tokens of its example), so that the weighted sum is the sum of example means."""
+    import torch  # heavy: loaded when used
+
+    targets = labels[:, 1:]
+    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    positions = rows * labels.shape[1] + cols
+    if mode == "token":
+        return positions, targets[rows, cols], None
+    ids = example_ids[:, 1:][rows, cols]
+    weights = 1.0 / torch.bincount(ids).to(torch.float32)[ids]
+    return positions, targets[rows, cols], weights
+
+
+def _chunk_nll(head, hidden, targets, weights):
+    """Return the (weighted) sum of the NLL of ``targets`` under ``head(hidden)``, log-softmax in fp32."""
+    import torch.nn.functional as F  # heavy: loaded when used
+
+    nll = F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    return (nll * weights).sum() if weights is not None else nll.sum()
+
+
+def final_hidden_states(model, input_ids, position_ids):
+    """Return the final hidden states (rows x width x hidden) of a (packed) micro-batch, without the LM head.
+
+    Masking as :func:`forward_logits`. The LM head runs on no position (``logits_to_keep`` is an empty
+    index) and the states come back as an output of ``model``'s forward, so a DeepSpeed engine's hooks on
+    its outputs (which start its backward bookkeeping) fire when the loss's gradient reaches them."""
+    import torch  # heavy: loaded when used
+
+    none = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+    out = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, output_hidden_states=True,
+                logits_to_keep=none)
+    return out.hidden_states[-1]
+
+
+def chunked_loss(hidden, head, positions, targets, weights, chunk_rows: int):
+    """Return the summed NLL (weighted by ``weights`` when given) of ``targets`` at ``positions`` of ``hidden``.
+
+    The LM head and cross-entropy run on ``chunk_rows`` positions at a time; with gradients on, each chunk
+    is checkpointed (its logits are recomputed in backward), so one chunk's logits live at a time. With no
+    loss position at all the result is a zero that still reaches every parameter (so ZeRO sees a gradient)."""
+    import torch  # heavy: loaded when used
+    from torch.utils.checkpoint import checkpoint  # heavy: loaded when used
+
+    flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+    total = None
+    for start in range(0, max(len(positions), 1), chunk_rows):
+        part = slice(start, start + chunk_rows)
+        args = (head, flat[part], targets[part], None if weights is None else weights[part])
+        if torch.is_grad_enabled():
+            nll = checkpoint(_chunk_nll, *args, use_reentrant=False, preserve_rng_state=False)
+        else:
+            nll = _chunk_nll(*args)
+        total = nll if total is None else total + nll
+    return total
+
+
+def micro_batch_loss(model, batch, mode: str, device, path: str = "chunked", chunk_rows: int | None = None):
+    """Return this micro-batch's share of the global loss numerator (a scalar tensor with gradient on ``device``).
+
+    ``batch``: the (input_ids, position_ids, labels, example_ids) CPU tensors of ``packing.collate_rows``.
+    ``path``: ``chunked`` (loss positions picked on the host: no device-to-host sync) or ``reference``
+    (see the module docstring); ``chunk_rows`` defaults to :data:`CHUNK_LOGITS` / vocabulary."""
+    if path not in LOSS_PATHS:
+        raise ValueError(f"loss path {path!r}: expected one of {LOSS_PATHS}")
+    input_ids, position_ids, labels, example_ids = batch
+    if path == "reference":
+        input_ids, position_ids, labels, example_ids = (t.to(device, non_blocking=True) for t in batch)
+        return summed_loss(forward_logits(model, input_ids, position_ids), labels, example_ids, mode)
+    positions, targets, weights = (t if t is None else t.to(device, non_blocking=True)
+                                   for t in loss_positions(labels, example_ids, mode))
+    hidden = final_hidden_states(model, input_ids.to(device, non_blocking=True),
+                                 position_ids.to(device, non_blocking=True))
+    head = _unwrapped(model).get_output_embeddings()
+    rows = chunk_rows or max(1, CHUNK_LOGITS // head.out_features)
+    return chunked_loss(hidden, head, positions, targets, weights, rows)

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from upft_ray.runtime.cache import torch_extensions_dir
+from upft_ray.training.attention import packed_attention
 from upft_ray.training.checkpointing import load_training_state, save_training_state
 from upft_ray.training.examples import example_parts
 from upft_ray.training.loop import (
@@ -36,7 +37,7 @@ from upft_ray.training.loop import (
     resolve_precision,
 )
 from upft_ray.training.metrics import MetricsLog, record_event
-from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
+from upft_ray.training.objective import chunked_loss_supported, global_normaliser, micro_batch_loss
 from upft_ray.training.packing import ExampleStore, collate_rows
 
 
@@ -75,6 +76,14 @@ def prepare_device(use_gpu: bool, device) -> str:
 log = logging.getLogger("upft.train")
 
 
+def choose_loss_path(model) -> str:
+    """Return the loss path of ``objective.micro_batch_loss`` for ``model``: ``chunked`` where it supports it,
+    else ``reference``; ``UPFT_LOSS_PATH=reference`` forces the old path (for benchmarks of the two)."""
+    if os.environ.get("UPFT_LOSS_PATH") == "reference" or not chunked_loss_supported(model):
+        return "reference"
+    return "chunked"
+
+
 class Recipe:
     """One rank's training state (engine, examples, step) and the steps that move it forward."""
 
@@ -84,6 +93,7 @@ class Recipe:
         self.precision = resolve_precision(self.cfg.precision, self.cfg.use_gpu)
         self.step, self.consumed = 0, 0
         self.engine = self.store = self.log = None
+        self.loss_path = "chunked"  # objective.micro_batch_loss; "reference" where the model needs it
 
     def setup(self) -> None:
         """Join the process group, load examples and model, build the engine."""
@@ -120,9 +130,15 @@ class Recipe:
 
         cfg = self.cfg
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.config.model_path, dtype=dtype)
+        attention = packed_attention(cfg.use_gpu, cfg.packing, self.device)
+        model = AutoModelForCausalLM.from_pretrained(self.config.model_path, dtype=dtype,
+                                                     **({"attn_implementation": attention} if attention else {}))
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        self.loss_path = choose_loss_path(model)
+        if self.rank == 0:
+            log.info("attention: %s; loss: %s path", getattr(model.config, "_attn_implementation", None),
+                     self.loss_path)
         schedule = lr_lambda(cfg.lr_schedule, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps,
                              cfg.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(
@@ -189,8 +205,7 @@ class Recipe:
         for m in range(accum):
             micro_rows = micro_batch_rows(rows_of_step, self.rank, self.world, cfg.micro_batch_size, m)
             batch = collate_rows(micro_rows, self.store, self.config.pad_token_id)
-            input_ids, position_ids, labels, example_ids = (t.to(self.device, non_blocking=True) for t in batch)
-            part = summed_loss(forward_logits(engine, input_ids, position_ids), labels, example_ids, mode)
+            part = micro_batch_loss(engine, batch, mode, self.device, self.loss_path)
             # DeepSpeed divides by accumulation steps and averages over ranks: undo both, so the
             # gradient is that of (sum over the global batch) / normaliser.
             engine.backward(part * (self.world * accum / normaliser))
@@ -209,12 +224,13 @@ class Recipe:
         elapsed = max(time.time() - self._t_last - self._paused, 1e-9)
         if self.log is not None:
             norm = self.engine.get_global_grad_norm()
-            self.log.write({"step": self.step, "epoch": epoch, "loss": float(loss_sum) / normaliser,
-                            "lr": self.engine.get_lr()[0],
-                            "grad_norm": float(norm) if norm is not None else float("nan"),
-                            "tokens_per_s": float(tokens) / elapsed, "loss_normaliser": normaliser,
-                            "consumed_rows": self.step * self.rows_per_step,
-                            "consumed_examples": self.consumed}, self.total_steps)
+            row = {"step": self.step, "epoch": epoch, "loss": float(loss_sum) / normaliser,
+                   "lr": self.engine.get_lr()[0], "grad_norm": float(norm) if norm is not None else float("nan"),
+                   "tokens_per_s": float(tokens) / elapsed, "loss_normaliser": normaliser,
+                   "consumed_rows": self.step * self.rows_per_step, "consumed_examples": self.consumed}
+            if self.device.type == "cuda":  # the allocator's own counter: no device sync
+                row["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            self.log.write(row, self.total_steps)
         self._tokens_since, self._t_last, self._paused = 0, time.time(), 0.0
 
     def cleanup(self) -> None:

@@ -22,7 +22,7 @@ from upft_ray.io.manifests import package_versions, read_json, write_json_atomic
 from upft_ray.training.dataset import example_lengths, prepare_examples
 from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
 from upft_ray.training.harness_ray import train_loop_per_worker
-from upft_ray.training.loop import LoopConfig, plan_epochs
+from upft_ray.training.loop import LoopConfig, plan_epochs, resolve_zero_stage
 from upft_ray.training.metrics import read_events
 from upft_ray.training.packing import epoch_rows, packing_efficiency
 from upft_ray.training.progress import TrainProgress
@@ -152,7 +152,7 @@ def run_train(cfg: PipelineConfig) -> dict:
              counts["full_examples"], counts["tokens_tuned"], counts["rows_first_epoch"],
              f" (packed, efficiency {counts['packing_efficiency']})" if t.packing else "", counts["steps"], t.epochs,
              counts["rows_trained"], counts["rows_all_epochs"], {"drop": "dropped", "carry": "carried"}[t.epoch_tail],
-             t.num_workers, t.zero_stage)
+             t.num_workers, resolve_zero_stage(t.zero_stage, t.num_workers))
     loop = loop_config(cfg, model_path, examples_dir, pad_token_id(model_path))
     # The same loop runs without Ray: torchrun -m upft_ray.training.harness_torch RUN/train/loop_config.json ...
     write_json_atomic(train_dir / "loop_config.json", loop.model_dump(mode="json"))
