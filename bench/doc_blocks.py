@@ -27,3 +27,12 @@ def replace_block(path: Path, begin: str, end: str, block: str) -> bool:
     if new != text:
         path.write_text(new)
     return new != text
+
+
+def write_or_check(path: Path, text: str, check: bool) -> bool:
+    """With ``check``: return whether the file ``path`` holds ``text`` (a generated file is not stale); else
+    write ``text`` there and return True."""
+    if check:
+        return path.is_file() and path.read_text() == text
+    path.write_text(text)
+    return True

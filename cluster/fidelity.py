@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))  # doc_blocks: generated blocks in hand-written Markdown
 
-from doc_blocks import find_block  # noqa: E402
+from doc_blocks import find_block, write_or_check  # noqa: E402
 
 from upft_ray.config import PipelineConfig, config_to_dict, load_config  # noqa: E402
 from upft_ray.config.types import UPFT_TASK_TEMPLATE  # noqa: E402
@@ -229,14 +229,9 @@ def readme_with_table(readme: str) -> str:
 
 def main() -> int:
     path = ROOT / "README.md"
-    text = path.read_text()
-    new = readme_with_table(text)
-    if "--check" in sys.argv:
-        if new != text:
-            print("README.md's paper-fidelity table is stale: run python cluster/fidelity.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
+    if not write_or_check(path, readme_with_table(path.read_text()), "--check" in sys.argv):
+        print("README.md's paper-fidelity table is stale: run python cluster/fidelity.py", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # doc_blocks: generated files
+from doc_blocks import write_or_check  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 RAY_VERSION = "2.60.0"
 BASE_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311-gpu"   # what cluster/Dockerfile builds on (its FROM)
@@ -191,14 +194,8 @@ def manifests() -> dict[str, str]:
 
 
 def main() -> int:
-    stale = []
-    for name, text in manifests().items():
-        path = HERE.parent / name
-        if "--check" in sys.argv:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
+    check = "--check" in sys.argv
+    stale = [name for name, text in manifests().items() if not write_or_check(HERE.parent / name, text, check)]
     if stale:
         print(f"stale manifests (run python cluster/render.py): {', '.join(stale)}", file=sys.stderr)
     return 1 if stale else 0

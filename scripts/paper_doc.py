@@ -19,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # doc_blocks: generated files and blocks
+
+from doc_blocks import write_or_check  # noqa: E402
 
 from upft_ray.config import PipelineConfig, load_config  # noqa: E402
 from upft_ray.reporting.paper_tables import DATA_LABELS, MODEL_LABELS, SUPERVISED, UNSUPERVISED, PaperRow  # noqa: E402
@@ -174,13 +177,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not OUT.is_file() or OUT.read_text() != text:
-            print("docs/PAPER.md is stale: run python scripts/paper_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
+    if not write_or_check(OUT, render(), "--check" in sys.argv):
+        print("docs/PAPER.md is stale: run python scripts/paper_doc.py", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from upft_ray.config import PipelineConfig
 from upft_ray.config.hashing import RESOURCE_FIELDS, hashed_dict
@@ -142,16 +141,9 @@ def run_judge(cfg: PipelineConfig, graded: pd.DataFrame, out_dir: Path, label: s
 
 
 def committed_verdicts(store: ChunkStore, chunks: list[list[dict]]) -> pd.DataFrame:
-    """Return every committed verdict row of ``chunks``. Raises RuntimeError naming a chunk not committed."""
-    parts = []
-    for i, chunk in enumerate(chunks):
-        store.remove_units(store.moot_ranges(i))
-        units = store.chunk_units(i, len(chunk))
-        if units is None:
-            raise RuntimeError(f"judge chunk {i} unfinished after the run; rerun the same command to finish it")
-        parts += [store.shard_path(k) for k in units if store.shard_path(k).is_file()]
-    tables = [pq.read_table(p, schema=JUDGE_SCHEMA) for p in parts]
-    return (pa.concat_tables(tables) if tables else JUDGE_SCHEMA.empty_table()).to_pandas()
+    """Return every committed verdict row of ``chunks``. Raises RuntimeError naming the chunks not committed."""
+    keys = store.committed_units(((i, len(c)) for i, c in enumerate(chunks)), "judge chunk")
+    return store.read_shards(keys, JUDGE_SCHEMA).to_pandas()
 
 
 def with_verdicts(graded: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:

@@ -106,17 +106,9 @@ def _cut(requests: list[dict], sizes: list[int]) -> list[list[dict]]:
 
 def collect_graded(store: ChunkStore, chunks: list[list[dict]]) -> tuple[pd.DataFrame, list[str]]:
     """Return (every committed graded row of ``chunks``, sorted by benchmark, question and sample; the keys
-    of the committed units). Raises RuntimeError naming a chunk not committed."""
-    keys = []
-    for i, chunk in enumerate(chunks):
-        store.remove_units(store.moot_ranges(i))
-        units = store.chunk_units(i, chunk[-1]["record"] + 1)
-        if units is None:
-            raise RuntimeError(f"evaluation chunk {i} unfinished after the run; rerun the same command to finish it")
-        keys += units
-    shards = [store.shard_path(k) for k in keys if store.shard_path(k).is_file()]
-    graded = pa.concat_tables([pq.read_table(p, schema=EVAL_SCHEMA) for p in shards]).to_pandas() if shards \
-        else EVAL_SCHEMA.empty_table().to_pandas()
+    of the committed units). Raises RuntimeError naming the chunks not committed."""
+    keys = store.committed_units(((i, c[-1]["record"] + 1) for i, c in enumerate(chunks)), "evaluation chunk")
+    graded = store.read_shards(keys, EVAL_SCHEMA).to_pandas()
     return graded.sort_values(["benchmark", "question_id", "sample_index"], kind="stable", ignore_index=True), keys
 
 

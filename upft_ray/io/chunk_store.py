@@ -150,6 +150,28 @@ class ChunkStore:
             covered, keys = hi, [*keys, key]
         return keys if covered == records and records > 0 else None
 
+    def committed_units(self, chunks, what: str = "chunk") -> list[str]:
+        """Return the keys of the committed units that make up every chunk of ``chunks`` ((index, records)
+        pairs), in order; range units made moot by a whole commit of their chunk are deleted first. Raises
+        RuntimeError naming the ``what`` chunks that are not complete."""
+        keys, missing = [], []
+        for chunk, records in chunks:
+            self.remove_units(self.moot_ranges(chunk))
+            units = self.chunk_units(chunk, records)
+            if units is None:
+                missing.append(chunk)
+            else:
+                keys += units
+        if missing:
+            raise RuntimeError(f"{len(missing)} {what}(s) unfinished after the run (first: {missing[:5]}); rerun "
+                               "the same command to finish them")
+        return keys
+
+    def read_shards(self, keys: list[str], schema: pa.Schema) -> pa.Table:
+        """Return the shards of units ``keys`` (those that wrote one) as one table of ``schema``."""
+        tables = [pq.read_table(self.shard_path(k), schema=schema) for k in keys if self.shard_path(k).is_file()]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
     def moot_ranges(self, chunk: int) -> list[str]:
         """Return range units of ``chunk`` made moot by a whole commit of it (a late duplicate)."""
         parts = self.summaries(chunk)

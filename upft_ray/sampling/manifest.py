@@ -16,23 +16,6 @@ from upft_ray.io.schema import REJECTED_SCHEMA
 from upft_ray.sampling.plan import Plan
 
 
-def committed_units(plan: Plan, store: ChunkStore) -> list[str]:
-    """Return the keys of the units that make up every chunk of ``plan`` (ranges made moot by a whole commit
-    of their chunk are deleted). Raises RuntimeError naming the chunks not complete."""
-    keys, missing = [], []
-    for chunk in plan.chunks:
-        store.remove_units(store.moot_ranges(chunk.index))
-        units = store.chunk_units(chunk.index, chunk.records)
-        if units is None:
-            missing.append(chunk.index)
-        else:
-            keys += units
-    if missing:
-        raise RuntimeError(f"{len(missing)} chunk(s) unfinished after the run (first: {missing[:5]}); rerun "
-                           "the same command to finish them")
-    return keys
-
-
 def merge_rejected(store: ChunkStore, keys: list[str]) -> dict[str, int]:
     """Merge the rejected parts of units ``keys`` into ``rejected.parquet``; return the count per reason kind."""
     parts = [store.rejected_path(k) for k in keys if store.rejected_path(k).is_file()]
@@ -49,7 +32,7 @@ def sample_manifest(cfg: PipelineConfig, model_path: str, plan: Plan, store: Chu
     """Return the sample manifest, built from the units' summaries: counts that balance, tokens, versions.
 
     Raises RuntimeError if a chunk is unfinished or the counts do not balance."""
-    keys = committed_units(plan, store)
+    keys = store.committed_units((c.index, c.records) for c in plan.chunks)
     summaries = pd.DataFrame([store.read_summary(k) for k in keys])
     total = summaries.sum(numeric_only=True) if len(summaries) else pd.Series(dtype="int64")
     reasons = merge_rejected(store, keys)
