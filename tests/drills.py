@@ -79,6 +79,13 @@ def attempts(stage_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["started"])
 
 
+def held_at(records: list[dict], node_id: str, moment: float) -> set[str]:
+    """Return the units with an attempt on ``node_id`` in flight at ``moment``: started before it and not
+    ended by then (still running, or recorded as died afterwards by the restarted actor)."""
+    return {a["key"] for a in records if a["node_id"] == node_id and a["started"] < moment
+            and (a["status"] == "running" or a.get("ended", 0.0) > moment)}
+
+
 def summaries(stage_dir: Path) -> dict[str, dict]:
     """Return the committed units' summaries of a chunked stage's directory."""
     out = {}

@@ -6,7 +6,10 @@ engines), records an attempt per unit, generates, lets the stage's ``finish`` tu
 unit's output, and commits it (first commit wins). While a unit generates it watches for another
 attempt committing the same unit (a speculative duplicate won) and then cancels its own requests.
 A spare item (``speculation``) re-runs a straggling chunk of another engine. When the engine dies or
-hangs, the death hook records every running attempt as died, with why, before the process exits.
+hangs, the death hook records every running attempt as died, with why, before the process exits; a
+process killed outright (SIGKILL, the out-of-memory killer, a lost node) cannot, so the same actor,
+restarted by Ray, records its old process's running attempts as died when it starts. An attempt never
+stays ``running`` once it ends: isolation counts those as engine deaths.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pyarrow as pa
 from upft_ray.config import EngineConfig
 from upft_ray.engine.lifecycle import on_engine_death
 from upft_ray.engine.pool import engine_class
-from upft_ray.execution.isolation import Unit, plan_units
+from upft_ray.execution.isolation import NO_REASON, Unit, plan_units
 from upft_ray.execution.job import ChunkJob
 from upft_ray.execution.speculation import WAIT, pick_straggler
 from upft_ray.io.chunk_store import ChunkStore
@@ -61,6 +64,7 @@ class ChunkWorker:
         self.engine_init_s = time.time() - started
         self.job, self.store = job, ChunkStore(Path(job.out_dir))
         self.node_id, self.actor = _where()
+        self.store.end_orphaned_attempts(self.actor, os.getpid(), NO_REASON)
         self.running: dict[str, dict] = {}
         self.share = EngineShare()
         on_engine_death(self._record_deaths)
@@ -100,6 +104,14 @@ class ChunkWorker:
                        "max_progress_gap_s": round(getattr(getattr(self.engine, "clock", None), "max_gap_s", 0.0), 3)}
             won = self.store.commit(unit.key, summary, table, _rejected_table(rejected), attempt["id"])
             self.store.end_attempt(attempt, "committed" if won else "lost")
+        except asyncio.CancelledError:
+            self.store.end_attempt(attempt, "cancelled", "Ray cancelled the actor's task")
+            raise
+        except Exception as err:
+            # an error in this actor, not the engine's death: the record says so, and isolation does not
+            # count it against the chunk's death budget
+            self.store.end_attempt(attempt, "failed", f"{type(err).__name__}: {err}"[:500])
+            raise
         finally:
             self.running.pop(attempt["id"], None)
 

@@ -187,6 +187,16 @@ class ChunkStore:
                 count += 1
         return count
 
+    def end_orphaned_attempts(self, actor: str, pid: int, why: str) -> int:
+        """Record as died, with ``why``, every attempt still marked running by an earlier process of ``actor``
+        (Ray restarted it: the process ended without its death hooks, as a SIGKILL, an out-of-memory kill or
+        a lost node end it); return how many. Call when an actor starts."""
+        orphans = [r for r in self.all_attempts() if r["status"] == "running" and r["actor"] == actor
+                   and r["pid"] != pid]
+        for record in orphans:
+            self.end_attempt(record, "died", why)
+        return len(orphans)
+
     def remove_units(self, keys: list[str]) -> None:
         """Delete the files of committed units (a chunk committed whole makes its partial ranges moot)."""
         for key in keys:
@@ -201,7 +211,8 @@ class ChunkStore:
         return record
 
     def end_attempt(self, record: dict, status: str, why: str = "") -> None:
-        """Record how an attempt ended: committed, lost (another commit won), cancelled or died (with why)."""
+        """Record how an attempt ended: committed, lost (another commit won), cancelled, failed (an error in
+        the actor, not the engine's death) or died (with why)."""
         write_json_atomic(self._attempt_path(record["key"], record["id"]),
                           {**record, "status": status, "why": why, "ended": time.time()})
 
@@ -243,7 +254,7 @@ class ChunkStore:
         token a busy engine had (from the units' summaries). Call once the stage's workers
         are done: an attempt still marked running then died without saying so (a killed process)."""
         attempts = self.all_attempts()
-        counts = {s: sum(a["status"] == s for a in attempts) for s in ("interrupted", "cancelled", "lost")}
+        counts = {s: sum(a["status"] == s for a in attempts) for s in ("interrupted", "cancelled", "lost", "failed")}
         counts["died"] = sum(a["status"] in ("died", "running") for a in attempts)
         gaps = [s.get("max_progress_gap_s", 0.0) for s in self.summaries().values()]
         return {"attempts": len(attempts), **counts, "speculative": sum(a["kind"] == "speculative" for a in attempts),
