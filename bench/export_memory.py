@@ -47,7 +47,7 @@ def make_checkpoint(work: Path, stage: int) -> None:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from upft_ray.config import TrainConfig, config_to_dict
+    from upft_ray.config import TrainConfig
     from upft_ray.training.loop import deepspeed_config
 
     config = Qwen2Config(**SHAPE)
@@ -55,10 +55,10 @@ def make_checkpoint(work: Path, stage: int) -> None:
     torch.set_default_dtype(torch.bfloat16)
     model = Qwen2ForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    cfg = {**config_to_dict(TrainConfig(zero_stage=stage, micro_batch_size=1)), "precision": "bf16"}
+    cfg = TrainConfig(zero_stage=stage, micro_batch_size=1, precision="bf16")
     deepspeed.init_distributed(dist_backend="gloo")
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                      config=deepspeed_config(cfg, 1))
+                                      config=deepspeed_config(cfg, 1, "bf16"))
     engine.save_checkpoint(str(work / "checkpoint"), tag="step_00000000")
     print(json.dumps({"parameters": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel()
                                         for p in model.parameters())}))

@@ -109,6 +109,11 @@ def recheck(directory: Path, noise_factor: float) -> dict:
     return verdicts
 
 
+def checkpointing(flag: str | None) -> bool | str:
+    """Return train.gradient_checkpointing for ``--gradient-checkpointing [full|selective]``."""
+    return {None: False, "full": True}.get(flag, flag)
+
+
 def _loop_configs(stage: int, args, work: Path, model_dir: Path, examples: Path, names) -> dict:
     """Write a loop config per run name (directories under ``work``) for ZeRO ``stage``; return their dirs."""
     from upft_ray.config import TrainConfig
@@ -118,7 +123,7 @@ def _loop_configs(stage: int, args, work: Path, model_dir: Path, examples: Path,
         num_workers=args.nproc, use_gpu=not args.tiny, zero_stage=stage, precision="fp32" if args.tiny else "bf16",
         micro_batch_size=args.micro, max_length=args.max_length, packing=not args.no_packing, learning_rate=args.lr,
         warmup_ratio=0.0, checkpoint_every_steps=args.kill_at, keep_last_k=1, export_dtype="float32",
-        offload_optimizer=args.offload, gradient_checkpointing=args.gradient_checkpointing))
+        offload_optimizer=args.offload, gradient_checkpointing=checkpointing(args.gradient_checkpointing)))
     runs = {}
     for name in names:
         d = work / f"zero{stage}-{name}"
@@ -208,7 +213,8 @@ def _parse_args():
     parser.add_argument("--kill-at", type=int, default=None, help="checkpoint/kill step (default 6; --tiny 2)")
     parser.add_argument("--throughput-only", action="store_true", help="only the plain run of each stage")
     parser.add_argument("--offload", action="store_true", help="train.offload_optimizer (ZeRO-Offload)")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="train.gradient_checkpointing")
+    parser.add_argument("--gradient-checkpointing", nargs="?", const="full", choices=("full", "selective"),
+                        default=None, help="train.gradient_checkpointing: true (full, the default) or selective")
     parser.add_argument("--no-packing", action="store_true", help="one example per row (train.packing false)")
     parser.add_argument("--loss-path", choices=("chunked", "reference"), default="chunked", help="UPFT_LOSS_PATH")
     parser.add_argument("--attention", choices=("auto", "sdpa"), default="auto", help="UPFT_ATTENTION")
@@ -274,7 +280,8 @@ def main() -> int:
                                 "full_response": args.full, "full_share": 0.1},
               "max_length": args.max_length, "micro_batch_rows": args.micro, "kill_at_step": args.kill_at,
               "settings": {"packing": not args.no_packing, "offload_optimizer": args.offload,
-                           "gradient_checkpointing": args.gradient_checkpointing, "loss_path": args.loss_path,
+                           "gradient_checkpointing": checkpointing(args.gradient_checkpointing),
+                           "loss_path": args.loss_path,
                            "attention": args.attention, "throughput_only": args.throughput_only},
               "mfu_formula": MFU_FORMULA, "tolerance": args.tolerance, "noise_factor": args.noise_factor,
               "stages": {}}

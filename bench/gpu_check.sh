@@ -13,6 +13,7 @@
 #   --throughput-only --stages 1 --tag 05b-old --loss-path reference --attention sdpa     the old paths: the ratio
 #   --throughput-only --stages 1 --shape 1.5b --tag 15b              1.5B (model written from its config here)
 #   --throughput-only --stages 2 --offload --gradient-checkpointing --no-packing --tag paper   the paper settings
+#   --throughput-only --stages 1 --gradient-checkpointing selective --tag 05b-sac    selective recompute's cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

@@ -51,13 +51,21 @@ def _metrics(path: str) -> list[dict]:
 def test_chunked_and_reference_paths_train_alike_under_deepspeed(tmp_path_factory, tmp_path):
     """ZeRO 0-3 (engines built one after the other in one process), two micro-batches per step, example
     normalisation: every step's loss and gradient norm agree within 1e-5 (relative), so the weights each step
-    starts from agree too."""
+    starts from agree too; so does selective activation checkpointing on the chunked path (ZeRO-2 and 3;
+    gradient norms within 2e-4)."""
     synthetic = synthetic_data(tmp_path_factory)
     configs = {(stage, path): make_loop_config(tmp_path, *synthetic, f"zero{stage}-{path}", num_workers=1,
                                                zero_stage=stage, gradient_accumulation_steps=2,
                                                checkpoint_every_steps=0, loss_normalization="example", epochs=2)
                for stage in (0, 1, 2, 3) for path in ("reference", "chunked")}
-    argv = [arg for stage, path in configs for arg in (str(tmp_path / f"zero{stage}-{path}" / "loop.json"), path)]
+    # selective activation checkpointing (matmul outputs kept, the rest recomputed) on the chunked path
+    for stage in (2, 3):
+        configs[stage, "selective"] = make_loop_config(
+            tmp_path, *synthetic, f"zero{stage}-selective", num_workers=1, zero_stage=stage, epochs=2,
+            gradient_accumulation_steps=2, checkpoint_every_steps=0, loss_normalization="example",
+            gradient_checkpointing="selective")
+    argv = [arg for stage, path in configs
+            for arg in (str(tmp_path / f"zero{stage}-{path}" / "loop.json"), path.replace("selective", "chunked"))]
     done = subprocess.run([sys.executable, "-c", BOTH_PATHS, *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -65,12 +73,23 @@ def test_chunked_and_reference_paths_train_alike_under_deepspeed(tmp_path_factor
     optimizer = next(x for x in done.stdout.splitlines() if x.startswith("OPTIMIZER "))
     assert json.loads(optimizer[10:]) == ["AdamW", True]  # the GPU config's AdamW: torch's, fused (built on CPU)
     for stage in (0, 1, 2, 3):
-        reference, chunked = (_metrics(configs[stage, path].metrics_path) for path in ("reference", "chunked"))
-        assert len(reference) == len(chunked) >= 4
-        for a, b in zip(chunked, reference):
-            assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(b["loss"]), (stage, a["step"], a["loss"], b["loss"])
-            if stage > 0:  # DeepSpeed reports no gradient norm without ZeRO: the next steps' losses tell
-                assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-5 * abs(b["grad_norm"]), (stage, a, b)
+        _same_steps(configs[stage, "chunked"], configs[stage, "reference"], stage, 1e-5)
+    # The recompute sums some gradients in another order: the losses stay within 1e-6, the gradient norms
+    # drift by up to ~4e-5 over the 12 steps (measured at ZeRO-2 and 3; a lost gradient term would be >1e-2)
+    for stage in (2, 3):
+        _same_steps(configs[stage, "selective"], configs[stage, "chunked"], stage, 1e-5, grad_tolerance=2e-4)
+
+
+def _same_steps(run, reference_run, stage: int, tolerance: float, grad_tolerance: float | None = None) -> None:
+    """Assert that ``run`` logged the steps of ``reference_run``: losses and gradient norms within (relative)
+    ``tolerance`` (gradient norms within ``grad_tolerance`` when given)."""
+    run, reference = _metrics(run.metrics_path), _metrics(reference_run.metrics_path)
+    assert len(reference) == len(run) >= 4
+    for a, b in zip(run, reference):
+        assert abs(a["loss"] - b["loss"]) <= tolerance * abs(b["loss"]), (stage, a["step"], a["loss"], b["loss"])
+        if stage > 0:  # DeepSpeed reports no gradient norm without ZeRO: the next steps' losses tell
+            assert abs(a["grad_norm"] - b["grad_norm"]) <= (grad_tolerance or tolerance) * abs(b["grad_norm"]), \
+                (stage, a, b)
 
 
 def test_adamw_is_torchs_fused_one_on_gpus():

@@ -150,8 +150,8 @@ class TrainConfig(_Config):
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL) instead of CPU (gloo)")
     zero_stage: number_or(int, "auto", ge=0, le=3) = Field(
         2, description="DeepSpeed ZeRO stage 0-3; auto: chosen for the number of ranks when training starts, 1 on "
-        "one rank (nothing to shard: stage 3 ran 2.2-2.6x slower on one H100), 2 on several (set 3 yourself where "
-        "the weights and optimizer state do not fit one device)")
+        "one rank (nothing to shard: stage 3 ran 2.2-2.6x slower on one H100), 2 on several, 3 on several GPUs "
+        "where stage 2's weights, gradients and optimizer state would fill more than 60% of a GPU")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="training precision (bf16 keeps fp32 master weights in DeepSpeed); auto: bf16 where the "
         "hardware has fast bf16 matmuls (GPUs from Ampere on, CPUs with AVX-512 BF16/AMX), else fp32")
@@ -185,9 +185,14 @@ class TrainConfig(_Config):
         "example", description="example: mean over the global batch of each example's mean token NLL (the official "
         "UPFT code: micro-batch 1, per-sequence mean, accumulated); token: NLL summed over the global batch / its "
         "loss tokens (long full solutions then outweigh the prefixes)")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer state and step on the CPU (GPU "
-                                    "training only)")
+    gradient_checkpointing: bool | Literal["selective"] = Field(
+        False, description="recompute activations in backward to save memory: true (each decoder layer whole), "
+        "selective (the matmuls' and attention's outputs kept, the rest recomputed: most of the saving for a small "
+        "part of the recompute), false")
+    offload_optimizer: bool | Literal["auto"] = Field(
+        False, description="ZeRO-Offload: optimizer state and step on the CPU (GPU training only); auto: only when "
+        "weights, gradients and optimizer state would fill more than 60% of a GPU at the ZeRO stage "
+        "(upft_ray/training/memory.py)")
     checkpoint_every_steps: int = Field(0, ge=0, description="report a checkpoint every N optimizer steps (0 = at "
                                         "the end)")
     keep_last_k: int = Field(2, ge=1, description="checkpoints kept")

@@ -97,11 +97,11 @@ def judge_rules(j: BaseModel) -> list[Problem]:
 def train_rules(t: BaseModel) -> list[Problem]:
     """Optimizer offload needs GPUs and ZeRO; ``auto`` workers count GPUs."""
     problems = []
-    if t.offload_optimizer and not t.use_gpu:
+    if t.offload_optimizer is True and not t.use_gpu:
         problems.append(Problem("offload_optimizer", "moves optimizer state from GPU to CPU memory; training on CPU "
                                 "has nothing to offload (set {at}use_gpu: true on GPU workers)",
                                 reads=("offload_optimizer", "use_gpu")))
-    if t.offload_optimizer and t.zero_stage == 0:
+    if t.offload_optimizer is True and t.zero_stage == 0:
         problems.append(Problem("offload_optimizer", "needs ZeRO stage 1, 2 or 3",
                                 reads=("offload_optimizer", "zero_stage")))
     if t.num_workers == "auto" and not t.use_gpu:

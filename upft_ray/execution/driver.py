@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from upft_ray.config import EngineConfig
-from upft_ray.io.chunk_store import ChunkStore
 from upft_ray.engine.pool import engine_actor_options
 from upft_ray.execution.job import ChunkJob
 from upft_ray.execution.speculation import hold_spare
 from upft_ray.execution.worker import ChunkWorker
+from upft_ray.io.chunk_store import ChunkStore
 
 
 class Progress:

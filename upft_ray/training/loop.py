@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from upft_ray.config import TrainConfig
 from upft_ray.runtime.hardware import bf16_is_fast
+from upft_ray.training.memory import MemoryPlan, plan_memory
 from upft_ray.training.packing import epoch_rows
 
 
@@ -147,30 +148,23 @@ def resolve_precision(precision: str, use_gpu: bool) -> str:
     return "bf16" if bf16_is_fast(use_gpu) else "fp32"
 
 
-def resolve_zero_stage(stage: int | str, world: int) -> int:
-    """Return the ZeRO stage to run on ``world`` ranks: ``stage`` itself, or for ``auto`` 1 on one rank (there is
-    nothing to shard; stage 1 keeps the fp32 master weights and Adam states on the device as 2 and 3 do) and 2
-    on several (gradients and optimizer state sharded, the weights whole on every rank)."""
-    if stage != "auto":
-        return int(stage)
-    return 1 if world == 1 else 2
-
-
-def adamw_params(cfg: TrainConfig) -> dict:
+def adamw_params(cfg: TrainConfig, offload: bool) -> dict:
     """Return the AdamW parameters of the DeepSpeed config: torch's AdamW (``torch_adam``; DeepSpeed's own
     fused Adam would be compiled at start-up, minutes), with its fused step on GPUs (the unfused one took ~57 ms
-    of a 150-176 ms 0.5B step on an H100); with optimizer offload DeepSpeed's CPU Adam runs the step instead."""
+    of a 150-176 ms 0.5B step on an H100); with optimizer ``offload`` DeepSpeed's CPU Adam runs the step instead."""
     params = {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "betas": [cfg.adam_beta1, cfg.adam_beta2],
-              "torch_adam": not cfg.offload_optimizer}
-    if cfg.use_gpu and not cfg.offload_optimizer:
+              "torch_adam": not offload}
+    if cfg.use_gpu and not offload:
         params["fused"] = True  # same update, one kernel; CPU runs keep the loop they were recorded with
     return params
 
 
-def deepspeed_config(cfg: TrainConfig, world: int, precision: str) -> dict:
-    """Return the DeepSpeed config for training ``cfg`` on ``world`` ranks in ``precision`` (bf16 or fp32)."""
-    zero: dict = {"stage": resolve_zero_stage(cfg.zero_stage, world)}
-    if cfg.offload_optimizer:
+def deepspeed_config(cfg: TrainConfig, world: int, precision: str, plan: MemoryPlan | None = None) -> dict:
+    """Return the DeepSpeed config for training ``cfg`` on ``world`` ranks in ``precision`` (bf16 or fp32), with
+    the ZeRO stage and offload of ``plan`` (by default ``cfg``'s, ``auto`` decided without device memory)."""
+    plan = plan or plan_memory(cfg.zero_stage, cfg.offload_optimizer, world)
+    zero: dict = {"stage": plan.zero_stage}
+    if plan.offload:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
@@ -179,7 +173,7 @@ def deepspeed_config(cfg: TrainConfig, world: int, precision: str) -> dict:
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "gradient_clipping": cfg.max_grad_norm,
-        "optimizer": {"type": "AdamW", "params": adamw_params(cfg)},
+        "optimizer": {"type": "AdamW", "params": adamw_params(cfg, plan.offload)},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,

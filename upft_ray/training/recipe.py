@@ -36,6 +36,7 @@ from upft_ray.training.loop import (
     plan_epochs,
     resolve_precision,
 )
+from upft_ray.training.memory import enable_checkpointing, plan_memory
 from upft_ray.training.metrics import MetricsLog, record_event
 from upft_ray.training.objective import chunked_loss_supported, global_normaliser, micro_batch_loss
 from upft_ray.training.packing import ExampleStore, collate_rows
@@ -133,16 +134,19 @@ class Recipe:
         attention = packed_attention(cfg.use_gpu, cfg.packing, self.device)
         model = AutoModelForCausalLM.from_pretrained(self.config.model_path, dtype=dtype,
                                                      **({"attn_implementation": attention} if attention else {}))
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        enable_checkpointing(model, cfg.gradient_checkpointing)
         self.loss_path = choose_loss_path(model)
+        device_bytes = torch.cuda.get_device_properties(self.device).total_memory if cfg.use_gpu else None
+        plan = plan_memory(cfg.zero_stage, cfg.offload_optimizer, self.world, model.num_parameters(), device_bytes,
+                           self.precision == "bf16")
         if self.rank == 0:
-            log.info("attention: %s; loss: %s path", getattr(model.config, "_attn_implementation", None),
-                     self.loss_path)
+            log.info("attention: %s; loss: %s path; ZeRO-%d%s (%s)", getattr(model.config, "_attn_implementation",
+                     None), self.loss_path, plan.zero_stage, ", optimizer offloaded" if plan.offload else "", plan.why)
         schedule = lr_lambda(cfg.lr_schedule, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps,
                              cfg.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, self.world, self.precision),
+            model=model, model_parameters=model.parameters(),
+            config=deepspeed_config(cfg, self.world, self.precision, plan),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
         )
         if torch.device(self.engine.device).type != self.device.type:

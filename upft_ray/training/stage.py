@@ -22,7 +22,8 @@ from upft_ray.io.manifests import package_versions, read_json, write_json_atomic
 from upft_ray.training.dataset import example_lengths, prepare_examples
 from upft_ray.training.export import export_hf_checkpoint, resolve_export_dtype
 from upft_ray.training.harness_ray import train_loop_per_worker
-from upft_ray.training.loop import LoopConfig, plan_epochs, resolve_zero_stage
+from upft_ray.training.loop import LoopConfig, plan_epochs
+from upft_ray.training.memory import plan_memory
 from upft_ray.training.metrics import read_events
 from upft_ray.training.packing import epoch_rows, packing_efficiency
 from upft_ray.training.progress import TrainProgress
@@ -113,6 +114,14 @@ def plan_steps(cfg: PipelineConfig, examples_dir: Path, counts: dict) -> dict:
     return counts
 
 
+def zero_text(t) -> str:
+    """Return the ZeRO stage and offload for the log: decided here, or on the workers from their GPU's memory."""
+    if t.use_gpu and "auto" in (t.zero_stage, t.offload_optimizer):
+        return "ZeRO stage and offload decided on the workers from the GPU's memory"
+    plan = plan_memory(t.zero_stage, t.offload_optimizer, t.num_workers if t.num_workers != "auto" else 2)
+    return f"ZeRO-{plan.zero_stage}" + (", optimizer offloaded" if plan.offload else "")
+
+
 def pad_token_id(model_path: str) -> int:
     """Return the model's pad token id (its EOS where it has none)."""
     from transformers import AutoTokenizer  # heavy: loaded when training starts
@@ -148,11 +157,11 @@ def run_train(cfg: PipelineConfig) -> dict:
     examples_dir, counts = prepare_examples(cfg, model_path)
     counts = plan_steps(cfg, examples_dir, counts)
     log.info("%d examples (%d prefix, %d full), %d tokens tuned; %d rows%s; %d steps over %d epoch(s) (%d of %d rows "
-             "trained, epoch tails %s), %d workers, ZeRO-%d", counts["examples"], counts["prefix_examples"],
+             "trained, epoch tails %s), %d workers, %s", counts["examples"], counts["prefix_examples"],
              counts["full_examples"], counts["tokens_tuned"], counts["rows_first_epoch"],
              f" (packed, efficiency {counts['packing_efficiency']})" if t.packing else "", counts["steps"], t.epochs,
              counts["rows_trained"], counts["rows_all_epochs"], {"drop": "dropped", "carry": "carried"}[t.epoch_tail],
-             t.num_workers, resolve_zero_stage(t.zero_stage, t.num_workers))
+             t.num_workers, zero_text(t))
     loop = loop_config(cfg, model_path, examples_dir, pad_token_id(model_path))
     # The same loop runs without Ray: torchrun -m upft_ray.training.harness_torch RUN/train/loop_config.json ...
     write_json_atomic(train_dir / "loop_config.json", loop.model_dump(mode="json"))
