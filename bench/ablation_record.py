@@ -1,8 +1,11 @@
-"""Record the collapse ablation: bench/results/ablation_collapse.md and its summary block in bench/RESULTS.md.
+"""Record an ablation sweep: bench/results/ablation_NAME.md and its summary block in bench/RESULTS.md.
 
     .venv/bin/upft sweep -c configs/ablation-collapse.yaml             # the runs (hours; resumes)
     .venv/bin/upft analyze collapse -c configs/ablation-collapse.yaml  # optional: answer lengths, P(EOS)
     .venv/bin/python bench/ablation_record.py                          # this: record what is finished
+
+NAME is ``collapse`` (the 135M ablation, the default) or ``qwen05b`` (``--ablation qwen05b``: the same
+recipe variants at 0.5B, configs/ablation-qwen05b.yaml).
 
 Nothing is run here: the sweep's report is rebuilt from the finished run directories (the same code
 as `upft sweep` uses; runs of another config are refused, never reported), the collapse analysis is
@@ -13,6 +16,7 @@ A partial sweep is recorded as partial: the runs column says how many of each va
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -22,10 +26,33 @@ sys.path.insert(0, str(REPO))
 
 from doc_blocks import markers, replace_block  # noqa: E402
 
-CONFIG = REPO / "configs" / "ablation-collapse.yaml"
-RECORD = REPO / "bench" / "results" / "ablation_collapse.md"
-BEGIN, END = markers("ablation-collapse", "bench/ablation_record.py")
-COMMAND = "python bench/ablation_record.py"
+
+class Ablation:
+    """Where an ablation's config, record and RESULTS.md block are, and the command that records it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def config(self) -> Path:
+        return REPO / "configs" / f"ablation-{self.name}.yaml"
+
+    @property
+    def record(self) -> Path:
+        return REPO / "bench" / "results" / f"ablation_{self.name}.md"
+
+    @property
+    def command(self) -> str:
+        return "python bench/ablation_record.py" + ("" if self.name == "collapse" else f" --ablation {self.name}")
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        return markers(f"ablation-{self.name}", self.command.removeprefix("python "))
+
+
+ABLATIONS = {name: Ablation(name) for name in ("collapse", "qwen05b")}
+CONFIG, RECORD, COMMAND = ABLATIONS["collapse"].config, ABLATIONS["collapse"].record, ABLATIONS["collapse"].command
+BEGIN, END = ABLATIONS["collapse"].markers
 
 
 def _section(report: str, heading: str) -> list[str]:
@@ -81,48 +108,54 @@ def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
     return text + (f"; base evaluation {base:.0f} s" if base is not None else "")
 
 
-def render_block(record: str) -> str:
-    """Return bench/RESULTS.md's ablation block (markers included) from bench/results/ablation_collapse.md's text."""
+def render_block(record: str, ablation: Ablation = ABLATIONS["collapse"]) -> str:
+    """Return bench/RESULTS.md's block of ``ablation`` (markers included) from its record's text."""
+    begin, end = ablation.markers
     header = record.splitlines()[2]  # "Recorded ... by ... (N of M runs finished)."
     accuracy = _section(record, "## Accuracy")
     vs_base = _section(record, "## Differences vs base")
     vs_sft = _section(record, "## Differences vs SFT")
-    lines = [BEGIN, "", header, "", *accuracy, "", "Differences vs the base model (paired on the same questions, "
+    lines = [begin, "", header, "", *accuracy, "", "Differences vs the base model (paired on the same questions, "
              "then over seeds):", "", *vs_base]
     if vs_sft:
         lines += ["", "Differences vs SFT (the same seed's SFT run):", "", *vs_sft]
     collapse = _section(record, "## Collapse analysis")
     if collapse:
-        lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in `bench/results/ablation_collapse.md`):",
-                  "", *collapse]
+        lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in "
+                  f"`{ablation.record.relative_to(REPO)}`):", "", *collapse]
     lines += ["", "Verdicts at alpha 0.05 (t test over seeds; one seed: that run's McNemar test):", "",
               *verdict_lines(vs_base, "base"), *(verdict_lines(vs_sft, "SFT") if vs_sft else [])]
-    return "\n".join(lines + ["", END])
+    return "\n".join(lines + ["", end])
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ablation", choices=sorted(ABLATIONS), default="collapse")
+    ablation = ABLATIONS[parser.parse_args().ablation]
     from upft_ray.config import load_config
     from upft_ray.orchestration.sweep import plan_sweep, sweep_report
     from upft_ray.runtime.hardware import machine_facts
 
-    cfg = load_config(CONFIG)
+    cfg = load_config(ablation.config)
     report = sweep_report(cfg, {})
     runs, states, _ = plan_sweep(cfg)
     done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
     m = machine_facts()
     finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
-    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{COMMAND}` from "
-              f"`upft sweep -c configs/ablation-collapse.yaml` ({done} of {planned} runs finished; "
+    config = ablation.config.relative_to(REPO)
+    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
+              f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")
     collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():
-        shutil.copyfile(collapse.with_name("collapse.png"), REPO / "bench" / "results" / "ablation_collapse.png")
-        text += "\n## Collapse analysis (`upft analyze collapse -c configs/ablation-collapse.yaml`)\n\n" + \
+        shutil.copyfile(collapse.with_name("collapse.png"), ablation.record.with_suffix(".png"))
+        text += f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + \
             collapse.read_text().split("\n", 1)[1]
-    RECORD.write_text(text)
-    changed = replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, render_block(text))
-    print(f"[ablation-record] {done}/{planned} runs; wrote {RECORD}; RESULTS.md {'updated' if changed else 'unchanged'}")
+    ablation.record.write_text(text)
+    changed = replace_block(REPO / "bench" / "RESULTS.md", *ablation.markers, render_block(text, ablation))
+    print(f"[ablation-record] {done}/{planned} runs; wrote {ablation.record}; "
+          f"RESULTS.md {'updated' if changed else 'unchanged'}")
     return 0
 
 

@@ -24,6 +24,14 @@ fresh process for its peak RSS. Figures go to bench/results/loss_paths.json and 
 bench/RESULTS.md.
 
     .venv/bin/python bench/train_throughput.py --loss-paths [--steps 6]
+
+``--checkpointing``: the activation checkpointing modes (``train.gradient_checkpointing``: none, full,
+selective) in one run, on a deeper, narrower random Qwen2 with a small vocabulary (activations are what a step
+holds) and the same rows: forward + backward tokens/s, the modes taking turns, and each mode's step once more
+in a fresh process for its peak RSS (bench/checkpointing_lib.py). Figures go to
+bench/results/checkpointing.json and the "checkpointing" block of bench/RESULTS.md.
+
+    .venv/bin/python bench/train_throughput.py --checkpointing [--steps 6]
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from checkpointing_lib import compare_checkpointing, step_peak  # noqa: E402
 from loss_paths_lib import RESULTS, compare_loss_paths, loss_step_peak, results_block  # noqa: E402, F401
 
 from upft_ray.config import load_config  # noqa: E402
@@ -120,14 +129,21 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--loss-paths", action="store_true", help="only old vs new loss path (see above)")
-    parser.add_argument("--steps", type=int, default=6, help="--loss-paths: measured train steps per path")
+    parser.add_argument("--steps", type=int, default=6, help="--loss-paths, --checkpointing: measured steps each")
+    parser.add_argument("--checkpointing", action="store_true", help="only the checkpointing modes (see above)")
     parser.add_argument("--loss-step-probe", choices=("reference", "chunked"), help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing-probe", choices=("none", "full", "selective"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loss_step_probe:  # the fresh process that measures one loss step's peak RSS
         print("PROBE " + json.dumps(loss_step_peak(args.loss_step_probe)))
         return
+    if args.checkpointing_probe:
+        print("PROBE " + json.dumps(step_peak(args.checkpointing_probe)))
+        return
     if args.loss_paths:
         return compare_loss_paths(args.steps)
+    if args.checkpointing:
+        return compare_checkpointing(args.steps)
     from upft_ray.orchestration import stages as pipeline
     from upft_ray.training.packing import epoch_rows, packing_efficiency
 

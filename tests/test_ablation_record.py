@@ -15,6 +15,18 @@ def test_results_block_is_the_rendering_of_the_recorded_report(bench_script):
         "bench/RESULTS.md's ablation block differs from bench/results/ablation_collapse.md: run `python bench/ablation_record.py`")
 
 
+def test_each_ablation_recorded_has_its_block_and_none_without_a_record(bench_script):
+    script = bench_script("ablation_record")
+    results = (REPO / "bench" / "RESULTS.md").read_text()
+    for ablation in script.ABLATIONS.values():
+        begin, end = ablation.markers
+        if not ablation.record.is_file():  # not recorded yet: no block may show figures
+            assert begin not in results, f"{begin} without {ablation.record}"
+            continue
+        block = find_block(results, begin, end, "bench/RESULTS.md")
+        assert block == script.render_block(ablation.record.read_text(), ablation), f"run `{ablation.command}`"
+
+
 REPORT = """# Sweep: demo
 
 Recorded 2026-11-26 20:00 UTC on cpu x2 by `python bench/ablation_record.py` from `upft sweep` (5 of 6 runs finished; wall time per run, median [min, max]: train 600 s [500, 700] (2 runs)).

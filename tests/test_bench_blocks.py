@@ -29,7 +29,7 @@ def _report(script):
 
 
 BLOCKS = {"faults_record": _report, "quickstart_record": _stall, "suite_times": _suite_times,
-          "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report}
+          "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report, "checkpointing_lib": _report}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))
