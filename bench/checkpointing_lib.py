@@ -8,16 +8,13 @@ loss path (the loop's default)."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from doc_blocks import markers, replace_block
-from loss_paths_lib import LOSS_DATA, _rss_mib
+from loss_paths_lib import LOSS_DATA, _rss_mib, run_probe, upft_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "checkpointing.json"
@@ -30,23 +27,15 @@ MODES = {"none": False, "full": True, "selective": "selective"}
 def setup(mode: str):
     """Return (model with checkpointing ``mode``, store, micro-batches of rows); seeded, so every process and
     mode gets the same weights and rows."""
-    import numpy as np
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from upft_ray.training.memory import enable_checkpointing
-    from upft_ray.training.packing import ExampleStore, epoch_rows
 
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**SHAPE, attn_implementation="sdpa")).float().train()
     enable_checkpointing(model, MODES[mode])
-    d, rng = LOSS_DATA, np.random.default_rng(0)
-    lengths = d["prompt"] + np.where(rng.random(d["examples"]) < d["full_share"], d["full"], d["prefix"])
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    store = ExampleStore(rng.integers(1, SHAPE["vocab_size"], size=int(offsets[-1])).astype(np.int32),
-                         offsets, np.full(d["examples"], d["prompt"]))
-    rows = epoch_rows(store.lengths, 0, 0, d["row"])
-    return model, store, [rows[i:i + d["micro"]] for i in range(0, len(rows) - d["micro"] + 1, d["micro"])]
+    return (model, *upft_rows(SHAPE["vocab_size"]))
 
 
 def _step(model, store, rows) -> float:
@@ -72,10 +61,7 @@ def step_peak(mode: str) -> dict:
 
 def probe(mode: str) -> dict:
     """Run :func:`step_peak` for ``mode`` in a fresh process (one mode's peak does not hide another's)."""
-    script = REPO_ROOT / "bench" / "train_throughput.py"
-    done = subprocess.run([sys.executable, str(script), "--checkpointing-probe", mode], capture_output=True,
-                          text=True, timeout=900, check=True)
-    return json.loads(next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))[6:])
+    return run_probe("--checkpointing-probe", mode)
 
 
 def time_modes(steps: int) -> dict:

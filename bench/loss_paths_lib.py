@@ -29,21 +29,28 @@ LOSS_DATA = dict(examples=400, prompt=200, prefix=33, full=800, full_share=0.1, 
 def loss_bench_setup():
     """Return (model, store, micro-batches of rows) for the loss-path comparison; seeded: every process
     that calls it gets the same weights and rows."""
-    import numpy as np
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from upft_ray.training.packing import ExampleStore, epoch_rows
-
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**LOSS_SHAPE)).float().train()
+    return (model, *upft_rows(LOSS_SHAPE["vocab_size"]))
+
+
+def upft_rows(vocab_size: int):
+    """Return (store, micro-batches of packed rows) of LOSS_DATA's UPFT-shaped examples, token ids below
+    ``vocab_size``; seeded: every call returns the same."""
+    import numpy as np
+
+    from upft_ray.training.packing import ExampleStore, epoch_rows
+
     d, rng = LOSS_DATA, np.random.default_rng(0)
     lengths = d["prompt"] + np.where(rng.random(d["examples"]) < d["full_share"], d["full"], d["prefix"])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    store = ExampleStore(rng.integers(1, LOSS_SHAPE["vocab_size"], size=int(offsets[-1])).astype(np.int32),
+    store = ExampleStore(rng.integers(1, vocab_size, size=int(offsets[-1])).astype(np.int32),
                          offsets, np.full(d["examples"], d["prompt"]))
     rows = epoch_rows(store.lengths, 0, 0, d["row"])
-    return model, store, [rows[i:i + d["micro"]] for i in range(0, len(rows) - d["micro"] + 1, d["micro"])]
+    return store, [rows[i:i + d["micro"]] for i in range(0, len(rows) - d["micro"] + 1, d["micro"])]
 
 
 def loss_step_peak(path: str) -> dict:
@@ -72,8 +79,13 @@ def _rss_mib(field: str) -> float:
 
 def probe_loss_step(path: str) -> dict:
     """Run :func:`loss_step_peak` for ``path`` in a fresh process (peaks of one path do not hide the other's)."""
+    return run_probe("--loss-step-probe", path)
+
+
+def run_probe(flag: str, value: str) -> dict:
+    """Return the PROBE figures that ``bench/train_throughput.py FLAG VALUE`` prints, run in a fresh process."""
     script = REPO_ROOT / "bench" / "train_throughput.py"
-    done = subprocess.run([sys.executable, str(script), "--loss-step-probe", path], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(script), flag, value], capture_output=True, text=True,
                           timeout=900, check=True)
     return json.loads(next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))[6:])
 
