@@ -43,5 +43,6 @@ def test_ci_runs_each_suite_under_an_outer_limit_that_names_the_test(tmp_path):
     script = (REPO / ".ci" / "run").read_text()
     assert script.count("suite ") >= 2 and "timeout --kill-after" in script and "UPFT_CI_STATUS" in script
     limits = [int(line.split()[1]) for line in script.splitlines() if line.startswith("suite ")]
-    # Set-up runs inside the first suite's limit; with each limit's 60 s kill-after the run stays under 75 min.
-    assert sum(limits) + 60 * len(limits) <= 74 * 60
+    # Set-up runs inside the first suite's limit; with each limit's 60 s kill-after the run stays under 85 min
+    # of CI's 90. The default suite's limit is ~1.5x what it takes here: CI ran it 1.25x slower than this machine.
+    assert sum(limits) + 60 * len(limits) <= 85 * 60 and limits[0] <= 25 * 60

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import REPO, tiny_overrides
 
 from upft_ray.config import load_config
@@ -14,6 +15,7 @@ from upft_ray.orchestration import stages as pipeline
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # a vLLM start on the bundled model: ~1 min; the default suite stays under ~15 min
 def test_analyze_consistency_cli_on_the_bundled_model(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "upft_ray.cli", "analyze", "consistency", "-c", "configs/quickstart.yaml",
@@ -35,6 +37,7 @@ def test_analyze_consistency_cli_on_the_bundled_model(tmp_path):
     assert manifest["counts"]["rows_written"] == 24 and manifest["config"]["method"] == "sft"
 
 
+@pytest.mark.slow  # a sampling run and rollouts at each prefix length: ~2 min; the default suite stays under ~15 min
 def test_auto_prefix_length_then_rollouts_on_the_tiny_model(tmp_path, tiny_model_dir, ray_local):
     cfg = load_config(None, tiny_overrides(tmp_path / "run", tiny_model_dir) + [
         "sample.prefix_tokens=auto", "analyze.max_questions=4", "analyze.num_samples=3",

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import tiny_overrides
 
 from upft_ray.config import load_config
@@ -14,6 +15,7 @@ from upft_ray.evaluation.requests import build_eval_requests
 from upft_ray.evaluation.stage import run_evaluate
 
 
+@pytest.mark.slow  # three engine starts: ~1.5 min; the default suite stays under ~15 min
 def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_local):
     # Sampled at temperature 1: the per-request seeds make each sample the same whichever replica and
     # batch drew it (a redone chunk reproduces its samples).

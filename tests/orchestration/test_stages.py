@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import REPO, tiny_overrides
 
 from upft_ray.config import load_config
@@ -15,6 +16,7 @@ from upft_ray.orchestration import stages as pipeline
 OUR_LINE = re.compile(r"^\[(upft|sample|train|eval\.\w+|sweep|analyze|engine|lease)\] (?!warning:|error:)")
 
 
+@pytest.mark.slow  # two `upft run`s, each with its own Ray and three engine starts: ~3 min
 def test_pipeline_end_to_end_on_tiny_model_prints_only_its_own_lines(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     out = subprocess.run([sys.executable, "-m", "upft_ray.cli", "run", *tiny_overrides(run, tiny_model_dir),

@@ -86,6 +86,7 @@ def _kill_a_worker_after_first_checkpoint(ckpt_root, killed):
             return
 
 
+@pytest.mark.slow  # two Ray Train runs and a killed worker: ~1.5 min; the default suite stays under ~15 min
 def test_worker_killed_after_a_checkpoint_resumes_to_the_same_weights(sampled, tmp_path, tiny_model_dir):
     plain = _train_config(sampled, tmp_path, tiny_model_dir, "plain", ["train.packing=false"])
     pipeline.train(plain)
