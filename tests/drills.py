@@ -86,6 +86,17 @@ def held_at(records: list[dict], node_id: str, moment: float) -> set[str]:
             and (a["status"] == "running" or a.get("ended", 0.0) > moment)}
 
 
+def running_units(stage_dir: Path) -> tuple[dict[str, dict], dict[str, set[str]]]:
+    """Return (committed units' summaries, per node the units with an attempt still ``running``): a unit in
+    both has committed and not yet recorded its attempt's end (an attempt records its end just after its
+    commit)."""
+    done, running = summaries(stage_dir), {}
+    for record in attempts(stage_dir):
+        if record["status"] == "running":
+            running.setdefault(record["node_id"], set()).add(record["key"])
+    return done, running
+
+
 def summaries(stage_dir: Path) -> dict[str, dict]:
     """Return the committed units' summaries of a chunked stage's directory."""
     out = {}

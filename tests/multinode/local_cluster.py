@@ -12,10 +12,11 @@ import shutil
 import signal
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
-from drills import survivors
+from drills import running_units, survivors
 
 # Fast failure detection: the GCS declares a silent raylet dead after period x threshold (defaults:
 # 3 s x 5). A pod's loss is noticed as fast as these settings allow; the measurements say which were used.
@@ -60,21 +61,54 @@ def node_pids(node) -> set[int]:
     return pids
 
 
-def kill_node(cluster, node) -> tuple[float, set[int]]:
-    """SIGKILL every process of ``node`` at once (no graceful exit), then drop it from ``cluster``; return
-    (time of the kill, PIDs killed). Raises AssertionError if one of them is still alive afterwards."""
-    pids = node_pids(node)
+def kill_node(cluster, node, pids: set[int] | None = None) -> tuple[float, set[int]]:
+    """SIGKILL every process of ``node`` at once (no graceful exit; ``pids`` if given, already frozen), then
+    drop it from ``cluster``; return (time of the kill, PIDs killed). Raises AssertionError if one of them is
+    still alive afterwards."""
+    pids = node_pids(node) if pids is None else pids
     killed_at = time.time()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(pids, signal.SIGKILL)
     cluster.remove_node(node, allow_graceful=False)  # reaps them; already dead, so nothing graceful happens
     alive = survivors(pids)
     assert not alive, f"processes of the killed node survived: {alive}"
     return killed_at, pids
 
+
+def kill_busy_engine_node(cluster, workers, stage_dir: Path, driver, min_done: int,
+                          timeout_s: float = 400) -> tuple[str, float, set[str], set[int]]:
+    """Once two engine nodes have committed ``min_done`` units between them, SIGKILL the one running the most
+    uncommitted units; return (its node id, time it was stopped, the units it held, PIDs killed).
+
+    The node is frozen (SIGSTOP) before its work is read, so the units it holds are exactly those it held
+    at the kill: a unit cannot commit between the look and the kill (chunks take well under a second here,
+    less than finding a node's processes). A node found idle, or between a commit and its attempt's end,
+    is thawed and the wait goes on. Raises AssertionError if no engine node held work in ``timeout_s``."""
+    by_id, deadline = {n.node_id: n for n in workers}, time.time() + timeout_s
+    while time.time() < deadline and driver.poll() is None:
+        done, running = running_units(stage_dir)
+        engine_nodes = {s["node_id"] for s in done.values()}
+        if len(engine_nodes) == 2 and len(done) >= min_done:
+            for node_id in sorted(engine_nodes & set(running), key=lambda n: -len(running[n])):
+                pids = node_pids(by_id[node_id])
+                _signal(pids, signal.SIGSTOP)
+                stopped_at = time.time()  # nothing of the node's starts or ends after this
+                time.sleep(0.2)  # a write under way when the signal came lands before the look
+                done, running = running_units(stage_dir)
+                held = {k for k in running.get(node_id, set()) if f"chunk-{k}" not in done}
+                if held and held == running[node_id]:
+                    kill_node(cluster, by_id[node_id], pids)
+                    return node_id, stopped_at, held, pids
+                _signal(pids, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("no engine node held uncommitted work while both engines were committing")
+
+
+def _signal(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def shutdown(cluster) -> None:

@@ -10,14 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 from drills import attempts, held_at, record_fault, same_evaluation, summaries
 from local_cluster import (
-    kill_node,
+    kill_busy_engine_node,
     private_ray_tmpdir,  # noqa: F401 (fixture)
     shutdown,
     start_cluster,
@@ -38,25 +37,6 @@ def evaluate(run: Path, model: Path, address: str, log: Path) -> subprocess.Pope
         cwd=REPO, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def busy_engine_node(eval_dir: Path, driver: subprocess.Popen, log: Path) -> tuple[str, set[str]]:
-    """Return (node id, units it is running) of an engine node holding uncommitted work, once both engine
-    nodes have committed chunks (a kill before that, or of an idle node, would test nothing)."""
-    deadline = time.time() + 400
-    while time.time() < deadline and driver.poll() is None:
-        done = summaries(eval_dir)
-        nodes = {s["node_id"] for s in done.values()}
-        if len(nodes) == 2 and len(done) >= 4:
-            running = {}
-            for a in attempts(eval_dir):
-                if a["status"] == "running" and f"chunk-{a['key']}" not in done:
-                    running.setdefault(a["node_id"], set()).add(a["key"])
-            if running:
-                node = max(sorted(running), key=lambda n: len(running[n]))
-                return node, running[node]
-        time.sleep(0.05)
-    raise AssertionError(f"no engine node held work while both engines were committing:\n{log.read_text()[-3000:]}")
-
-
 def test_evaluation_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
     cluster, workers = start_cluster(head_cpus=1, workers=[{"num_cpus": 2}] * 3)
     plain, faulty = tmp_path / "plain", tmp_path / "killed"
@@ -66,8 +46,10 @@ def test_evaluation_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
         first = evaluate(plain, tiny_model_dir, cluster.address, tmp_path / "plain.log")
         assert first.wait(timeout=500) == 0, (tmp_path / "plain.log").read_text()[-3000:]
         driver = evaluate(faulty, tiny_model_dir, cluster.address, log)
-        lost, held_seen = busy_engine_node(eval_dir, driver, log)
-        killed_at, _ = kill_node(cluster, {n.node_id: n for n in workers}[lost])
+        try:
+            lost, killed_at, held_seen, _ = kill_busy_engine_node(cluster, workers, eval_dir, driver, min_done=4)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{log.read_text()[-3000:]}") from None
         committed = summaries(eval_dir)  # nothing from the dead node can land after this
         assert len(committed) < QUESTIONS // PER_CHUNK, "the evaluation finished before the kill"
         assert driver.wait(timeout=500) == 0, log.read_text()[-4000:]
@@ -82,7 +64,7 @@ def test_evaluation_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
     # another node; what it had committed was kept.
     records = attempts(eval_dir)
     held = held_at(records, lost, killed_at)
-    assert held >= held_seen and held and not {f"chunk-{k}" for k in held} & set(committed)
+    assert held == held_seen and not {f"chunk-{k}" for k in held} & set(committed)
     final = summaries(eval_dir)
     assert all(final[f"chunk-{k}"]["node_id"] != lost for k in held)
     assert all(final[name] == s for name, s in committed.items())

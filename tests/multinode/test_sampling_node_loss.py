@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,7 +18,7 @@ from conftest import REPO
 from drills import attempts, held_at, lost_and_duplicated, record_fault, summaries
 from local_cluster import (
     FAST_FAILURE_DETECTION,
-    kill_node,
+    kill_busy_engine_node,
     private_ray_tmpdir,  # noqa: F401 (fixture)
     shutdown,
     start_cluster,
@@ -29,17 +27,6 @@ from local_cluster import (
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("private_ray_tmpdir")]
 
 QUESTIONS, ROWS_PER_SHARD, IN_FLIGHT = 300, 2, 4  # enough chunks left at the kill for the restarted engine
-
-
-def in_flight(sample_dir: Path) -> dict[str, set[str]]:
-    """Return, per node, the units its engines are running now (attempts started and not ended, at units not
-    committed: an attempt records its end just after its commit)."""
-    out: dict[str, set[str]] = {}
-    done = summaries(sample_dir)
-    for record in attempts(sample_dir):
-        if record["status"] == "running" and f"chunk-{record['key']}" not in done:
-            out.setdefault(record["node_id"], set()).add(record["key"])
-    return out
 
 
 def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
@@ -62,23 +49,13 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
              # the spare node, what this test is about, would have nothing left to do.
              "sample.engine.speculative_tail=false"],
             cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        by_id = {n.node_id: n for n in workers}
         # Kill an engine node while it holds work: the one with the most chunks started and not committed
         # (a replica can sit idle for a moment between batches, and a kill then would test nothing).
-        deadline, engine_nodes, busy = time.time() + 400, set(), {}
-        while time.time() < deadline and driver.poll() is None:
-            done = summaries(sample_dir)
-            engine_nodes = {s["node_id"] for s in done.values()}
-            if len(engine_nodes) == 2 and len(done) >= 6:
-                busy = {node: chunks for node, chunks in in_flight(sample_dir).items()
-                        if node in engine_nodes}
-                if busy:
-                    break
-            time.sleep(0.05)
-        assert driver.poll() is None and len(engine_nodes) == 2 and busy, \
-            f"no engine node held work while both engines were committing:\n{log.read_text()[-3000:]}"
-        victim = by_id[max(sorted(busy), key=lambda node: len(busy[node]))]
-        killed_at, killed_pids = kill_node(cluster, victim)
+        try:
+            lost, killed_at, held_seen, killed_pids = kill_busy_engine_node(cluster, workers, sample_dir, driver,
+                                                                            min_done=6)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{log.read_text()[-3000:]}") from None
         committed = summaries(sample_dir)  # nothing from the dead node can land after this
         assert len(committed) < QUESTIONS // ROWS_PER_SHARD, "the run finished before the kill"
         assert driver.wait(timeout=500) == 0, log.read_text()[-4000:]
@@ -88,7 +65,6 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
         shutdown(cluster)
 
     final = summaries(sample_dir)
-    lost = victim.node_id
     # Every question once (one sample each), and the manifest balances.
     df = pd.read_parquet(sample_dir / "shards")
     expected = [json.loads(line)["id"] for line in (REPO / "upft_ray/data/arith_train.jsonl").read_text().splitlines()]
@@ -107,7 +83,7 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
     # elsewhere, and no unit committed before the kill ran again.
     records = attempts(sample_dir)
     held = held_at(records, lost, killed_at)
-    assert held, "the kill found no chunk in flight on the lost node"
+    assert held == held_seen and held, "the kill found no chunk in flight on the lost node"
     early = {key for key in held if f"chunk-{key}" in committed}
     assert not early, ("units committed before the kill still had a running attempt on the lost node: "
                        f"{[a for a in records if a['key'] in early]}\n{log.read_text()[-6000:]}")
@@ -115,7 +91,7 @@ def test_sampling_survives_losing_an_engine_node(tmp_path, tiny_model_dir):
     assert redone == held
     assert all(final[f"chunk-{key}"]["node_id"] != lost for key in held)
     assert not [a for a in records if a["started"] > killed_at and f"chunk-{a['key']}" in committed]
-    spare = {n.node_id for n in workers} - engine_nodes
+    spare = {n.node_id for n in workers} - {s['node_id'] for s in committed.values()}  # the engines were on two
     after = [s for s in final.values() if s["finished"] > killed_at]
     on_spare = [s for s in after if s["node_id"] in spare]
     assert on_spare, "the lost engine was not restarted on the spare node"
