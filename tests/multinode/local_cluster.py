@@ -104,6 +104,7 @@ def kill_busy_engine_node(cluster, workers, stage_dir: Path, driver, min_done: i
 
 
 def _signal(pids: set[int], sig: int) -> None:
+    """Send ``sig`` to each of ``pids`` that is still there; return nothing."""
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -116,8 +117,4 @@ def shutdown(cluster) -> None:
     nodes = list(cluster.worker_nodes) + ([cluster.head_node] if cluster.head_node is not None else [])
     pids = set().union(*(node_pids(n) for n in nodes)) if nodes else set()
     cluster.shutdown()
-    for pid in survivors(pids, timeout_s=0):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(survivors(pids, timeout_s=0), signal.SIGKILL)
