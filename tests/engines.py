@@ -12,6 +12,9 @@ and logs live in ``$UPFT_DRILL_DIR`` (set for every test Ray worker; ``drill.jso
 - ``GradingFaultEngine``: answers ``BOOM-i`` to questions containing the i-th of ``boom`` (default ``["(#3)"]``)
   and makes the evaluation's grader raise on that answer, inside the actor (monkeypatched there), with a
   different exception class per marker;
+- ``LostReplicaEngine``: the replica that first gets a batch holding ``lost`` (default ``(#3)``; it claims
+  ``lost.claim``) dies, and Ray's restart of it never comes up (its constructor waits for ever, as a restart
+  with no room left on the cluster does); every other replica, and any fresh one, runs;
 - ``BoxedZeroEngine``: no fault, answers ``\\boxed{0}`` to every question (a known answer to grade and judge).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +71,26 @@ class SlowReplicaEngine(StandInEngine):
 
     async def __call__(self, batch: dict) -> dict:
         await asyncio.sleep(self.delay)  # cancellable: a duplicate that lost stops here
+        return await super().__call__(batch)
+
+
+class LostReplicaEngine(StandInEngine):
+    """A replica lost for good: dies on its first batch holding the marker, and its restart never comes up."""
+
+    def __init__(self, model: str, engine, seed: int):
+        import ray
+
+        if ray.get_runtime_context().was_current_actor_reconstructed and (drill_dir() / "lost.claim").exists():
+            time.sleep(1e6)  # the restarted actor waits for room that never comes
+        super().__init__(model, engine, seed)
+
+    async def __call__(self, batch: dict) -> dict:
+        if any(drill("lost", "(#3)") in q for q in _questions(batch)):
+            try:
+                os.close(os.open(drill_dir() / "lost.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os._exit(1)
+            except FileExistsError:
+                pass  # lost once already: any other engine runs it
         return await super().__call__(batch)
 
 

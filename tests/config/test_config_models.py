@@ -203,7 +203,8 @@ def test_what_configs_hash_to_did_not_move():
         "gpu_memory_utilization": 0.9, "cpu_kv_cache_gib": 2, "num_replicas": 1, "cpus_per_replica": 1.0,
         "gpus_per_replica": 0.0, "max_batches_in_flight": 4, "batch_size": 64,
         # added later, in no hash: resource and watch settings, and a backend and chat template hashed only when set
-        "stall_timeout_s": 120.0, "speculative_tail": True, "backend": "vllm", "chat_template": "model"}
+        "stall_timeout_s": 120.0, "speculative_tail": True, "lost_work_timeout_s": 600.0, "backend": "vllm",
+        "chat_template": "model"}
     variant = load_config(None, ["sweep.variants=[{name: a}]"]).sweep.variants[0]
     assert variant == {"name": "a"}  # a variant stays a plain dict, no keys added
 

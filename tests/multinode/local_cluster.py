@@ -31,7 +31,8 @@ def private_ray_tmpdir(monkeypatch):
     path = tempfile.mkdtemp(prefix="upft-mn-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
     monkeypatch.setenv("RAY_TMPDIR", path)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("UPFT_KEEP_RAY_TMPDIR"):  # set it to read a drill's Ray logs afterwards
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def start_cluster(head_cpus: float, workers: list[dict]):

@@ -25,7 +25,8 @@ from upft_ray.config.models import PipelineConfig
 # Engine settings that only place work on hardware or watch it; a run resumed on other machines may change them.
 RESOURCE_FIELDS = ("num_replicas", "cpus_per_replica", "gpus_per_replica", "gpu_memory_utilization",
                    "cpu_kv_cache_gib", "batch_size", "enforce_eager", "tensor_parallel_size",
-                   "max_batches_in_flight", "stall_timeout_s", "speculative_tail")
+                   "max_batches_in_flight", "stall_timeout_s", "speculative_tail",
+                   "lost_work_timeout_s")
 
 # Settings that only place, log or keep work: a run that differs only in these has the same results.
 OPERATIONAL = {"train": ("cpus_per_worker", "tensorboard", "log_every_steps", "keep_last_k", "max_failures",

@@ -74,6 +74,10 @@ class EngineConfig(_Config):
         "is hung: its actor exits and its chunks are redone elsewhere (README, 'Faults')")
     speculative_tail: bool = Field(True, description="once every chunk has started, re-issue chunks still running "
                                    "to idle engines; the first commit wins (stragglers at 99%)")
+    lost_work_timeout_s: Float = Field(
+        600.0, gt=0.0, description="chunks left unfinished with no engine working on any chunk for this long (their "
+        "engine was lost and Ray has not restarted it: no room left for it) are run again on a fresh engine pool "
+        "(README, 'Faults')")
     backend: Text = Field(
         "vllm", pattern=r"^(vllm|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$", json_schema_extra={"hashed": "when_set"},
         description="generation engine of each actor: vllm, or "

@@ -15,6 +15,7 @@ stays ``running`` once it ends: isolation counts those as engine deaths.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from upft_ray.execution.speculation import WAIT, pick_straggler
 from upft_ray.io.chunk_store import ChunkStore
 from upft_ray.io.schema import REJECTED_SCHEMA
 
-COMMIT_POLL_S = 2.0  # how often a generating unit checks whether another attempt committed it
+COMMIT_POLL_S = 2.0  # how often a generating unit beats (its attempt file's time) and checks for a rival commit
 
 
 class EngineShare:
@@ -93,7 +94,7 @@ class ChunkWorker:
         attempt = self.store.start_attempt(unit.key, kind, self.node_id, self.actor)
         self.running[attempt["id"]] = attempt
         try:
-            generated = await self._generate(unit, rows)
+            generated = await self._generate(unit, rows, attempt)
             if generated is None:
                 self.store.end_attempt(attempt, "cancelled", "another attempt committed the unit first")
                 return
@@ -115,7 +116,7 @@ class ChunkWorker:
         finally:
             self.running.pop(attempt["id"], None)
 
-    async def _generate(self, unit: Unit, rows: pd.DataFrame) -> pd.DataFrame | None:
+    async def _generate(self, unit: Unit, rows: pd.DataFrame, attempt: dict) -> pd.DataFrame | None:
         """Return ``rows`` with the engine's columns (quarantined or rejected records get empty ones), or None
         when another attempt committed the unit meanwhile."""
         if unit.quarantine:
@@ -125,7 +126,7 @@ class ChunkWorker:
         if not todo.empty:
             await self.share.enter(alone=not unit.whole)
             try:
-                out = await self._engine_unless_committed(unit.key, todo)
+                out = await self._engine_unless_committed(attempt, todo)
             finally:
                 await self.share.leave()
         if out is None:
@@ -133,13 +134,15 @@ class ChunkWorker:
         generated = pd.DataFrame({c: list(v) if getattr(v, "dtype", None) == object else v for c, v in out.items()})
         return pd.concat([generated, blank_generation(rows[rows["reject_reason"] != ""])], ignore_index=True)
 
-    async def _engine_unless_committed(self, key: str, todo: pd.DataFrame) -> dict | None:
+    async def _engine_unless_committed(self, attempt: dict, todo: pd.DataFrame) -> dict | None:
         task = asyncio.ensure_future(self.engine({c: todo[c].to_numpy() for c in todo.columns}))
         while True:
             done, _ = await asyncio.wait({task}, timeout=COMMIT_POLL_S)
             if done:
                 return task.result()
-            if self.store.committed(key):
+            with contextlib.suppress(OSError):  # a missed beat costs nothing; the driver allows minutes
+                self.store.touch_attempt(attempt)
+            if self.store.committed(attempt["key"]):
                 task.cancel()  # aborts the unit's requests in the engine
                 return None
 

@@ -150,6 +150,14 @@ class ChunkStore:
             covered, keys = hi, [*keys, key]
         return keys if covered == records and records > 0 else None
 
+    def unfinished(self, chunks: dict[int, int]) -> list[int]:
+        """Return the chunks of ``chunks`` ({index: records}) not yet complete, in order (one listing of the
+        commits; a chunk's ranges are read only when it has some)."""
+        keys = {p.name.removeprefix("chunk-").removesuffix(".json") for p in (self.out_dir / "chunks").glob("chunk-*.json")}
+        ranged = {key.split(".")[0] for key in keys if ".r" in key}
+        return [c for c, records in chunks.items() if unit_key(c) not in keys
+                and (unit_key(c) not in ranged or self.chunk_units(c, records) is None)]
+
     def committed_units(self, chunks, what: str = "chunk") -> list[str]:
         """Return the keys of the committed units that make up every chunk of ``chunks`` ((index, records)
         pairs), in order; range units made moot by a whole commit of their chunk are deleted first. Raises
@@ -215,6 +223,10 @@ class ChunkStore:
         the actor, not the engine's death) or died (with why)."""
         write_json_atomic(self._attempt_path(record["key"], record["id"]),
                           {**record, "status": status, "why": why, "ended": time.time()})
+
+    def touch_attempt(self, record: dict) -> None:
+        """Mark a running attempt alive now (its file's time): the driver tells lost work by its silence."""
+        os.utime(self._attempt_path(record["key"], record["id"]))
 
     def attempts(self, key: str) -> list[dict]:
         """Return the records of every attempt at unit ``key``, oldest first."""
