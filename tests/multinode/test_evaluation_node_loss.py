@@ -33,7 +33,10 @@ def evaluate(run: Path, model: Path, address: str, log: Path) -> subprocess.Pope
          f"ray.address={address}", f"eval.max_questions={QUESTIONS}", "eval.max_new_tokens=24",
          "eval.engine.max_model_len=512", "eval.engine.num_replicas=2", "eval.engine.cpus_per_replica=2",
          "eval.engine.cpu_kv_cache_gib=1", f"eval.engine.batch_size={PER_CHUNK}", "eval.engine.max_batches_in_flight=2",
-         "eval.benchmarks=[bundled:arith-heldout]"],
+         "eval.benchmarks=[bundled:arith-heldout]",
+         # if neither a spare nor the restarted actor redoes the lost node's chunks (seen once, cause unknown),
+         # the driver runs them again on a fresh pool after this long, inside the wait below
+         "eval.engine.lost_work_timeout_s=120"],
         cwd=REPO, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

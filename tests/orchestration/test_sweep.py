@@ -1,6 +1,7 @@
 """`upft sweep` end to end on the tiny model: variants as runs, base evaluated once, failures reported."""
 
 import json
+import time
 
 import pytest
 from conftest import tiny_overrides
@@ -182,3 +183,29 @@ def test_prune_checkpoints_deletes_train_ray_only(tmp_path):
     assert (train / "final" / "model.safetensors").is_file() and (train / "manifest.json").is_file()
     assert prune_checkpoints(run_cfg) == 0  # nothing left: no error
     assert load_config(config, ["sweep.keep_checkpoints=true"]).sweep.keep_checkpoints is True
+
+
+def test_a_failed_run_leaves_no_reservation_behind_for_the_next(tmp_path, ray_local, monkeypatch):
+    # A Ray Train run whose worker was killed out of memory kept its placement group (2 CPUs) for good, and the
+    # next run's tasks waited for them for ever. Here the first run reserves a CPU the same way and fails.
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from upft_ray.orchestration import sweep
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "sweep.seeds=[1, 2]", "sweep.variants=[{name: a}]",
+                             "eval.evaluate_base=false"])
+    free, seen = ray.available_resources()["CPU"], []
+
+    def run_one(cfg, run_cfg):
+        deadline = time.time() + 10  # removal reaches the resource view within moments
+        while ray.available_resources().get("CPU", 0.0) < free and time.time() < deadline:
+            time.sleep(0.1)
+        seen.append(ray.available_resources().get("CPU", 0.0))
+        if len(seen) == 1:
+            ray.get(placement_group([{"CPU": 1.0}]).ready(), timeout=60)
+            raise RuntimeError("worker killed: the node is low on memory")
+
+    monkeypatch.setattr(sweep, "_run_one", run_one)
+    _, failures = sweep.run_sweep(cfg)
+    assert list(failures) == ["a-s1"] and seen == [free, free]

@@ -26,6 +26,7 @@ from upft_ray.io.manifests import read_json, write_json_atomic
 from upft_ray.orchestration.pipeline import evaluate_model, run_pipeline
 from upft_ray.reporting.sweep_report import build_sweep_report
 from upft_ray.runtime.placement import with_resolved_resources
+from upft_ray.runtime.ray_session import release_placement_groups
 from upft_ray.training.stage import checkpoints_dir
 
 log = logging.getLogger("upft.sweep")
@@ -168,6 +169,10 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
         except Exception as err:  # noqa: BLE001 -- one failed run must not cost the others
             failures[name] = f"{type(err).__name__}: {err}"
             log.error("%s failed:\n%s", name, traceback.format_exc())
+            released = release_placement_groups()
+            if released:
+                log.warning("%s left %d placement group(s) holding resources behind: removed, so the next run "
+                            "can be scheduled", name, released)
     report = cfg.run_path / "report.md"
     write_text_durably(report, sweep_report(cfg, failures))
     return report, failures
