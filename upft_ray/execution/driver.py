@@ -105,7 +105,7 @@ def run_chunks(job: ChunkJob, todo: list[int], model_path: str, engine: EngineCo
     A round that leaves chunks to an engine that is not coming back is ended early and its unfinished
     chunks run again on a fresh pool (``rounds``). Raises RuntimeError naming them after ``MAX_ROUNDS``."""
     store, reported = ChunkStore(Path(job.out_dir)), set()
-    for round_no in range(1, MAX_ROUNDS + 1):
+    for _ in range(MAX_ROUNDS):
         why = _run_round(job, todo, model_path, engine, seed, progress, reported)
         if why:
             end_abandoned_attempts(store)
@@ -115,8 +115,8 @@ def run_chunks(job: ChunkJob, todo: list[int], model_path: str, engine: EngineCo
             reported.add(chunk)
         if not todo:
             return
-        progress.log.warning("%s; running the %d unfinished chunk(s) again on a fresh engine pool", why or
-                    "the engine pool ended with chunks unfinished", len(todo))
+        progress.log.warning("%s; running the %d unfinished chunk(s) again on a fresh engine pool",
+                             why or "the engine pool ended with chunks unfinished", len(todo))
     raise RuntimeError(f"{len(todo)} chunk(s) still unfinished after {MAX_ROUNDS} rounds of engines (first: "
                        f"{todo[:5]}); rerun the same command to finish them")
 
