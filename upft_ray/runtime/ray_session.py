@@ -11,6 +11,7 @@ reaches the driver as an exception. ``--verbose`` forwards every worker line to 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from contextlib import contextmanager
@@ -86,10 +87,8 @@ def release_placement_groups() -> int:
     Ray Train run whose worker was killed (out of memory) can leave its workers' reservation behind for good,
     and the next run's tasks then wait for CPUs nothing uses (seen in a sweep: 2 of 4 CPUs held, the next
     sampling's readers never scheduled)."""
-    import gc
-
     import ray  # heavy: Ray is up whenever a run failed in it
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.placement_group import PlacementGroup, remove_placement_group  # heavy: Ray
 
     gc.collect()  # handles kept alive only by reference cycles go first, and their actors with them
     job = ray.get_runtime_context().get_job_id()  # a placement group's id ends with its job's
