@@ -106,10 +106,12 @@ def run_chunks(job: ChunkJob, todo: list[int], model_path: str, engine: EngineCo
     chunks run again on a fresh pool (``rounds``). Raises RuntimeError naming them after ``MAX_ROUNDS``."""
     store, reported = ChunkStore(Path(job.out_dir)), set()
     for _ in range(MAX_ROUNDS):
-        why = _run_round(job, todo, model_path, engine, seed, progress, reported)
+        sizes = {c: job.chunks[c][1] for c in todo}
+        why = _run_round(job, todo, model_path, engine, seed, progress, reported,
+                         RoundWatch(store, sizes, engine.lost_work_timeout_s))
         if why:
             end_abandoned_attempts(store)
-        todo = store.unfinished({c: job.chunks[c][1] for c in todo})
+        todo = store.unfinished(sizes)
         for chunk in sorted(set(job.chunks) - set(todo) - reported):  # committed, its own task never came back
             progress.update(chunk_summary(store, chunk))
             reported.add(chunk)
@@ -122,15 +124,13 @@ def run_chunks(job: ChunkJob, todo: list[int], model_path: str, engine: EngineCo
 
 
 def _run_round(job: ChunkJob, todo: list[int], model_path: str, engine: EngineConfig, seed: int,
-               progress: Progress, reported: set[int]) -> str:
+               progress: Progress, reported: set[int], watch: RoundWatch) -> str:
     """Run ``todo`` through one Ray Data execution, reporting each chunk's summary; return "" once it ended by
-    itself, or why the watch ended it early (its engines are stopped then)."""
+    itself, or why ``watch`` ended it early (its engines are stopped then)."""
     ds = chunk_dataset(job, todo, model_path, engine, seed)
     results: queue.Queue = queue.Queue()
     thread = threading.Thread(target=_consume, args=(ds, results), name="upft-chunks", daemon=True)
     thread.start()
-    watch = RoundWatch(ChunkStore(Path(job.out_dir)), {c: job.chunks[c][1] for c in todo},
-                       engine.lost_work_timeout_s)
     why = ""
     try:
         while not why:
