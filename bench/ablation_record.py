@@ -133,10 +133,11 @@ def main() -> int:
     parser.add_argument("--ablation", choices=sorted(ABLATIONS), default="collapse")
     ablation = ABLATIONS[parser.parse_args().ablation]
     from upft_ray.config import load_config
-    from upft_ray.orchestration.sweep import plan_sweep, sweep_report
+    from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
     from upft_ray.runtime.hardware import machine_facts
 
     cfg = load_config(ablation.config)
+    restore_kept_runs(cfg)  # runs kept in sweep.records_dir by an earlier machine
     report = sweep_report(cfg, {})
     runs, states, _ = plan_sweep(cfg)
     done, planned = sum(state == "done" for state, _ in states.values()), len(runs)

@@ -111,6 +111,33 @@ def test_a_sweeps_base_is_also_measured_at_each_tuned_runs_own_t(tmp_path, tiny_
     assert (out / "collapse.png").read_bytes()[:8] == PNG
 
 
+def test_a_runs_kept_eos_stands_in_for_its_weights_once_they_are_gone(tmp_path, tiny_model_dir):
+    from upft_ray.analysis.collapse import kept_eos_path, measure_collapse, measure_run_eos
+    from upft_ray.config.types import UPFT_TASK_TEMPLATE
+
+    sweep = tmp_path / "sweep"
+    _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)
+    run = sweep / "t4-s1"
+    (run / "sample").mkdir(parents=True)
+    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": 4, "config": {
+        "prefix_tokens": 4, "task_template": UPFT_TASK_TEMPLATE}}))
+    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop"] * 6)
+    assert measure_run_eos(run, 4, max_questions=5, batch_size=2) is None  # no weights: nothing to measure
+    (run / "train").mkdir()
+    (run / "train" / "final").symlink_to(tiny_model_dir)
+    kept = measure_run_eos(run, 4, max_questions=5, batch_size=2)
+    assert kept == kept_eos_path(run, 4, 5) and len(pd.read_parquet(kept)) == 5
+    columns = ["eos_questions", "p_eos_with_template", "p_eos_without_template", "median_p_eos_without_template"]
+    measured = measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2).set_index("model")
+    (run / "train" / "final").unlink()  # the sweep's machine is gone, and the weights with it
+    from_kept = measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2).set_index("model")
+    assert from_kept.loc["t4-s1/eval", columns].tolist() == measured.loc["t4-s1/eval", columns].tolist()
+    assert from_kept.loc["t4-s1/eval", "eos_questions"] == 3
+    # kept for other questions than asked for now: not used, and not passed off as this measurement
+    other = measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=3, batch_size=2).set_index("model")
+    assert math.isnan(other.loc["t4-s1/eval", "p_eos_with_template"])
+
+
 def test_collapse_without_evaluations_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={tmp_path}"])
     assert result.exit_code == 1 and "no evaluation" in result.output

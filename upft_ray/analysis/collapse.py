@@ -6,7 +6,8 @@
 - per model, the distribution of answer lengths (``num_output_tokens`` of its evaluation) and the
   share of answers that *end* (finish_reason "stop") within t + 2 tokens, t being the run's prefix
   length (its sample manifest; the config's for the base of a sweep);
-- per model whose weights are at hand (the base, ``RUN/train/final``), the probability of EOS right
+- per model whose weights are at hand (the base, ``RUN/train/final``), or whose result was kept (a
+  sweep's run measured before its weights went, ``measure_run_eos``), the probability of EOS right
   after t response tokens, teacher-forced on the model's own first t answer tokens (its evaluation
   output, re-tokenised) with transformers on CPU, once under the prompt with the task template and
   once without. A model that learned "stop after t tokens" only behind the template shows a high
@@ -24,12 +25,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from upft_ray.config.types import MODEL_CHAT_TEMPLATE, UPFT_TASK_TEMPLATE
 from upft_ray.engine.prompts import chat_messages, render_prompt
+from upft_ray.io.durable import write_parquet_durably
 from upft_ray.io.manifests import write_json_atomic
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+EOS_QUESTIONS = 100  # questions teacher-forced per model unless told otherwise (`upft analyze collapse`)
 
 
 def find_evaluations(run_dir: Path) -> list[dict]:
@@ -59,7 +63,7 @@ def run_prefix_tokens(run: Path, default: int | str) -> int | None:
     manifest = run / "sample" / "manifest.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text())
-        return int(data.get("prefix_tokens", data["config"]["prefix_tokens"]))
+        return int(data["prefix_tokens"] if "prefix_tokens" in data else data["config"]["prefix_tokens"])
     return default if isinstance(default, int) else None
 
 
@@ -127,17 +131,38 @@ def _template(run: Path, default: str) -> str:
     return used or default or UPFT_TASK_TEMPLATE
 
 
+def kept_eos_path(run: Path, t: int, max_questions: int) -> Path:
+    """Return where a tuned run keeps its own P(EOS) after ``t`` tokens on its first ``max_questions``
+    questions (0 = all), so that the collapse table still has it once the run's weights are gone (a sweep's
+    ``sweep.records_dir``)."""
+    return run / "analysis" / f"eos_t{t}_q{max_questions}.parquet"
+
+
+def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default_template: str,
+               system_prompt: str, max_questions: int, batch_size: int, chat_template: str) -> pd.DataFrame | None:
+    """Return per question P(EOS) after ``t`` tokens for one model: measured where its weights are at hand
+    (a tuned run's result kept beside its records), else the kept result, else None."""
+    path = _model_path(entry, base_model)
+    kept = kept_eos_path(entry["run"], t, max_questions)
+    if path is None:
+        return pd.read_parquet(kept) if entry["kind"] == "tuned" and kept.is_file() else None
+    template = _template(entry["run"], default_template)
+    sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
+    eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
+    if entry["kind"] == "tuned":
+        write_parquet_durably(pa.Table.from_pandas(eos, preserve_index=False), kept)
+    return eos
+
+
 def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, base_model: str,
                   default_template: str, system_prompt: str, max_questions: int, batch_size: int,
                   per_question: list[pd.DataFrame], chat_template: str = MODEL_CHAT_TEMPLATE) -> dict:
     """Return one model's row of the collapse table at prefix length ``t``; append its per-question
-    P(EOS) to ``per_question`` when its weights are at hand."""
+    P(EOS) to ``per_question`` when its weights, or its kept P(EOS), are at hand."""
     row = {"model": name, "kind": entry["kind"], "prefix_tokens": t, **length_summary(rows, t)}
-    path = _model_path(entry, base_model)
-    if path and t is not None:
-        template = _template(entry["run"], default_template)
-        sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
-        eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
+    eos = None if t is None else _eos_frame(entry, rows, t, base_model, default_template, system_prompt,
+                                            max_questions, batch_size, chat_template)
+    if eos is not None:
         per_question.append(eos.assign(model=name))
         row.update(eos_questions=int(eos["p_eos_without_template"].notna().sum()),
                    eos_answers_shorter_than_t=int(eos["p_eos_without_template"].isna().sum()),
@@ -148,8 +173,22 @@ def _collapse_row(entry: dict, name: str, rows: pd.DataFrame, t: int | None, bas
     return row
 
 
+def measure_run_eos(run: Path, default_t: int | str, default_template: str = "", system_prompt: str = "",
+                    max_questions: int = EOS_QUESTIONS, batch_size: int = 8,
+                    chat_template: str = MODEL_CHAT_TEMPLATE) -> Path | None:
+    """Measure a finished tuned run's own P(EOS) after its t (as ``measure_collapse`` does for it) and keep
+    it under ``run/analysis/``; return that file, or None when the run has no t or no weights."""
+    entry = {"name": run.name, "run": run, "eval_dir": run / "eval", "kind": "tuned"}
+    t = run_prefix_tokens(run, default_t) if _model_path(entry, "") else None
+    if t is None:
+        return None
+    _eos_frame(entry, eval_rows(entry["eval_dir"]), t, "", default_template, system_prompt, max_questions,
+               batch_size, chat_template)
+    return kept_eos_path(run, t, max_questions)
+
+
 def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, default_template: str = "",
-                     system_prompt: str = "", max_questions: int = 100, batch_size: int = 8,
+                     system_prompt: str = "", max_questions: int = EOS_QUESTIONS, batch_size: int = 8,
                      chat_template: str = MODEL_CHAT_TEMPLATE) -> pd.DataFrame:
     """Measure every evaluation in ``run_dir`` (see module docstring); write the files; return the table.
 

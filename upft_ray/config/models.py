@@ -304,6 +304,10 @@ class SweepConfig(_Config):
     keep_checkpoints: bool = Field(False, description="keep each finished run's training checkpoints (weights and "
                                    "optimizer states, ~16 bytes per parameter: 2.1 GB per run of the 135M model); by "
                                    "default a run's RUN/train/ray is deleted once it is evaluated (train/final stays)")
+    records_dir: Text = Field("", description="directory keeping each finished run's records (manifests, metrics, "
+                              "per-question results, its P(EOS) after t; no weights) so the sweep outlives its "
+                              "machine: a run whose directory is missing is restored from there and counted done "
+                              "('' = keep none; upft_ray.orchestration.sweep_records)")
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> SweepConfig:

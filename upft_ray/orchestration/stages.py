@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from upft_ray.analysis.collapse import measure_collapse
+from upft_ray.analysis.collapse import EOS_QUESTIONS, measure_collapse
 from upft_ray.analysis.rollouts import run_rollouts
 from upft_ray.config import PipelineConfig
 from upft_ray.engine.models import resolve_model
@@ -23,7 +23,7 @@ from upft_ray.io.lease import run_lease
 from upft_ray.orchestration.pipeline import evaluate_model, run_pipeline
 from upft_ray.orchestration.preflight import check_ready
 from upft_ray.orchestration.provenance import RECORD, check_code
-from upft_ray.orchestration.sweep import run_sweep
+from upft_ray.orchestration.sweep import restore_kept_runs, run_sweep
 from upft_ray.runtime.placement import with_resolved_resources
 from upft_ray.runtime.ray_session import ray_session
 from upft_ray.sampling.prefix_length import run_consistency
@@ -103,10 +103,11 @@ def analyze_rollouts(cfg: PipelineConfig) -> dict:
     return run_stage(cfg, ("sample",), run_rollouts)
 
 
-def analyze_collapse(cfg: PipelineConfig, max_questions: int = 100, batch_size: int = 8) -> Path:
+def analyze_collapse(cfg: PipelineConfig, max_questions: int = EOS_QUESTIONS, batch_size: int = 8) -> Path:
     """Measure answer lengths and P(EOS) after t tokens for every evaluation in ``run_dir`` (a run or a
     sweep) into RUN/analysis/collapse; return collapse.md. Runs transformers on CPU, without Ray."""
     def body(c: PipelineConfig) -> Path:
+        restore_kept_runs(c)  # a sweep's runs kept in sweep.records_dir, on a machine that lacks them
         measure_collapse(c.run_path, resolve_model(c.model), c.sample.prefix_tokens, c.sample.task_template,
                          c.sample.system_prompt, max_questions, batch_size, c.eval.engine.chat_template)
         return c.run_path / "analysis" / "collapse" / "collapse.md"

@@ -19,11 +19,13 @@ import logging
 import traceback
 from pathlib import Path
 
+from upft_ray.analysis.collapse import measure_run_eos
 from upft_ray.config import PipelineConfig, apply_overrides, config_from_dict, config_to_dict
 from upft_ray.config.hashing import base_results_config, config_hash, results_config
 from upft_ray.io.durable import remove_path, write_text_durably
 from upft_ray.io.manifests import read_json, write_json_atomic
 from upft_ray.orchestration.pipeline import evaluate_model, run_pipeline
+from upft_ray.orchestration.sweep_records import keep_records, restore_records
 from upft_ray.reporting.sweep_report import build_sweep_report
 from upft_ray.runtime.placement import with_resolved_resources
 from upft_ray.runtime.ray_session import release_placement_groups
@@ -134,11 +136,44 @@ def prune_checkpoints(run_cfg: PipelineConfig) -> int:
     return freed
 
 
+def keep_run(cfg: PipelineConfig, run_cfg: PipelineConfig) -> None:
+    """Keep a finished run's records in ``sweep.records_dir`` (when set), with its own P(EOS) after t measured
+    first, while its weights are at hand (the collapse analysis reads it once they are gone)."""
+    if not cfg.sweep.records_dir:
+        return
+    if (run_cfg.run_path / "train").is_dir():
+        measure_run_eos(run_cfg.run_path, run_cfg.sample.prefix_tokens, run_cfg.sample.task_template,
+                        run_cfg.sample.system_prompt, chat_template=run_cfg.eval.engine.chat_template)
+    keep_records(run_cfg.run_path, records_path(cfg))
+
+
+def records_path(cfg: PipelineConfig) -> Path:
+    """Return ``sweep.records_dir`` as an absolute path (relative to the working directory, as run_dir)."""
+    return Path(cfg.sweep.records_dir).expanduser().resolve()
+
+
+def restore_kept_runs(cfg: PipelineConfig) -> list[str]:
+    """Restore the sweep's finished runs whose directories are missing from ``sweep.records_dir`` (when set), and
+    keep the records of finished runs not kept yet (a records_dir set part way); return the runs restored."""
+    if not cfg.sweep.records_dir:
+        return []
+    runs = sweep_runs(cfg)
+    restored = restore_records([c.run_path for *_, c in runs] + [cfg.run_path / "base"], records_path(cfg))
+    base_cfg = cfg.model_copy(update={"run_dir": str(cfg.run_path / "base")})
+    for run_cfg in [c for *_, c in runs] + [base_cfg]:
+        if (run_cfg.run_path / RECORD).is_file() and not (records_path(cfg) / run_cfg.run_path.name).is_dir() \
+                and any((run_cfg.run_path / sub / "metrics.json").is_file() for sub in ("eval", "eval_base")):
+            keep_run(cfg, run_cfg)
+    return restored
+
+
 def _run_one(cfg: PipelineConfig, run_cfg: PipelineConfig) -> None:
-    """Run one variant-seed of the sweep through the pipeline (Ray is up), then drop its checkpoints."""
+    """Run one variant-seed of the sweep through the pipeline (Ray is up), keep its records, then drop its
+    checkpoints."""
     claim_run(run_cfg.run_path, results_config(run_cfg))
     run_cfg = with_resolved_resources(run_cfg)
     run_pipeline(run_cfg)
+    keep_run(cfg, run_cfg)
     if not cfg.sweep.keep_checkpoints:
         prune_checkpoints(run_cfg)
 
@@ -147,6 +182,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
     """Run every (variant, seed) of the sweep (Ray is up), then write ``RUN/report.md``; return it and the
     failed or refused runs ({run: why}). Each run goes through the pipeline's own stages; a failed run is
     reported and the others go on; a run directory holding another config's results is refused."""
+    restore_kept_runs(cfg)
     runs, states, (base_state, base_why) = plan_sweep(cfg)
     failures = {name: why for name, (state, why) in states.items() if state == "stale"}
     if cfg.eval.evaluate_base and base_state == "stale":
@@ -161,6 +197,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
         base_cfg = cfg.model_copy(update={"run_dir": str(cfg.run_path / "base")})
         claim_run(base_cfg.run_path, base_results_config(cfg))
         evaluate_model(base_cfg, "base")
+        keep_run(cfg, base_cfg)
     for i, (variant, seed, run_cfg) in enumerate(todo, 1):
         name = f"{variant}-s{seed}"
         log.info("%d/%d to run: %s: %s", i, len(todo), name, run_cfg.run_path)

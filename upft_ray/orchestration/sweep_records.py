@@ -1,0 +1,74 @@
+"""A sweep's records that outlive its machine: each finished run's small files, kept apart from its weights.
+
+A sweep of a 0.5B model runs for hours; the machine (a pod, a laptop, a CI box) may not last that long,
+and a run directory holds gigabytes of weights nobody needs once the run is evaluated. With
+``sweep.records_dir`` set, the sweep copies each finished run's *records* (the files its report, the
+paired tests, the token table and the collapse analysis read: RECORD_FILES, a few hundred KB per run)
+to ``records_dir/<run>/``, and a later sweep on a fresh machine, finding a run's directory missing, restores
+it from there and counts it done (its config hash is checked as for any run directory; records of another
+config are refused, never reported). What is not kept cannot be redone from the records: the weights
+(``train/final``), the sampled shards, the training checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from upft_ray.io.durable import commit_dir, remove_path, staging_for
+
+log = logging.getLogger("upft.sweep")
+
+# Relative to a run directory; ``*`` matches within one directory. ``analysis/eos_*`` is the run's own
+# P(EOS) after t (upft_ray.analysis.collapse), measured while its weights were at hand.
+RECORD_FILES = ("sweep_run.json", "run.json", "sample/manifest.json", "train/manifest.json",
+                "eval/metrics.json", "eval/*.parquet", "eval_base/metrics.json", "eval_base/*.parquet",
+                "analysis/eos_*.parquet")
+
+
+def record_files(run_dir: Path) -> list[Path]:
+    """Return the record files present in ``run_dir``, relative to it, sorted."""
+    return sorted({p.relative_to(run_dir) for pattern in RECORD_FILES for p in run_dir.glob(pattern) if p.is_file()})
+
+
+def _copy_tree(source: Path, files: list[Path], target: Path) -> None:
+    """Copy ``files`` (relative to ``source``) into a staging directory and commit it as ``target``
+    (replacing what is there): a reader sees all of the records or none of them."""
+    staging = staging_for(target)
+    for rel in files:
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, staging / rel)
+    if target.exists():
+        remove_path(target)
+    commit_dir(staging, target)
+
+
+def keep_records(run_dir: Path, records_dir: Path) -> Path:
+    """Copy the finished run ``run_dir``'s records to ``records_dir/<run name>/``; return that directory.
+
+    Raises FileNotFoundError when ``run_dir`` has no finished evaluation (nothing worth keeping)."""
+    files = record_files(run_dir)
+    if not any(f.name == "metrics.json" for f in files):
+        raise FileNotFoundError(f"{run_dir}: no finished evaluation (eval/metrics.json) to keep")
+    kept = records_dir / run_dir.name
+    _copy_tree(run_dir, files, kept)
+    size = sum((kept / f).stat().st_size for f in files)
+    log.info("%s: records kept in %s (%d files, %.0f KB)", run_dir.name, kept, len(files), size / 1024)
+    return kept
+
+
+def restore_records(run_dirs: list[Path], records_dir: Path) -> list[str]:
+    """Restore every run of ``run_dirs`` whose directory is missing and whose records are in ``records_dir``;
+    return the names restored. A run directory that exists, even half done, is never touched."""
+    restored = []
+    for run_dir in run_dirs:
+        kept = records_dir / run_dir.name
+        if run_dir.exists() or not (kept / "sweep_run.json").is_file():
+            continue
+        _copy_tree(kept, record_files(kept), run_dir)
+        restored.append(run_dir.name)
+    if restored:
+        log.info("restored %d finished run(s) from %s: %s (their weights were not kept)", len(restored),
+                 records_dir, ", ".join(restored))
+    return restored
