@@ -118,3 +118,15 @@ def test_kept_records_replace_older_ones_whole(tmp_path):
         assert "no finished evaluation" in str(err)
     else:
         raise AssertionError("an unfinished run was kept")
+
+
+def test_a_run_whose_records_cannot_be_kept_stays_done_and_a_later_sweep_keeps_them(tmp_path, caplog):
+    config, cfg = _finished_sweep(tmp_path)
+    broken = cfg.run_path / "sft-s1" / "train" / "final" / "config.json"
+    broken.write_text("{ not json")  # weights that cannot be loaded: its P(EOS) cannot be measured
+    report, failures = pipeline.sweep(cfg)
+    assert failures == {} and "| sft | SFT | 2/2 |" in report.read_text()
+    assert "sft-s1: records not kept" in caplog.text and not (tmp_path / "records" / "sft-s1").exists()
+    broken.unlink()  # the weights are gone: the records are kept without the run's P(EOS)
+    pipeline.sweep(cfg)
+    assert (tmp_path / "records" / "sft-s1" / "eval" / "metrics.json").is_file()

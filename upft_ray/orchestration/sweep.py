@@ -138,13 +138,18 @@ def prune_checkpoints(run_cfg: PipelineConfig) -> int:
 
 def keep_run(cfg: PipelineConfig, run_cfg: PipelineConfig) -> None:
     """Keep a finished run's records in ``sweep.records_dir`` (when set), with its own P(EOS) after t measured
-    first, while its weights are at hand (the collapse analysis reads it once they are gone)."""
+    first, while its weights are at hand (the collapse analysis reads it once they are gone). A failure here
+    is logged, not raised: the run itself is finished, and the next sweep keeps what is missing."""
     if not cfg.sweep.records_dir:
         return
-    if (run_cfg.run_path / "train").is_dir():
-        measure_run_eos(run_cfg.run_path, run_cfg.sample.prefix_tokens, run_cfg.sample.task_template,
-                        run_cfg.sample.system_prompt, chat_template=run_cfg.eval.engine.chat_template)
-    keep_records(run_cfg.run_path, records_path(cfg))
+    try:
+        if (run_cfg.run_path / "train").is_dir():
+            measure_run_eos(run_cfg.run_path, run_cfg.sample.prefix_tokens, run_cfg.sample.task_template,
+                            run_cfg.sample.system_prompt, chat_template=run_cfg.eval.engine.chat_template)
+        keep_records(run_cfg.run_path, records_path(cfg))
+    except Exception as err:  # noqa: BLE001 -- the run is done; its records are kept by the next sweep
+        log.warning("%s: records not kept in %s (%s: %s); the next sweep keeps them", run_cfg.run_path.name,
+                    records_path(cfg), type(err).__name__, err)
 
 
 def records_path(cfg: PipelineConfig) -> Path:
