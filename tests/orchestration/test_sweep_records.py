@@ -73,7 +73,10 @@ def test_records_are_the_small_files_and_a_fresh_machine_gets_the_same_report(tm
     # runs finished before records_dir was set are kept by the next sweep; only records, no weights or chunks
     assert sorted(p.name for p in records.iterdir()) == ["base", "sft-s1", "sft-s2", "upft-s1", "upft-s2"]
     assert [str(p) for p in record_files(records / "upft-s1")] == [
-        "eval/arith-eval.parquet", "eval/metrics.json", "sample/manifest.json", "sweep_run.json", "train/manifest.json"]
+        "eval/arith-eval.parquet", "eval/metrics.json", "machine.json", "sample/manifest.json", "sweep_run.json",
+        "train/manifest.json"]
+    cpu = json.loads((records / "upft-s1" / "machine.json").read_text())["cpu"]
+    assert f"## Machines\n\n- {cpu} x" in before and ": base, upft-s1, sft-s1, upft-s2, sft-s2\n" in before
     assert not (records / "upft-s1" / "train" / "final").exists() and not (records / "base" / "eval_base" / "shards").exists()
     # a fresh machine: the run directories are gone; the sweep restores them, runs nothing, reports the same
     shutil.rmtree(cfg.run_path)
@@ -130,3 +133,14 @@ def test_a_run_whose_records_cannot_be_kept_stays_done_and_a_later_sweep_keeps_t
     broken.unlink()  # the weights are gone: the records are kept without the run's P(EOS)
     pipeline.sweep(cfg)
     assert (tmp_path / "records" / "sft-s1" / "eval" / "metrics.json").is_file()
+
+
+def test_runs_made_on_two_kinds_of_cpu_are_named_and_warned_of(tmp_path):
+    config, cfg = _finished_sweep(tmp_path)
+    restore_kept_runs(cfg)  # kept here: each run's machine.json names this machine
+    other = tmp_path / "records" / "sft-s2" / "machine.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "cpu": "Other CPU", "cpu_count": 8}))
+    shutil.rmtree(cfg.run_path)  # a fresh machine restores runs kept on two machines
+    report, failures = pipeline.sweep(cfg)
+    text = report.read_text()
+    assert failures == {} and "- Other CPU x8: sft-s2\n" in text and "more than one kind of machine" in text

@@ -25,7 +25,7 @@ from upft_ray.config.hashing import base_results_config, config_hash, results_co
 from upft_ray.io.durable import remove_path, write_text_durably
 from upft_ray.io.manifests import read_json, write_json_atomic
 from upft_ray.orchestration.pipeline import evaluate_model, run_pipeline
-from upft_ray.orchestration.sweep_records import keep_records, restore_records
+from upft_ray.orchestration.sweep_records import keep_records, machines_section, restore_records
 from upft_ray.reporting.sweep_report import build_sweep_report
 from upft_ray.runtime.placement import with_resolved_resources
 from upft_ray.runtime.ray_session import release_placement_groups
@@ -117,9 +117,11 @@ def sweep_report(cfg: PipelineConfig, failures: dict[str, str]) -> str:
     planned = {v["name"]: (next(c.sample.method for x, _, c in runs if x == v["name"]),
                            sum(1 for x, *_ in runs if x == v["name"])) for v in cfg.sweep.variants}
     fresh = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] != "stale"]
-    return build_sweep_report(cfg.run_path.name, cfg.model, cfg.sweep.seeds or [cfg.seed],
-                              cfg.run_path / "base" if base[0] == "done" else None, reported, planned, failures,
-                              fresh)
+    report = build_sweep_report(cfg.run_path.name, cfg.model, cfg.sweep.seeds or [cfg.seed],
+                                cfg.run_path / "base" if base[0] == "done" else None, reported, planned, failures,
+                                fresh)
+    made = ([cfg.run_path / "base"] if base[0] == "done" else []) + [d for *_, d in reported]
+    return report + "".join(line + "\n" for line in machines_section(made))
 
 
 def prune_checkpoints(run_cfg: PipelineConfig) -> int:

@@ -17,12 +17,15 @@ import shutil
 from pathlib import Path
 
 from upft_ray.io.durable import commit_dir, remove_path, staging_for
+from upft_ray.io.manifests import read_json, write_json_atomic
+from upft_ray.runtime.hardware import machine_facts
 
 log = logging.getLogger("upft.sweep")
 
+MACHINE = "machine.json"  # the machine a run was made on (CPU, count, OS, packages): written when it is kept
 # Relative to a run directory; ``*`` matches within one directory. ``analysis/eos_*`` is the run's own
 # P(EOS) after t (upft_ray.analysis.collapse), measured while its weights were at hand.
-RECORD_FILES = ("sweep_run.json", "run.json", "sample/manifest.json", "train/manifest.json",
+RECORD_FILES = ("sweep_run.json", "run.json", "machine.json", "sample/manifest.json", "train/manifest.json",
                 "eval/metrics.json", "eval/*.parquet", "eval_base/metrics.json", "eval_base/*.parquet",
                 "analysis/eos_*.parquet")
 
@@ -48,9 +51,11 @@ def keep_records(run_dir: Path, records_dir: Path) -> Path:
     """Copy the finished run ``run_dir``'s records to ``records_dir/<run name>/``; return that directory.
 
     Raises FileNotFoundError when ``run_dir`` has no finished evaluation (nothing worth keeping)."""
-    files = record_files(run_dir)
-    if not any(f.name == "metrics.json" for f in files):
+    if not any((run_dir / sub / "metrics.json").is_file() for sub in ("eval", "eval_base")):
         raise FileNotFoundError(f"{run_dir}: no finished evaluation (eval/metrics.json) to keep")
+    if not (run_dir / MACHINE).is_file():  # kept by the driver that ran it, on the machine it ran on
+        write_json_atomic(run_dir / MACHINE, machine_facts())
+    files = record_files(run_dir)
     kept = records_dir / run_dir.name
     _copy_tree(run_dir, files, kept)
     size = sum((kept / f).stat().st_size for f in files)
@@ -72,3 +77,22 @@ def restore_records(run_dirs: list[Path], records_dir: Path) -> list[str]:
         log.info("restored %d finished run(s) from %s: %s (their weights were not kept)", len(restored),
                  records_dir, ", ".join(restored))
     return restored
+
+
+def machines_section(run_dirs: list[Path]) -> list[str]:
+    """Return the report lines saying which CPUs the runs were made on (their ``machine.json``; none: []),
+    with a warning when there was more than one kind: greedy decoding on CPU is not bit-identical across
+    CPU models, so a paired difference between runs of two machines includes that noise."""
+    by_cpu: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        facts = read_json(run_dir / MACHINE) if (run_dir / MACHINE).is_file() else None
+        cpu = f"{facts['cpu']} x{facts['cpu_count']}" if facts else "not recorded"
+        by_cpu.setdefault(cpu, []).append(run_dir.name)
+    if set(by_cpu) <= {"not recorded"}:
+        return []
+    lines = ["", "## Machines", "", *[f"- {cpu}: {', '.join(names)}" for cpu, names in by_cpu.items()]]
+    if len(by_cpu) > 1:
+        lines += ["", "The runs were made on more than one kind of machine: greedy decoding on CPU is not "
+                  "bit-identical across CPU models, so differences between runs of different machines include "
+                  "that noise (compare within one machine where it matters)."]
+    return lines
