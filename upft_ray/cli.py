@@ -131,7 +131,8 @@ def analyze_rollouts(config: Optional[Path] = CONFIG, overrides: Optional[list[s
 @analyze_app.command("collapse")
 def analyze_collapse(config: Optional[Path] = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
                      run_dir: Optional[Path] = RUN_DIR,
-                     max_questions: int = typer.Option(api.EOS_QUESTIONS, help="questions teacher-forced per model (0 = all)"),
+                     max_questions: int = typer.Option(api.EOS_QUESTIONS,
+                                                       help="questions teacher-forced per model (0 = all)"),
                      batch_size: int = typer.Option(8, help="sequences per CPU forward pass")):
     """Answer lengths, share ending within t+2 tokens, P(EOS) after t tokens with/without the template (table + PNG)."""
     md = _stage(api.analyze_collapse, config, overrides, run_dir, max_questions, batch_size)

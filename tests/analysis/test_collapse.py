@@ -72,20 +72,27 @@ def test_collapse_table_png_and_eos_probabilities_on_the_tiny_model(tmp_path, ti
     assert (out / "collapse.png").read_bytes()[:8] == PNG
 
 
+def _sweep_with_a_tuned_run(tmp_path, t):
+    """Return (the sweep dir, its one tuned run at prefix length ``t``), both evaluated, no weights."""
+    from upft_ray.config.types import UPFT_TASK_TEMPLATE
+
+    sweep = tmp_path / "sweep"
+    _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)
+    run = sweep / f"t{t}-s1"
+    (run / "sample").mkdir(parents=True)
+    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": t, "config": {
+        "prefix_tokens": t, "task_template": UPFT_TASK_TEMPLATE}}))
+    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop"] * 6)
+    return sweep, run
+
+
 def test_a_sweeps_base_is_also_measured_at_each_tuned_runs_own_t(tmp_path, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from upft_ray.config.types import UPFT_TASK_TEMPLATE
     from upft_ray.engine.prompts import chat_messages, render_prompt
 
-    sweep = tmp_path / "sweep"  # the base at the sweep's t (4); one tuned run at t = 6
-    _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)
-    run = sweep / "t6-s1"
-    (run / "sample").mkdir(parents=True)
-    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": 6, "config": {
-        "prefix_tokens": 6, "task_template": UPFT_TASK_TEMPLATE}}))
-    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop"] * 6)
+    sweep, _ = _sweep_with_a_tuned_run(tmp_path, 6)  # the base at the sweep's t (4); one tuned run at t = 6
     result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={sweep}", f"model={tiny_model_dir}",
                                       "sample.prefix_tokens=4", "--max-questions", "5", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
@@ -113,15 +120,8 @@ def test_a_sweeps_base_is_also_measured_at_each_tuned_runs_own_t(tmp_path, tiny_
 
 def test_a_runs_kept_eos_stands_in_for_its_weights_once_they_are_gone(tmp_path, tiny_model_dir):
     from upft_ray.analysis.collapse import kept_eos_path, measure_collapse, measure_run_eos
-    from upft_ray.config.types import UPFT_TASK_TEMPLATE
 
-    sweep = tmp_path / "sweep"
-    _eval(sweep / "eval_base", [40, 2, 7, 50, 35, 45], ["stop"] * 6)
-    run = sweep / "t4-s1"
-    (run / "sample").mkdir(parents=True)
-    (run / "sample" / "manifest.json").write_text(json.dumps({"prefix_tokens": 4, "config": {
-        "prefix_tokens": 4, "task_template": UPFT_TASK_TEMPLATE}}))
-    _eval(run / "eval", [5, 2, 6, 7, 30, 16], ["stop"] * 6)
+    sweep, run = _sweep_with_a_tuned_run(tmp_path, 4)
     assert measure_run_eos(run, 4, max_questions=5, batch_size=2) is None  # no weights: nothing to measure
     (run / "train").mkdir()
     (run / "train" / "final").symlink_to(tiny_model_dir)

@@ -154,6 +154,11 @@ def keep_run(cfg: PipelineConfig, run_cfg: PipelineConfig) -> None:
                     records_path(cfg), type(err).__name__, err)
 
 
+def base_config(cfg: PipelineConfig) -> PipelineConfig:
+    """Return the sweep's config for its base evaluation, in ``RUN/base``."""
+    return cfg.model_copy(update={"run_dir": str(cfg.run_path / "base")})
+
+
 def records_path(cfg: PipelineConfig) -> Path:
     """Return ``sweep.records_dir`` as an absolute path (relative to the working directory, as run_dir)."""
     return Path(cfg.sweep.records_dir).expanduser().resolve()
@@ -166,8 +171,7 @@ def restore_kept_runs(cfg: PipelineConfig) -> list[str]:
         return []
     runs = sweep_runs(cfg)
     restored = restore_records([c.run_path for *_, c in runs] + [cfg.run_path / "base"], records_path(cfg))
-    base_cfg = cfg.model_copy(update={"run_dir": str(cfg.run_path / "base")})
-    for run_cfg in [c for *_, c in runs] + [base_cfg]:
+    for run_cfg in [c for *_, c in runs] + [base_config(cfg)]:
         if (run_cfg.run_path / RECORD).is_file() and not (records_path(cfg) / run_cfg.run_path.name).is_dir() \
                 and any((run_cfg.run_path / sub / "metrics.json").is_file() for sub in ("eval", "eval_base")):
             keep_run(cfg, run_cfg)
@@ -201,7 +205,7 @@ def run_sweep(cfg: PipelineConfig) -> tuple[Path, dict[str, str]]:
             log.info("%d/%d %s: %s", i, len(runs), name, "refused: " + failures[name] if name in failures
                      else "done already")
     if cfg.eval.evaluate_base and base_state == "todo":
-        base_cfg = cfg.model_copy(update={"run_dir": str(cfg.run_path / "base")})
+        base_cfg = base_config(cfg)
         claim_run(base_cfg.run_path, base_results_config(cfg))
         evaluate_model(base_cfg, "base")
         keep_run(cfg, base_cfg)
