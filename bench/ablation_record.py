@@ -12,11 +12,14 @@ as `upft sweep` uses; runs of another config are refused, never reported), the c
 appended where it exists (its PNG copied to bench/results/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
 variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
+README.md's "What UPFT does at 135M and at 0.5B" table is written from the records of both ablations
+(the base and the variants both sweeps run, each vs base and vs SFT).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -53,6 +56,11 @@ class Ablation:
 ABLATIONS = {name: Ablation(name) for name in ("collapse", "qwen05b")}
 CONFIG, RECORD, COMMAND = ABLATIONS["collapse"].config, ABLATIONS["collapse"].record, ABLATIONS["collapse"].command
 BEGIN, END = ABLATIONS["collapse"].markers
+# README.md's "What UPFT does at 135M and at 0.5B": per ablation, the variants both sweeps share (the 135M
+# sweep's `paper` is the official recipe at t = 8, the 0.5B sweep's `t8`), rendered from the two records
+ANSWER_BEGIN, ANSWER_END = markers("ablation-answer", "bench/ablation_record.py")
+ANSWER = {"collapse": ("135M", ["paper", "t32", "eos-none", "sft"]),
+          "qwen05b": ("0.5B", ["t8", "t32", "eos-none", "sft"])}
 
 
 def _section(report: str, heading: str) -> list[str]:
@@ -81,6 +89,56 @@ def verdict_lines(rows: list[str], versus: str) -> list[str]:
     return [f"- vs {versus} on {name}: " + "; ".join(f"**{word}**: {', '.join(grouped[name].get(word, [])) or 'none'}"
                                                     for word in ("better", "within noise", "worse"))
             for name, _ in sorted(grouped.items())]
+
+
+def _table(lines: list[str]) -> list[dict[str, str]]:
+    """Return the rows of the Markdown table in ``lines`` as dicts keyed by its header's cells."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+    return [dict(zip(rows[0], row)) for row in rows[2:]] if rows else []
+
+
+def _runs_dropped(cell: str) -> str:
+    """Return a table cell without its "(n runs)" tail (the answer's runs column says it)."""
+    return re.sub(r" \(\d+ runs?\)$", "", cell)
+
+
+def _versus(row: dict[str, str] | None) -> str:
+    """Return a differences row as "difference, p P: **verdict**" ("-" without a paired run)."""
+    if row is None or row["verdict"] == "-":
+        return "-"
+    return f"{_runs_dropped(row['difference (pts)'])}, p {row['p']}: **{row['verdict']}**"
+
+
+def answer_section(name: str, record: str) -> list[str]:
+    """Return README's lines for the ablation ``name`` from its record's text: a line saying what ran and how
+    much of it is in, and a table of the base and ANSWER's variants with their differences vs base and SFT."""
+    size, variants = ANSWER[name]
+    model = re.search(r"^Model `([^`]+)`", record, re.M).group(1)
+    when = re.search(r"^Recorded (.+?) UTC on (.+?) by ", record, re.M)
+    finished = re.search(r"\((\d+ of \d+ runs finished)", record).group(1)
+    accuracy = _table(_section(record, "## Accuracy"))
+    benchmarks = [key for key in accuracy[0] if key not in ("variant", "method", "runs", "avg")]
+    versus = {(kind, row["variant"], row["benchmark"]): row for kind in ("base", "SFT")
+              for row in _table(_section(record, f"## Differences vs {kind}"))}
+    lines = [f"**{size}**: `{model}`, {finished} (recorded {when.group(1)} UTC on {when.group(2)}; "
+             f"`{ABLATIONS[name].record.relative_to(REPO)}`)", "",
+             "| variant | benchmark | runs | accuracy (%) | vs base (pts) | vs SFT (pts) |",
+             "|---|---|---|---|---|---|"]
+    by_variant = {row["variant"]: row for row in accuracy}
+    for variant in ["base", *variants]:
+        row = by_variant.get(variant)
+        for benchmark in benchmarks if row else []:
+            lines.append(f"| {variant} | {benchmark} | {row['runs']} | {_runs_dropped(row[benchmark])} | "
+                         f"{_versus(versus.get(('base', variant, benchmark)))} | "
+                         f"{_versus(versus.get(('SFT', variant, benchmark)))} |")
+    return lines
+
+
+def answer_block() -> str:
+    """Return README.md's answer block (markers included) from the ablations recorded so far."""
+    sections = [answer_section(name, ABLATIONS[name].record.read_text())
+                for name in ANSWER if ABLATIONS[name].record.is_file()]
+    return "\n".join([ANSWER_BEGIN, *(line for section in sections for line in ["", *section]), "", ANSWER_END])
 
 
 def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
@@ -155,8 +213,9 @@ def main() -> int:
             collapse.read_text().split("\n", 1)[1]
     ablation.record.write_text(text)
     changed = replace_block(REPO / "bench" / "RESULTS.md", *ablation.markers, render_block(text, ablation))
+    answered = replace_block(REPO / "README.md", ANSWER_BEGIN, ANSWER_END, answer_block())
     print(f"[ablation-record] {done}/{planned} runs; wrote {ablation.record}; "
-          f"RESULTS.md {'updated' if changed else 'unchanged'}")
+          f"RESULTS.md {'updated' if changed else 'unchanged'}; README.md {'updated' if answered else 'unchanged'}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""bench/RESULTS.md's ablation block is the rendering of bench/results/ablation_collapse.md (the recorded sweep report)."""
+"""bench/RESULTS.md's ablation blocks and README.md's answer table are renderings of the recorded sweep reports
+(bench/results/ablation_*.md)."""
 
 import json
 from pathlib import Path
@@ -91,3 +92,24 @@ def test_stage_times_are_medians_of_the_finished_runs_leaving_out_resumed_stages
         "wall time per run, median [min, max]: sample 150 s [100, 200] (2 runs), train 600 s [500, 700] (3 runs), "
         "evaluation 130 s [100, 370] (3 runs); base evaluation 396 s")
     assert script.stage_times([], tmp_path / "nowhere") == "no finished run"
+
+
+def test_readme_answer_block_is_the_rendering_of_the_recorded_ablations(bench_script):
+    script = bench_script("ablation_record")
+    block = find_block((REPO / "README.md").read_text(), script.ANSWER_BEGIN, script.ANSWER_END, "README.md")
+    assert block == script.answer_block(), (
+        "README.md's 'What UPFT does at 135M and at 0.5B' table differs from the records: "
+        "run `python bench/ablation_record.py`")
+    for name, (size, _) in script.ANSWER.items():  # every recorded ablation answers, none without a record
+        assert (f"**{size}**:" in block) == script.ABLATIONS[name].record.is_file(), name
+
+
+def test_answer_section_lists_the_base_and_the_shared_variants_with_both_comparisons(bench_script):
+    script = bench_script("ablation_record")
+    lines = script.answer_section("collapse", REPORT)
+    assert lines[0].startswith("**135M**: `m`, 5 of 6 runs finished (recorded 2026-11-26 20:00 UTC on cpu x2;")
+    assert "| base | arith | 1 | 23.2 (139/600) [20.0, 26.7] | - | - |" in lines
+    assert ("| paper | arith | 2/2 | 15.0 +- 1.0 [6.0, 24.0] | -8.2, p 0.010: **worse** | -9.2, p 0.010: **worse** |"
+            in lines)
+    # not run (t32, sft) or not one of the shared variants (lr)
+    assert not any(line.startswith(("| lr ", "| t32 ", "| sft ")) for line in lines)
