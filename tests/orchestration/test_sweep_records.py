@@ -144,3 +144,13 @@ def test_runs_made_on_two_kinds_of_cpu_are_named_and_warned_of(tmp_path):
     report, failures = pipeline.sweep(cfg)
     text = report.read_text()
     assert failures == {} and "- Other CPU x8: sft-s2\n" in text and "more than one kind of machine" in text
+
+
+def test_a_finished_run_of_another_config_is_never_kept(tmp_path):
+    config, cfg = _finished_sweep(tmp_path)  # finished before records_dir was set: nothing kept yet
+    records = tmp_path / "records"
+    other = sweep_runs(load_config(config, ["train.learning_rate=2e-5"]))[0][2]
+    claim_run(other.run_path, results_config(other))  # upft-s1 now holds results of another learning rate
+    restore_kept_runs(cfg)
+    kept = sorted(p.name for p in records.iterdir())
+    assert kept == ["base", "sft-s1", "sft-s2", "upft-s2"]  # the stale run would be restored only to be refused

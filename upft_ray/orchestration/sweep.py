@@ -166,14 +166,16 @@ def records_path(cfg: PipelineConfig) -> Path:
 
 def restore_kept_runs(cfg: PipelineConfig) -> list[str]:
     """Restore the sweep's finished runs whose directories are missing from ``sweep.records_dir`` (when set), and
-    keep the records of finished runs not kept yet (a records_dir set part way); return the runs restored."""
+    keep the records of runs done with this config and not kept yet (a records_dir set part way; never a run
+    of another config, whose records a fresh machine would restore only to refuse); return the runs restored."""
     if not cfg.sweep.records_dir:
         return []
-    runs = sweep_runs(cfg)
-    restored = restore_records([c.run_path for *_, c in runs] + [cfg.run_path / "base"], records_path(cfg))
-    for run_cfg in [c for *_, c in runs] + [base_config(cfg)]:
-        if (run_cfg.run_path / RECORD).is_file() and not (records_path(cfg) / run_cfg.run_path.name).is_dir() \
-                and any((run_cfg.run_path / sub / "metrics.json").is_file() for sub in ("eval", "eval_base")):
+    restored = restore_records([c.run_path for *_, c in sweep_runs(cfg)] + [cfg.run_path / "base"],
+                               records_path(cfg))
+    runs, states, (base_state, _) = plan_sweep(cfg)
+    done = [c for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
+    for run_cfg in done + ([base_config(cfg)] if base_state == "done" else []):
+        if not (records_path(cfg) / run_cfg.run_path.name).is_dir():
             keep_run(cfg, run_cfg)
     return restored
 
