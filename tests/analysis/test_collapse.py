@@ -136,6 +136,10 @@ def test_a_runs_kept_eos_stands_in_for_its_weights_once_they_are_gone(tmp_path, 
     # kept for other questions than asked for now: not used, and not passed off as this measurement
     other = measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=3, batch_size=2).set_index("model")
     assert math.isnan(other.loc["t4-s1/eval", "p_eos_with_template"])
+    # nor under another system prompt or chat template: P(EOS) under another prompt is another measurement
+    for prompt in ({"system_prompt": "Be brief."}, {"chat_template": "qwen-math-upft"}):
+        other = measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2, **prompt)
+        assert math.isnan(other.set_index("model").loc["t4-s1/eval", "p_eos_with_template"]), prompt
 
 
 def test_collapse_without_evaluations_is_a_clear_error(tmp_path):

@@ -22,16 +22,19 @@ Files: ``collapse.parquet`` / ``collapse.json`` (one row per model), ``eos.parqu
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from upft_ray.config.types import MODEL_CHAT_TEMPLATE, UPFT_TASK_TEMPLATE
 from upft_ray.engine.prompts import chat_messages, render_prompt
 from upft_ray.io.durable import write_parquet_durably
 from upft_ray.io.manifests import write_json_atomic
 
+log = logging.getLogger(__name__)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 EOS_QUESTIONS = 100  # questions teacher-forced per model unless told otherwise (`upft analyze collapse`)
 
@@ -131,6 +134,9 @@ def _template(run: Path, default: str) -> str:
     return used or default or UPFT_TASK_TEMPLATE
 
 
+EOS_PROMPT_KEY = b"upft.eos_prompt"  # the kept P(EOS)'s Parquet metadata: the prompt settings it was measured under
+
+
 def kept_eos_path(run: Path, t: int, max_questions: int) -> Path:
     """Return where a tuned run keeps its own P(EOS) after ``t`` tokens on its first ``max_questions``
     questions (0 = all), so that the collapse table still has it once the run's weights are gone (a sweep's
@@ -138,19 +144,35 @@ def kept_eos_path(run: Path, t: int, max_questions: int) -> Path:
     return run / "analysis" / f"eos_t{t}_q{max_questions}.parquet"
 
 
+def _read_kept_eos(kept: Path, prompt: bytes) -> pd.DataFrame | None:
+    """Return the kept P(EOS) in ``kept`` if it was measured with the prompt settings ``prompt`` (or before
+    they were recorded), else None (logged): P(EOS) under another prompt is another measurement."""
+    table = pq.read_table(kept)
+    stored = (table.schema.metadata or {}).get(EOS_PROMPT_KEY)
+    if stored is not None and stored != prompt:
+        log.warning("%s: measured under other prompt settings (%s, now %s); not used", kept, stored.decode(),
+                    prompt.decode())
+        return None
+    return table.to_pandas()
+
+
 def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default_template: str,
                system_prompt: str, max_questions: int, batch_size: int, chat_template: str) -> pd.DataFrame | None:
     """Return per question P(EOS) after ``t`` tokens for one model: measured where its weights are at hand
-    (a tuned run's result kept beside its records), else the kept result, else None."""
+    (a tuned run's result kept beside its records, with the prompt settings it was measured under), else the
+    kept result when those settings are the same, else None."""
     path = _model_path(entry, base_model)
     kept = kept_eos_path(entry["run"], t, max_questions)
-    if path is None:
-        return pd.read_parquet(kept) if entry["kind"] == "tuned" and kept.is_file() else None
     template = _template(entry["run"], default_template)
+    prompt = json.dumps({"chat_template": chat_template, "system_prompt": system_prompt, "template": template},
+                        sort_keys=True).encode()
+    if path is None:
+        return _read_kept_eos(kept, prompt) if entry["kind"] == "tuned" and kept.is_file() else None
     sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
     eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
     if entry["kind"] == "tuned":
-        write_parquet_durably(pa.Table.from_pandas(eos, preserve_index=False), kept)
+        table = pa.Table.from_pandas(eos, preserve_index=False)
+        write_parquet_durably(table.replace_schema_metadata({**table.schema.metadata, EOS_PROMPT_KEY: prompt}), kept)
     return eos
 
 
