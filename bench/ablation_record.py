@@ -12,6 +12,8 @@ as `upft sweep` uses; runs of another config are refused, never reported), the c
 appended where it exists (its PNG copied to bench/results/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
 variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
+A machine holding fewer finished runs than the record (the runs were made elsewhere) is refused, the
+record left as it is (``--force`` records what is here).
 README.md's "What UPFT does at 135M and at 0.5B" table is written from the records of both ablations
 (the base and the variants both sweeps run, each vs base and vs SFT).
 """
@@ -103,10 +105,12 @@ def _runs_dropped(cell: str) -> str:
 
 
 def _versus(row: dict[str, str] | None) -> str:
-    """Return a differences row as "difference, p P: **verdict**" ("-" without a paired run)."""
+    """Return a differences row as "difference, p P: **verdict** (runs b / w / n)" ("-" without a paired run):
+    the tail counts the runs each own paired test calls better / worse / within noise."""
     if row is None or row["verdict"] == "-":
         return "-"
-    return f"{_runs_dropped(row['difference (pts)'])}, p {row['p']}: **{row['verdict']}**"
+    return (f"{_runs_dropped(row['difference (pts)'])}, p {row['p']}: **{row['verdict']}** "
+            f"(runs {row['runs better / worse / within noise']})")
 
 
 def answer_section(name: str, record: str) -> list[str]:
@@ -186,10 +190,18 @@ def render_block(record: str, ablation: Ablation = ABLATIONS["collapse"]) -> str
     return "\n".join(lines + ["", end])
 
 
+def recorded_runs(record: Path) -> int:
+    """Return how many finished runs the record ``record`` holds (0 when there is none)."""
+    found = re.search(r"\((\d+) of \d+ runs finished", record.read_text()) if record.is_file() else None
+    return int(found.group(1)) if found else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ablation", choices=sorted(ABLATIONS), default="collapse")
-    ablation = ABLATIONS[parser.parse_args().ablation]
+    parser.add_argument("--force", action="store_true", help="record even when fewer runs are here than recorded")
+    args = parser.parse_args()
+    ablation = ABLATIONS[args.ablation]
     from upft_ray.config import load_config
     from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
     from upft_ray.runtime.hardware import machine_facts
@@ -199,6 +211,11 @@ def main() -> int:
     report = sweep_report(cfg, {})
     runs, states, _ = plan_sweep(cfg)
     done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
+    if done < recorded_runs(ablation.record) and not args.force:  # the runs are not on this machine
+        print(f"[ablation-record] refused: {ablation.record} holds "
+              f"{recorded_runs(ablation.record)} finished runs, {cfg.run_path} only {done} (the runs of another "
+              "machine; a sweep with sweep.records_dir restores them); --force records what is here", file=sys.stderr)
+        return 1
     m = machine_facts()
     finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
     config = ablation.config.relative_to(REPO)

@@ -109,7 +109,21 @@ def test_answer_section_lists_the_base_and_the_shared_variants_with_both_compari
     lines = script.answer_section("collapse", REPORT)
     assert lines[0].startswith("**135M**: `m`, 5 of 6 runs finished (recorded 2026-11-26 20:00 UTC on cpu x2;")
     assert "| base | arith | 1 | 23.2 (139/600) [20.0, 26.7] | - | - |" in lines
-    assert ("| paper | arith | 2/2 | 15.0 +- 1.0 [6.0, 24.0] | -8.2, p 0.010: **worse** | -9.2, p 0.010: **worse** |"
-            in lines)
+    assert ("| paper | arith | 2/2 | 15.0 +- 1.0 [6.0, 24.0] | -8.2, p 0.010: **worse** (runs 0 / 2 / 0) "
+            "| -9.2, p 0.010: **worse** (runs 0 / 2 / 0) |") in lines
     # not run (t32, sft) or not one of the shared variants (lr)
     assert not any(line.startswith(("| lr ", "| t32 ", "| sft ")) for line in lines)
+
+
+def test_a_machine_without_the_runs_never_overwrites_a_fuller_record(bench_script, tmp_path, monkeypatch):
+    script = bench_script("ablation_record")
+    config = tmp_path / "ablation.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'runs'}\nsweep:\n  seeds: [1]\n  variants:\n    - name: upft\n")
+    record = tmp_path / "ablation_tmp.md"
+    record.write_text(REPORT)  # 5 of 6 runs finished on the machine that ran them
+    ablation = type("Here", (), {"config": config, "record": record, "command": "python bench/ablation_record.py",
+                                 "markers": ("<!-- a -->", "<!-- b -->")})()
+    monkeypatch.setitem(script.ABLATIONS, "tmp", ablation)
+    monkeypatch.setattr("sys.argv", ["ablation_record.py", "--ablation", "tmp"])
+    assert script.main() == 1 and record.read_text() == REPORT  # refused: nothing written
+    assert script.recorded_runs(record) == 5 and script.recorded_runs(tmp_path / "none.md") == 0
