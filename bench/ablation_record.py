@@ -78,25 +78,24 @@ def _section(report: str, heading: str) -> list[str]:
     return text.split("\n") if text else []
 
 
-def verdict_lines(rows: list[str], versus: str) -> list[str]:
-    """Return one line per benchmark naming the variants whose difference vs ``versus`` is better /
-    worse / within noise, read from the rows of a sweep report's differences table."""
-    grouped: dict[str, dict[str, list[str]]] = {}
-    for row in rows[2:]:  # header and rule first
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if len(cells) < 6 or cells[5] == "no paired run":
-            continue
-        variant, benchmark, word = cells[0], cells[2], cells[5].replace(" (no spread)", "")
-        grouped.setdefault(benchmark, {}).setdefault(word, []).append(variant)
-    return [f"- vs {versus} on {name}: " + "; ".join(f"**{word}**: {', '.join(grouped[name].get(word, [])) or 'none'}"
-                                                    for word in ("better", "within noise", "worse"))
-            for name, _ in sorted(grouped.items())]
-
-
 def _table(lines: list[str]) -> list[dict[str, str]]:
     """Return the rows of the Markdown table in ``lines`` as dicts keyed by its header's cells."""
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
     return [dict(zip(rows[0], row)) for row in rows[2:]] if rows else []
+
+
+def verdict_lines(rows: list[str], versus: str) -> list[str]:
+    """Return one line per benchmark naming the variants whose difference vs ``versus`` is better /
+    worse / within noise, read from the rows of a sweep report's differences table."""
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for row in _table(rows):
+        if "verdict" not in row:  # a row shorter than the header
+            continue
+        grouped.setdefault(row["benchmark"], {}).setdefault(row["verdict"].replace(" (no spread)", ""), []) \
+            .append(row["variant"])
+    return [f"- vs {versus} on {name}: " + "; ".join(f"**{word}**: {', '.join(grouped[name].get(word, [])) or 'none'}"
+                                                    for word in ("better", "within noise", "worse"))
+            for name, _ in sorted(grouped.items())]
 
 
 def _runs_dropped(cell: str) -> str:
@@ -211,10 +210,11 @@ def main() -> int:
     report = sweep_report(cfg, {})
     runs, states, _ = plan_sweep(cfg)
     done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
-    if done < recorded_runs(ablation.record) and not args.force:  # the runs are not on this machine
-        print(f"[ablation-record] refused: {ablation.record} holds "
-              f"{recorded_runs(ablation.record)} finished runs, {cfg.run_path} only {done} (the runs of another "
-              "machine; a sweep with sweep.records_dir restores them); --force records what is here", file=sys.stderr)
+    recorded = recorded_runs(ablation.record)
+    if done < recorded and not args.force:  # the runs are not on this machine
+        print(f"[ablation-record] refused: {ablation.record} holds {recorded} finished runs, {cfg.run_path} only "
+              f"{done} (the runs of another machine; a sweep with sweep.records_dir restores them); --force records "
+              "what is here", file=sys.stderr)
         return 1
     m = machine_facts()
     finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]

@@ -27,5 +27,5 @@ from upft_ray.reporting.report import write_comparison, write_report
 from upft_ray.runtime.logs import configure_logging
 
 __all__ = ["EOS_QUESTIONS", "ConfigError", "LeaseError", "LeaseHeld", "PipelineConfig", "analyze_collapse",
-           "analyze_consistency", "analyze_rollouts", "configure_logging", "evaluate", "exit_code", "load_config", "prepare_public_set", "run",
-           "sample", "sweep", "train", "write_comparison", "write_report"]
+           "analyze_consistency", "analyze_rollouts", "configure_logging", "evaluate", "exit_code", "load_config",
+           "prepare_public_set", "run", "sample", "sweep", "train", "write_comparison", "write_report"]
