@@ -14,8 +14,8 @@ variants the tests call better / worse / within noise) replaces the marked block
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
 A machine holding fewer finished runs than the record (the runs were made elsewhere) is refused, the
 record left as it is (``--force`` records what is here).
-README.md's "What UPFT does at 135M and at 0.5B" table is written from the records of both ablations
-(the base and the variants both sweeps run, each vs base and vs SFT).
+README.md's "What UPFT does at 135M and at 0.5B" tables are written from the records of both ablations
+(the base and the variants both sweeps run, each vs base and vs SFT, and their collapse analysis where it was run).
 """
 
 from __future__ import annotations
@@ -134,7 +134,30 @@ def answer_section(name: str, record: str) -> list[str]:
             lines.append(f"| {variant} | {benchmark} | {row['runs']} | {_runs_dropped(row[benchmark])} | "
                          f"{_versus(versus.get(('base', variant, benchmark)))} | "
                          f"{_versus(versus.get(('SFT', variant, benchmark)))} |")
+    collapse = collapse_lines(record, variants)
+    if collapse:
+        lines += ["", f"{size}, the collapse analysis (`upft analyze collapse`): answer lengths and P(EOS) right after "
+                  "t answer tokens, one value per run (seed 1 / 2 / 3):", "", *collapse]
     return lines
+
+
+def collapse_lines(record: str, variants: list[str]) -> list[str]:
+    """Return README's table of answer lengths and P(EOS) after t for the base and ``variants``, one value per
+    run (seed order), read from the record's collapse analysis; [] when the record has none."""
+    order = ["base", *variants]
+    per_variant: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in _table(_section(record, "## Collapse analysis")):
+        variant = re.sub(r"-s\d+$", "", row["model"].split(" @ ")[0].split("/")[0])  # "t32-s1/eval" -> "t32"
+        if variant in order:
+            per_variant.setdefault((variant, row["t"]), []).append(row)
+    lines = ["| variant | t | runs | median answer (tokens) | answers ending within t + 2 "
+             "| P(EOS) after t, no template |", "|---|---|---|---|---|---|"]
+    for (variant, t), rows in sorted(per_variant.items(), key=lambda item: (order.index(item[0][0]), int(item[0][1]))):
+        rows.sort(key=lambda row: row["model"])
+        medians = " / ".join(row["p10 / p50 / p90"].split(" / ")[1] for row in rows)
+        lines.append(f"| {variant} | {t} | {len(rows)} | {medians} | {' / '.join(row['end <= t+2'] for row in rows)} | "
+                     f"{' / '.join(row['P(EOS) without'] for row in rows)} |")
+    return lines if len(lines) > 2 else []
 
 
 def answer_block() -> str:

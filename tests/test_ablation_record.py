@@ -115,6 +115,32 @@ def test_answer_section_lists_the_base_and_the_shared_variants_with_both_compari
     assert not any(line.startswith(("| lr ", "| t32 ", "| sft ")) for line in lines)
 
 
+COLLAPSE = """
+## Collapse analysis (`upft analyze collapse -c c.yaml`)
+
+Lengths in tokens.
+
+| model | t | answers | mean | p10 / p50 / p90 | end <= t+2 | cut by limit | P(EOS) with template | P(EOS) without | questions (shorter than t) |
+|---|---|---|---|---|---|---|---|---|---|
+| base/eval_base | 8 | 600 | 85.6 | 27 / 71 / 171 | 0.0% | 8.2% | 1.7e-04 | 1.1e-05 | 100 (0) |
+| base/eval_base @ t=32 | 32 | 600 | 85.6 | 27 / 71 / 171 | 24.7% | 8.2% | 0.36% | 1.53% | 74 (26) |
+| lr-s1/eval | 8 | 600 | 42.7 | 14 / 28 / 74 | 5.7% | 6.2% | 0.75% | 0.95% | 96 (4) |
+| paper-s2/eval | 8 | 600 | 13.7 | 8 / 12 / 24 | 45.0% | 0.0% | 37.47% | 18.71% | 79 (21) |
+| paper-s1/eval | 8 | 600 | 10.5 | 7 / 9 / 15 | 64.5% | 0.0% | 28.77% | 14.38% | 64 (36) |
+"""
+
+
+def test_answer_section_adds_the_collapse_analysis_per_run_in_seed_order_when_recorded(bench_script):
+    script = bench_script("ablation_record")
+    assert not any("collapse analysis" in line for line in script.answer_section("collapse", REPORT))
+    lines = script.answer_section("collapse", REPORT + COLLAPSE)
+    table = lines[lines.index("| variant | t | runs | median answer (tokens) | answers ending within t + 2 | "
+                              "P(EOS) after t, no template |"):]
+    assert table[2:] == ["| base | 8 | 1 | 71 | 0.0% | 1.1e-05 |",
+                         "| base | 32 | 1 | 71 | 24.7% | 1.53% |",
+                         "| paper | 8 | 2 | 9 / 12 | 64.5% / 45.0% | 14.38% / 18.71% |"]  # lr: not a shared variant
+
+
 def test_a_machine_without_the_runs_never_overwrites_a_fuller_record(bench_script, tmp_path, monkeypatch):
     script = bench_script("ablation_record")
     config = tmp_path / "ablation.yaml"
