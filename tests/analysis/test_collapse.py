@@ -142,6 +142,32 @@ def test_a_runs_kept_eos_stands_in_for_its_weights_once_they_are_gone(tmp_path, 
         assert math.isnan(other.set_index("model").loc["t4-s1/eval", "p_eos_with_template"]), prompt
 
 
+def test_a_current_kept_eos_is_read_not_measured_again_while_the_weights_are_at_hand(tmp_path, tiny_model_dir,
+                                                                                    monkeypatch):
+    import os
+
+    from upft_ray.analysis import collapse
+
+    sweep, run = _sweep_with_a_tuned_run(tmp_path, 4)
+    (run / "train").mkdir()
+    (run / "train" / "final").symlink_to(tiny_model_dir)
+    kept = collapse.measure_run_eos(run, 4, max_questions=5, batch_size=2)
+    measured = collapse.measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2)
+    calls = []
+    real = collapse.eos_probabilities
+    monkeypatch.setattr(collapse, "eos_probabilities", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
+    again = collapse.measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2)
+    assert calls == [str(tiny_model_dir)]  # only the base: the tuned run's kept P(EOS) is current
+    pd.testing.assert_frame_equal(again, measured)
+    # weights written after the kept result (the run trained again): measured again, and kept anew
+    os.utime(kept, (0, 0))
+    collapse.measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2)
+    assert calls[1:] == [str(tiny_model_dir), str(run / "train" / "final")] and kept.stat().st_mtime > 0
+    # under another system prompt: measured, not read
+    collapse.measure_collapse(sweep, str(tiny_model_dir), 4, max_questions=5, batch_size=2, system_prompt="Be brief.")
+    assert calls[3:] == [str(tiny_model_dir), str(run / "train" / "final")]
+
+
 def test_collapse_without_evaluations_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["analyze", "collapse", f"run_dir={tmp_path}"])
     assert result.exit_code == 1 and "no evaluation" in result.output

@@ -7,7 +7,8 @@
   share of answers that *end* (finish_reason "stop") within t + 2 tokens, t being the run's prefix
   length (its sample manifest; the config's for the base of a sweep);
 - per model whose weights are at hand (the base, ``RUN/train/final``), or whose result was kept (a
-  sweep's run measured before its weights went, ``measure_run_eos``), the probability of EOS right
+  sweep's run measured before its weights went, ``measure_run_eos``; read, not measured again, while
+  it is newer than the weights), the probability of EOS right
   after t response tokens, teacher-forced on the model's own first t answer tokens (its evaluation
   output, re-tokenised) with transformers on CPU, once under the prompt with the task template and
   once without. A model that learned "stop after t tokens" only behind the template shows a high
@@ -156,11 +157,20 @@ def _read_kept_eos(kept: Path, prompt: bytes) -> pd.DataFrame | None:
     return table.to_pandas()
 
 
+def _kept_is_current(kept: Path, prompt: bytes, weights: str) -> bool:
+    """Return True when ``kept`` was measured after the weights at ``weights`` were written, under the prompt
+    settings ``prompt`` (or before they were recorded, as ``_read_kept_eos`` reads it): the same measurement
+    again would give the same numbers."""
+    if not kept.is_file() or kept.stat().st_mtime < (Path(weights) / "config.json").stat().st_mtime:
+        return False
+    return (pq.read_schema(kept).metadata or {}).get(EOS_PROMPT_KEY) in (None, prompt)
+
+
 def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default_template: str,
                system_prompt: str, max_questions: int, batch_size: int, chat_template: str) -> pd.DataFrame | None:
-    """Return per question P(EOS) after ``t`` tokens for one model: measured where its weights are at hand
-    (a tuned run's result kept beside its records, with the prompt settings it was measured under), else the
-    kept result when those settings are the same, else None."""
+    """Return per question P(EOS) after ``t`` tokens for one model: a tuned run's kept result when current
+    (or its weights are gone) under these prompt settings, else measured where its weights are at hand (and
+    kept, for a tuned run), else None."""
     path = _model_path(entry, base_model)
     kept = kept_eos_path(entry["run"], t, max_questions)
     template = _template(entry["run"], default_template)
@@ -168,6 +178,8 @@ def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default
                         sort_keys=True).encode()
     if path is None:
         return _read_kept_eos(kept, prompt) if entry["kind"] == "tuned" and kept.is_file() else None
+    if entry["kind"] == "tuned" and _kept_is_current(kept, prompt, path):  # minutes per 0.5B run saved
+        return pq.read_table(kept).to_pandas()
     sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
     eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
     if entry["kind"] == "tuned":
