@@ -35,7 +35,7 @@ from upft_ray.engine.prompts import chat_messages, render_prompt
 from upft_ray.io.durable import write_parquet_durably
 from upft_ray.io.manifests import write_json_atomic
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("upft.analyze")  # "[analyze] ..." lines: minutes per model at 0.5B
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 EOS_QUESTIONS = 100  # questions teacher-forced per model unless told otherwise (`upft analyze collapse`)
 
@@ -181,6 +181,7 @@ def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default
     if entry["kind"] == "tuned" and _kept_is_current(kept, prompt, path):  # minutes per 0.5B run saved
         return pq.read_table(kept).to_pandas()
     sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
+    log.info("%s: P(EOS) after %d tokens on %d questions (teacher-forced on CPU)", entry["name"], t, len(sample))
     eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
     if entry["kind"] == "tuned":
         table = pa.Table.from_pandas(eos, preserve_index=False)
