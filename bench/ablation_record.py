@@ -9,8 +9,9 @@ recipe variants at 0.5B, configs/ablation-qwen05b.yaml).
 
 Nothing is run here: the sweep's report is rebuilt from the finished run directories (the same code
 as `upft sweep` uses; runs of another config are refused, never reported), the collapse analysis is
-appended where it exists (its PNG copied to bench/results/ablation_collapse.png), and the summary (accuracy, differences vs base and vs SFT, and which
-variants the tests call better / worse / within noise) replaces the marked block in bench/RESULTS.md.
+appended where it exists (its PNG copied to bench/results/ablation_NAME.png), and the summary (accuracy,
+differences vs base and vs SFT, and which variants the tests call better / worse / within noise) replaces
+the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
 A machine holding fewer finished runs than the record (the runs were made elsewhere) is refused, the
 record left as it is (``--force`` records what is here).
@@ -169,8 +170,8 @@ def answer_block() -> str:
 
 def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
     """Return "wall time per run, median [min, max]: sample a s [lo, hi] (n runs), train ..., evaluation ...;
-    base evaluation d s" (or "no finished run") from the finished runs' manifests: what the rest of a sweep will take. A stage resumed from an earlier
-    attempt records only its last attempt's time, so it is left out."""
+    base evaluation d s" (or "no finished run") from the finished runs' manifests: what the rest of a sweep
+    will take. A stage resumed from an earlier attempt records only its last attempt's time, so it is left out."""
     import json
     import statistics
 
