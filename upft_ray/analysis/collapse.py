@@ -157,29 +157,27 @@ def _read_kept_eos(kept: Path, prompt: bytes) -> pd.DataFrame | None:
     return table.to_pandas()
 
 
-def _kept_is_current(kept: Path, prompt: bytes, weights: str) -> bool:
-    """Return True when ``kept`` was measured after the weights at ``weights`` were written, under the prompt
-    settings ``prompt`` (or before they were recorded, as ``_read_kept_eos`` reads it): the same measurement
-    again would give the same numbers."""
-    if not kept.is_file() or kept.stat().st_mtime < (Path(weights) / "config.json").stat().st_mtime:
-        return False
-    return (pq.read_schema(kept).metadata or {}).get(EOS_PROMPT_KEY) in (None, prompt)
+def _newer_than_weights(kept: Path, weights: str) -> bool:
+    """Return True when ``kept`` was written after the weights at ``weights`` (measured from these weights)."""
+    return kept.stat().st_mtime >= (Path(weights) / "config.json").stat().st_mtime
 
 
 def _eos_frame(entry: dict, rows: pd.DataFrame, t: int, base_model: str, default_template: str,
                system_prompt: str, max_questions: int, batch_size: int, chat_template: str) -> pd.DataFrame | None:
-    """Return per question P(EOS) after ``t`` tokens for one model: a tuned run's kept result when current
-    (or its weights are gone) under these prompt settings, else measured where its weights are at hand (and
-    kept, for a tuned run), else None."""
+    """Return per question P(EOS) after ``t`` tokens for one model: a tuned run's kept result under these
+    prompt settings when it is newer than the weights at hand (or they are gone), else measured where its
+    weights are at hand (and kept, for a tuned run), else None."""
     path = _model_path(entry, base_model)
     kept = kept_eos_path(entry["run"], t, max_questions)
     template = _template(entry["run"], default_template)
     prompt = json.dumps({"chat_template": chat_template, "system_prompt": system_prompt, "template": template},
                         sort_keys=True).encode()
+    if entry["kind"] == "tuned" and kept.is_file() and (path is None or _newer_than_weights(kept, path)):
+        found = _read_kept_eos(kept, prompt)  # read, not measured again: minutes per run at 0.5B
+        if found is not None or path is None:
+            return found
     if path is None:
-        return _read_kept_eos(kept, prompt) if entry["kind"] == "tuned" and kept.is_file() else None
-    if entry["kind"] == "tuned" and _kept_is_current(kept, prompt, path):  # minutes per 0.5B run saved
-        return pq.read_table(kept).to_pandas()
+        return None
     sample = rows[rows["sample_index"] == 0].head(max_questions) if max_questions else rows
     log.info("%s: P(EOS) after %d tokens on %d questions (teacher-forced on CPU)", entry["name"], t, len(sample))
     eos = eos_probabilities(path, sample, t, template, system_prompt, batch_size, chat_template)
