@@ -13,8 +13,9 @@ appended where it exists (its PNG copied to bench/results/ablation_NAME.png), an
 differences vs base and vs SFT, and which variants the tests call better / worse / within noise) replaces
 the marked block in bench/RESULTS.md.
 A partial sweep is recorded as partial: the runs column says how many of each variant's seeds are in.
-A machine holding fewer finished runs than the record (the runs were made elsewhere) is refused, the
-record left as it is (``--force`` records what is here).
+A machine holding fewer finished runs than the record (the runs were made elsewhere), or no collapse
+analysis where the record has one, or one that leaves out finished runs (run before they finished), is
+refused, the record left as it is (``--force`` records what is here).
 README.md's "What UPFT does at 135M and at 0.5B" tables are written from the records of both ablations
 (the base and the variants both sweeps run, each vs base and vs SFT, and their collapse analysis where it was run).
 """
@@ -22,6 +23,7 @@ README.md's "What UPFT does at 135M and at 0.5B" tables are written from the rec
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -219,10 +221,34 @@ def recorded_runs(record: Path) -> int:
     return int(found.group(1)) if found else 0
 
 
+def _shown(path: Path) -> Path:
+    """Return ``path`` relative to the repository when it is inside it (as a command is typed there)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
+def refusal(ablation: Ablation, cfg, done: int, finished: list[str]) -> str | None:
+    """Return why recording now would lose or stale what the record holds (None when it would not): fewer
+    finished runs here than recorded (the runs are on another machine), or a collapse analysis that is
+    recorded but missing here, or that leaves out finished runs (it ran before they finished)."""
+    recorded, config = recorded_runs(ablation.record), _shown(ablation.config)
+    if done < recorded:
+        return (f"{ablation.record} holds {recorded} finished runs, {cfg.run_path} only {done} (the runs of "
+                "another machine; a sweep with sweep.records_dir restores them)")
+    analysis = cfg.run_path / "analysis" / "collapse" / "collapse.json"
+    again = f"run `upft analyze collapse -c {config}` first (it reads each kept run's P(EOS))"
+    if not analysis.is_file():
+        had = ablation.record.is_file() and "\n## Collapse analysis" in ablation.record.read_text()
+        return f"{ablation.record} holds a collapse analysis and {analysis} is missing: {again}" if had else None
+    analysed = {m["model"].split("/")[0] for m in json.loads(analysis.read_text())["models"]}
+    missing = [name for name in finished if name not in analysed]
+    return f"the collapse analysis {analysis} leaves out {', '.join(missing)}: {again}" if missing else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ablation", choices=sorted(ABLATIONS), default="collapse")
-    parser.add_argument("--force", action="store_true", help="record even when fewer runs are here than recorded")
+    parser.add_argument("--force", action="store_true",
+                        help="record what is here even when the record holds more runs or a fuller collapse analysis")
     args = parser.parse_args()
     ablation = ABLATIONS[args.ablation]
     from upft_ray.config import load_config
@@ -233,16 +259,15 @@ def main() -> int:
     restore_kept_runs(cfg)  # runs kept in sweep.records_dir by an earlier machine
     report = sweep_report(cfg, {})
     runs, states, _ = plan_sweep(cfg)
-    done, planned = sum(state == "done" for state, _ in states.values()), len(runs)
-    recorded = recorded_runs(ablation.record)
-    if done < recorded and not args.force:  # the runs are not on this machine
-        print(f"[ablation-record] refused: {ablation.record} holds {recorded} finished runs, {cfg.run_path} only "
-              f"{done} (the runs of another machine; a sweep with sweep.records_dir restores them); --force records "
-              "what is here", file=sys.stderr)
+    finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
+    done, planned = len(finished), len(runs)
+    why = refusal(ablation, cfg, done, [d.name for d in finished])
+    if why and not args.force:
+        print(f"[ablation-record] refused, the record left as it is: {why}; --force records what is here",
+              file=sys.stderr)
         return 1
     m = machine_facts()
-    finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
-    config = ablation.config.relative_to(REPO)
+    config = _shown(ablation.config)
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
               f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")

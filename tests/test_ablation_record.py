@@ -153,3 +153,40 @@ def test_a_machine_without_the_runs_never_overwrites_a_fuller_record(bench_scrip
     monkeypatch.setattr("sys.argv", ["ablation_record.py", "--ablation", "tmp"])
     assert script.main() == 1 and record.read_text() == REPORT  # refused: nothing written
     assert script.recorded_runs(record) == 5 and script.recorded_runs(tmp_path / "none.md") == 0
+
+
+def _tmp_ablation(script, tmp_path, monkeypatch, record_text: str):
+    """Return (the ablation's run directory, its record) for a one-run sweep config under ``tmp_path``,
+    registered as ablation ``tmp`` and chosen on the command line."""
+    config = tmp_path / "ablation.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'runs'}\nsweep:\n  seeds: [1]\n  variants:\n    - name: upft\n")
+    record = tmp_path / "ablation_tmp.md"
+    record.write_text(record_text)
+    ablation = type("Here", (), {"config": config, "record": record, "command": "python bench/ablation_record.py",
+                                 "markers": ("<!-- a -->", "<!-- b -->")})()
+    monkeypatch.setitem(script.ABLATIONS, "tmp", ablation)
+    monkeypatch.setattr("sys.argv", ["ablation_record.py", "--ablation", "tmp"])
+    return tmp_path / "runs", record
+
+
+def test_a_recorded_collapse_analysis_missing_here_is_never_dropped(bench_script, tmp_path, monkeypatch, capsys):
+    script = bench_script("ablation_record")
+    text = "# Sweep\n\n(0 of 1 runs finished)\n\n## Collapse analysis (`upft analyze collapse`)\n\n| model |\n"
+    _, record = _tmp_ablation(script, tmp_path, monkeypatch, text)
+    assert script.main() == 1 and record.read_text() == text  # a fresh clone: the analysis was not run here
+    assert "upft analyze collapse" in capsys.readouterr().err
+
+
+def test_a_collapse_analysis_older_than_a_finished_run_is_refused(bench_script, tmp_path, monkeypatch):
+    from upft_ray.config import load_config
+
+    script = bench_script("ablation_record")
+    run_dir, _ = _tmp_ablation(script, tmp_path, monkeypatch, "# Sweep\n")
+    analysis = run_dir / "analysis" / "collapse" / "collapse.json"
+    analysis.parent.mkdir(parents=True)
+    analysis.write_text(json.dumps({"models": [{"model": "base/eval_base"}, {"model": "upft-s1/eval"}]}))
+    ablation = script.ABLATIONS["tmp"]
+    cfg = load_config(ablation.config)
+    why = script.refusal(ablation, cfg, 2, ["upft-s1", "upft-s2"])
+    assert "leaves out upft-s2:" in why and f"upft analyze collapse -c {ablation.config}" in why
+    assert script.refusal(ablation, cfg, 1, ["upft-s1"]) is None
