@@ -50,6 +50,7 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_model_dir):
                            timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming: {len(before)} shards done, {100 - len(before)} to write" in rerun.stderr
+    assert f"tokens generated ({len(before)} of 100 shards from an earlier run);" in rerun.stderr
 
     after = _finished_shards(sample_dir)
     assert len(after) == 100

@@ -71,7 +71,9 @@ def run_sample(cfg: PipelineConfig, prefix_choice: dict | None = None) -> dict:
         manifest["prefix_tokens_choice"] = prefix_choice
     write_json_atomic(out_dir / "manifest.json", manifest)
     c, t = manifest["counts"], manifest["tokens"]
-    log.info("wrote %s rows (%s prefix, %s full) for %s questions, %s rejected; %s tokens generated in %.1fs -> %s",
+    # a resumed run's tokens include its reused shards', generated before this run's time started
+    earlier = f" ({reused} of {len(plan.chunks)} shards from an earlier run)" if reused else ""
+    log.info("wrote %s rows (%s prefix, %s full) for %s questions, %s rejected; %s tokens generated%s; %.1fs -> %s",
              f"{c['rows_written']:,}", f"{c['prefix_rows']:,}", f"{c['full_rows']:,}", f"{c['questions_written']:,}",
-             f"{c['rows_rejected']:,}", f"{t['generated']:,}", manifest["wall_time_s"], out_dir)
+             f"{c['rows_rejected']:,}", f"{t['generated']:,}", earlier, manifest["wall_time_s"], out_dir)
     return manifest
