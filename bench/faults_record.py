@@ -25,6 +25,7 @@ from doc_blocks import markers, replace_block
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "faults.json"
 DRILLS = ["tests/sampling/test_engine_death.py", "tests/evaluation/test_eval_faults.py",
+          "tests/evaluation/test_actor_killed.py",
           "tests/sampling/test_poison_chunk.py", "tests/evaluation/test_grading_faults.py",
           "tests/sampling/test_stragglers.py", "tests/io/test_fencing.py",
           "tests/multinode/test_sampling_node_loss.py", "tests/multinode/test_evaluation_node_loss.py",

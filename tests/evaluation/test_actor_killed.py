@@ -1,0 +1,59 @@
+"""An engine actor SIGKILLed from outside (the kernel's OOM killer, an operator's kill -9) takes its engine
+core with it: a real `upft evaluate` on the tiny model; once a chunk is running, its actor is SIGKILLed with
+no chance to clean up. Its vLLM engine core (a child process holding the model and KV cache) must be gone
+within seconds, not left as an orphan holding memory while Ray Data restarts the actor beside it; and the
+evaluation still ends with every question graded once. What ends the core here is Ray's: each worker leads
+its own process group, which the raylet kills when the worker dies, and the core is in it (the failure
+message says whether it still is). Not covered: ``ray stop --force``, which kills the raylet with its
+workers, so nothing is left to kill the group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pandas as pd
+import pytest
+from drills import (
+    attempts,
+    engine_core,
+    lost_and_duplicated,
+    record_fault,
+    summaries,
+    survivors,
+    wait_for_running_attempt,
+)
+from test_eval_faults import QUESTIONS, evaluate, finish
+
+pytestmark = pytest.mark.slow  # one evaluation on a local Ray, two engine starts
+
+
+def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model_dir):
+    run, log = tmp_path / "run", tmp_path / "eval.log"
+    eval_dir = run / "eval_base"
+    driver = evaluate(run, tiny_model_dir, log)
+    try:
+        victim = wait_for_running_attempt(eval_dir, driver, log)
+        core = engine_core(victim["pid"])
+        same_group = os.getpgid(core.pid) == os.getpgid(victim["pid"])
+        os.kill(victim["pid"], signal.SIGKILL)  # the actor alone; its engine core gets no signal from us
+        killed_at = time.time()
+        left = survivors([core.pid], timeout_s=30)
+        gone_after_s = time.time() - killed_at
+        assert not left, (f"engine core {core.pid} outlived its SIGKILLed actor by 30 s (in the actor's process "
+                          f"group: {same_group})")
+        finish(driver, log)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    rows = pd.read_parquet(eval_dir / "arith-heldout.parquet")
+    expected = rows["question_id"].unique()
+    lost, duplicated = lost_and_duplicated(rows["question_id"], expected)
+    assert len(expected) == QUESTIONS and (lost, duplicated) == (0, 0)
+    # the killed actor's attempt is on record as died (by the actor Ray Data restarted), and redone
+    died = [a for a in attempts(eval_dir) if a["id"] == victim["id"]]
+    assert [a["status"] for a in died] == ["died"], died
+    resumed = min(s["finished"] for s in summaries(eval_dir).values() if s["finished"] > killed_at) - killed_at
+    record_fault("engine actor SIGKILLed alone (as by the OOM killer)", "evaluate", died[0]["ended"] - killed_at,
+                 resumed, lost, duplicated, engine_core_gone_after_s=round(gone_after_s, 1))
