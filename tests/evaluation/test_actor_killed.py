@@ -4,8 +4,8 @@ no chance to clean up. Its vLLM engine core (a child process holding the model a
 within seconds, not left as an orphan holding memory while Ray Data restarts the actor beside it; and the
 evaluation still ends with every question graded once. What ends the core here is Ray's: each worker leads
 its own process group, which the raylet kills when the worker dies, and the core is in it (the failure
-message says whether it still is). Not covered: ``ray stop --force``, which kills the raylet with its
-workers, so nothing is left to kill the group."""
+message says whether it still is). Then the same with the raylet killed too (``ray stop --force``): the
+actor's watcher (``upft_ray/engine/reaper.py``) ends the core."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import signal
 import time
 
 import pandas as pd
+import psutil
 import pytest
 from drills import (
     attempts,
@@ -57,3 +58,35 @@ def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model
     resumed = min(s["finished"] for s in summaries(eval_dir).values() if s["finished"] > killed_at) - killed_at
     record_fault("engine actor SIGKILLed alone (as by the OOM killer)", "evaluate", died[0]["ended"] - killed_at,
                  resumed, lost, duplicated, engine_core_gone_after_s=round(gone_after_s, 1))
+
+
+def test_an_engine_actor_killed_with_its_raylet_leaves_no_engine_core_behind(tmp_path, tiny_model_dir):
+    """What `ray stop --force` does to a node: the raylet and the actor SIGKILLed at once, so no Ray process is
+    left to end the actor's process group; the actor's watcher (``upft_ray/engine/reaper.py``) ends the engine
+    core. The same command again then finishes the evaluation, every question graded once."""
+    run, log = tmp_path / "run", tmp_path / "eval.log"
+    driver = evaluate(run, tiny_model_dir, log)
+    try:
+        victim = wait_for_running_attempt(run / "eval_base", driver, log)
+        core = engine_core(victim["pid"])
+        raylet = psutil.Process(victim["pid"]).parent()
+        assert raylet.name() == "raylet", raylet
+        for pid in (raylet.pid, victim["pid"]):
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
+        left = survivors([core.pid], timeout_s=30)
+        assert not left, f"engine core {core.pid} outlived its actor and raylet by 30 s"
+        gone_after_s = time.time() - killed_at
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the rest of the local cluster, as `ray stop --force` ends it
+        driver.wait(timeout=60)
+    time.sleep(2)
+    rerun_log, rerun_at = tmp_path / "rerun.log", time.time()
+    finish(evaluate(run, tiny_model_dir, rerun_log), rerun_log)
+    rows = pd.read_parquet(run / "eval_base" / "arith-heldout.parquet")
+    lost, duplicated = lost_and_duplicated(rows["question_id"], rows["question_id"].unique())
+    assert rows["question_id"].nunique() == QUESTIONS and (lost, duplicated) == (0, 0)
+    resumed = min(s["finished"] for s in summaries(run / "eval_base").values() if s["finished"] > rerun_at) - rerun_at
+    # detected: the watcher saw its actor gone and ended the engine core
+    record_fault("engine actor and its raylet SIGKILLed (as by ray stop --force), same command rerun", "evaluate",
+                 gone_after_s, resumed, lost, duplicated, engine_core_gone_after_s=round(gone_after_s, 1))

@@ -41,6 +41,7 @@ import numpy as np
 from upft_ray.config import EngineConfig
 from upft_ray.engine.lifecycle import exit_actor
 from upft_ray.engine.prompts import render_prompt
+from upft_ray.engine.reaper import start_reaper
 from upft_ray.engine.settings import (
     PROMPT_TOO_LONG,
     VLLM_INSTALL_HINT,
@@ -119,6 +120,7 @@ class VLLMGenerator:
         self.chat_template = engine.chat_template
         self.clock = ProgressClock()
         args = AsyncEngineArgs(model=model, disable_log_stats=True, **engine_kwargs(engine, seed))
+        self.reaper = start_reaper()  # before the engine's processes exist: they must not outlive this one
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="vllm-async-engine", daemon=True).start()
 
@@ -155,6 +157,8 @@ class VLLMGenerator:
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=60)
+            self.reaper.kill()  # the engine's processes are gone: nothing left to watch (else it stays on guard)
+            self.reaper.wait(timeout=5)
         except Exception as err:  # noqa: BLE001 -- best effort at the end of the actor's life
             log.debug("engine shutdown: %s: %s", type(err).__name__, err)
         self.loop.call_soon_threadsafe(self.loop.stop)
