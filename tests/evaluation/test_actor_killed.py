@@ -86,6 +86,8 @@ def test_an_engine_actor_killed_with_its_raylet_leaves_no_engine_core_behind(tmp
     rows = pd.read_parquet(run / "eval_base" / "arith-heldout.parquet")
     lost, duplicated = lost_and_duplicated(rows["question_id"], rows["question_id"].unique())
     assert rows["question_id"].nunique() == QUESTIONS and (lost, duplicated) == (0, 0)
+    killed = [a["status"] for a in attempts(run / "eval_base") if a["id"] == victim["id"]]
+    assert killed == ["interrupted"], killed  # the rerun found it running, no actor of its own to restart
     resumed = min(s["finished"] for s in summaries(run / "eval_base").values() if s["finished"] > rerun_at) - rerun_at
     # detected: the watcher saw its actor gone and ended the engine core
     record_fault("engine actor and its raylet SIGKILLed (as by ray stop --force), same command rerun", "evaluate",
