@@ -2,13 +2,14 @@
 core with it: a real `upft evaluate` on the tiny model; once a chunk is running, its actor is SIGKILLed with
 no chance to clean up. Its vLLM engine core (a child process holding the model and KV cache) must be gone
 within seconds, not left as an orphan holding memory while Ray Data restarts the actor beside it; and the
-evaluation still ends with every question graded once. What ends the core here is Ray's: each worker leads
-its own process group, which the raylet kills when the worker dies, and the core is in it (the failure
-message says whether it still is). Then the same with the raylet killed too (``ray stop --force``): the
-actor's watcher (``upft_ray/engine/reaper.py``) ends the core."""
+evaluation still ends with every question graded once. Two things end the core here: Ray (each worker leads
+its own process group, which the raylet kills when the worker dies, and the core is in it; the failure
+message says whether it still is) and the actor's watcher (``upft_ray/engine/reaper.py``). Then the same with
+the raylet killed too (``ray stop --force``), where only the watcher is left to end it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
+from conftest import REPO
 from drills import (
     attempts,
     engine_core,
@@ -28,6 +30,12 @@ from drills import (
 from test_eval_faults import QUESTIONS, evaluate, finish
 
 pytestmark = pytest.mark.slow  # one evaluation on a local Ray, two engine starts
+
+
+def heldout_ids() -> list[str]:
+    """Return the ids of the questions the drill evaluates: the first QUESTIONS of arith-heldout."""
+    lines = (REPO / "upft_ray" / "data" / "arith_heldout.jsonl").read_text().splitlines()[:QUESTIONS]
+    return [json.loads(line)["id"] for line in lines]
 
 
 def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model_dir):
@@ -48,10 +56,9 @@ def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    rows = pd.read_parquet(eval_dir / "arith-heldout.parquet")
-    expected = rows["question_id"].unique()
-    lost, duplicated = lost_and_duplicated(rows["question_id"], expected)
-    assert len(expected) == QUESTIONS and (lost, duplicated) == (0, 0)
+    lost, duplicated = lost_and_duplicated(pd.read_parquet(eval_dir / "arith-heldout.parquet")["question_id"],
+                                           heldout_ids())
+    assert (lost, duplicated) == (0, 0)
     # the killed actor's attempt is on record as died (by the actor Ray Data restarted), and redone
     died = [a for a in attempts(eval_dir) if a["id"] == victim["id"]]
     assert [a["status"] for a in died] == ["died"], died
@@ -83,9 +90,9 @@ def test_an_engine_actor_killed_with_its_raylet_leaves_no_engine_core_behind(tmp
     time.sleep(2)
     rerun_log, rerun_at = tmp_path / "rerun.log", time.time()
     finish(evaluate(run, tiny_model_dir, rerun_log), rerun_log)
-    rows = pd.read_parquet(run / "eval_base" / "arith-heldout.parquet")
-    lost, duplicated = lost_and_duplicated(rows["question_id"], rows["question_id"].unique())
-    assert rows["question_id"].nunique() == QUESTIONS and (lost, duplicated) == (0, 0)
+    lost, duplicated = lost_and_duplicated(pd.read_parquet(run / "eval_base" / "arith-heldout.parquet")["question_id"],
+                                           heldout_ids())
+    assert (lost, duplicated) == (0, 0)
     killed = [a["status"] for a in attempts(run / "eval_base") if a["id"] == victim["id"]]
     assert killed == ["interrupted"], killed  # the rerun found it running, no actor of its own to restart
     resumed = min(s["finished"] for s in summaries(run / "eval_base").values() if s["finished"] > rerun_at) - rerun_at
