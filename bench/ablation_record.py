@@ -174,7 +174,6 @@ def stage_times(run_dirs: list[Path], base_dir: Path) -> str:
     """Return "wall time per run, median [min, max]: sample a s [lo, hi] (n runs), train ..., evaluation ...;
     base evaluation d s" (or "no finished run") from the finished runs' manifests: what the rest of a sweep
     will take. A stage resumed from an earlier attempt records only its last attempt's time, so it is left out."""
-    import json
     import statistics
 
     def wall(path: Path) -> float | None:
@@ -226,15 +225,17 @@ def _shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
-def refusal(ablation: Ablation, cfg, done: int, finished: list[str]) -> str | None:
+def refusal(ablation: Ablation, cfg, finished: list[str]) -> str | None:
     """Return why recording now would lose or stale what the record holds (None when it would not): fewer
     finished runs here than recorded (the runs are on another machine), or a collapse analysis that is
     recorded but missing here, or that leaves out finished runs (it ran before they finished)."""
+    from upft_ray.analysis.collapse import collapse_dir
+
     recorded, config = recorded_runs(ablation.record), _shown(ablation.config)
-    if done < recorded:
-        return (f"{ablation.record} holds {recorded} finished runs, {cfg.run_path} only {done} (the runs of "
-                "another machine; a sweep with sweep.records_dir restores them)")
-    analysis = cfg.run_path / "analysis" / "collapse" / "collapse.json"
+    if len(finished) < recorded:
+        return (f"{ablation.record} holds {recorded} finished runs, {cfg.run_path} only {len(finished)} (the runs "
+                "of another machine; a sweep with sweep.records_dir restores them)")
+    analysis = collapse_dir(cfg.run_path) / "collapse.json"
     again = f"run `upft analyze collapse -c {config}` first (it reads each kept run's P(EOS))"
     if not analysis.is_file():
         had = ablation.record.is_file() and "\n## Collapse analysis" in ablation.record.read_text()
@@ -251,6 +252,7 @@ def main() -> int:
                         help="record what is here even when the record holds more runs or a fuller collapse analysis")
     args = parser.parse_args()
     ablation = ABLATIONS[args.ablation]
+    from upft_ray.analysis.collapse import collapse_dir
     from upft_ray.config import load_config
     from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
     from upft_ray.runtime.hardware import machine_facts
@@ -261,7 +263,7 @@ def main() -> int:
     runs, states, _ = plan_sweep(cfg)
     finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
     done, planned = len(finished), len(runs)
-    why = refusal(ablation, cfg, done, [d.name for d in finished])
+    why = refusal(ablation, cfg, [d.name for d in finished])
     if why and not args.force:
         print(f"[ablation-record] refused, the record left as it is: {why}; --force records what is here",
               file=sys.stderr)
@@ -271,7 +273,7 @@ def main() -> int:
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
               f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")
-    collapse = cfg.run_path / "analysis" / "collapse" / "collapse.md"
+    collapse = collapse_dir(cfg.run_path) / "collapse.md"
     text = report.replace("\n", f"\n\n{header}\n", 1)
     if collapse.is_file():
         shutil.copyfile(collapse.with_name("collapse.png"), ablation.record.with_suffix(".png"))

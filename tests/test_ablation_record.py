@@ -187,6 +187,6 @@ def test_a_collapse_analysis_older_than_a_finished_run_is_refused(bench_script, 
     analysis.write_text(json.dumps({"models": [{"model": "base/eval_base"}, {"model": "upft-s1/eval"}]}))
     ablation = script.ABLATIONS["tmp"]
     cfg = load_config(ablation.config)
-    why = script.refusal(ablation, cfg, 2, ["upft-s1", "upft-s2"])
+    why = script.refusal(ablation, cfg, ["upft-s1", "upft-s2"])
     assert "leaves out upft-s2:" in why and f"upft analyze collapse -c {ablation.config}" in why
-    assert script.refusal(ablation, cfg, 1, ["upft-s1"]) is None
+    assert script.refusal(ablation, cfg, ["upft-s1"]) is None

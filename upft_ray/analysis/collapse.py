@@ -220,6 +220,11 @@ def measure_run_eos(run: Path, default_t: int | str, default_template: str = "",
     return kept_eos_path(run, t, max_questions)
 
 
+def collapse_dir(run_dir: Path) -> Path:
+    """Return where the collapse analysis of ``run_dir`` (a run or a sweep) writes collapse.{md,json,parquet,png}."""
+    return run_dir / "analysis" / "collapse"
+
+
 def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, default_template: str = "",
                      system_prompt: str = "", max_questions: int = EOS_QUESTIONS, batch_size: int = 8,
                      chat_template: str = MODEL_CHAT_TEMPLATE) -> pd.DataFrame:
@@ -230,7 +235,7 @@ def measure_collapse(run_dir: Path, base_model: str, default_t: int | str, defau
     entries = find_evaluations(run_dir)
     if not entries:
         raise FileNotFoundError(f"no evaluation (eval/metrics.json or eval_base/metrics.json) in {run_dir} or its runs")
-    out_dir = run_dir / "analysis" / "collapse"
+    out_dir = collapse_dir(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The base is also measured at every other t a tuned model has, so each tuned row has a base row
     # at its own t to be read against (P(EOS) after 32 tokens is not comparable with one after 8).

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from upft_ray.analysis.collapse import EOS_QUESTIONS, measure_collapse
+from upft_ray.analysis.collapse import EOS_QUESTIONS, collapse_dir, measure_collapse
 from upft_ray.analysis.rollouts import run_rollouts
 from upft_ray.config import PipelineConfig
 from upft_ray.engine.models import resolve_model
@@ -110,7 +110,7 @@ def analyze_collapse(cfg: PipelineConfig, max_questions: int = EOS_QUESTIONS, ba
         restore_kept_runs(c)  # a sweep's runs kept in sweep.records_dir, on a machine that lacks them
         measure_collapse(c.run_path, resolve_model(c.model), c.sample.prefix_tokens, c.sample.task_template,
                          c.sample.system_prompt, max_questions, batch_size, c.eval.engine.chat_template)
-        return c.run_path / "analysis" / "collapse" / "collapse.md"
+        return collapse_dir(c.run_path) / "collapse.md"
 
     return run_stage(cfg, (), body, ray=False)
 
