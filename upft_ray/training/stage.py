@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from upft_ray.config import PipelineConfig, config_to_dict
-from upft_ray.config.hashing import train_config_hash
+from upft_ray.config.hashing import train_config_hashes
 from upft_ray.engine.models import resolve_model
 from upft_ray.io.durable import remove_path
 from upft_ray.io.manifests import package_versions, read_json, write_json_atomic
@@ -68,8 +68,9 @@ def build_trainer(cfg: PipelineConfig, loop: LoopConfig):
     )
 
 
-def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
+def claim_train_dir(cfg: PipelineConfig, run_hash: str, legacy_hash: str | None = None) -> None:
     """Record which config owns ``RUN/train/``; refuse a different config on a directory with checkpoints.
+    A directory claimed under ``legacy_hash`` (this config, hashed as before 2026-12-07) is this run's.
 
     Ray Train resumes a run whose name and storage path exist, so rerunning the same command after
     a crash continues from the last checkpoint. Resuming a *different* config from those weights
@@ -79,7 +80,7 @@ def claim_train_dir(cfg: PipelineConfig, run_hash: str) -> None:
     owner = cfg.run_path / "train" / "run_config.json"
     ray_dir = checkpoints_dir(cfg)
     previous = read_json(owner).get("config_hash") if owner.is_file() else "unknown"
-    if ray_dir.exists() and previous != run_hash:
+    if ray_dir.exists() and previous not in (run_hash, legacy_hash):
         if any(p.is_dir() and p.name.startswith("checkpoint_") for p in ray_dir.glob("*/*")):
             raise ValueError(f"{cfg.run_path / 'train'} holds a training run with another config "
                              f"(hash {previous}, now {run_hash}); use a new run_dir or delete that directory")
@@ -130,11 +131,12 @@ def pad_token_id(model_path: str) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _finished(train_dir: Path, run_hash: str) -> dict | None:
-    """Return the manifest of a finished training of this config in ``train_dir`` (its export in place), or None."""
+def _finished(train_dir: Path, run_hashes: tuple[str, ...]) -> dict | None:
+    """Return the manifest of a finished training of this config (written under one of ``run_hashes``) in
+    ``train_dir``, its export in place; else None."""
     path = train_dir / "manifest.json"
     manifest = read_json(path) if path.is_file() else None
-    if manifest and manifest.get("config_hash") == run_hash and Path(manifest["final_model"]).is_dir():
+    if manifest and manifest.get("config_hash") in run_hashes and Path(manifest["final_model"]).is_dir():
         return manifest
     return None
 
@@ -146,11 +148,12 @@ def run_train(cfg: PipelineConfig) -> dict:
     examples than one global batch."""
     started, t = time.time(), cfg.train
     model_path, train_dir = resolve_model(cfg.model), cfg.run_path / "train"
-    run_hash = train_config_hash(cfg, read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"])
+    sample_hash = read_json(cfg.run_path / "sample" / "manifest.json")["config_hash"]
+    run_hash, legacy_hash = train_config_hashes(cfg, sample_hash)
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("train.tensorboard: the tensorboard package is not installed (pip install tensorboard)")
-    claim_train_dir(cfg, run_hash)
-    done = _finished(train_dir, run_hash)
+    claim_train_dir(cfg, run_hash, legacy_hash)
+    done = _finished(train_dir, (run_hash, legacy_hash))
     if done is not None:  # exporting again would make train/final another model to a resumed evaluation
         log.info("already done (%s): reusing %s", train_dir / "manifest.json", done["final_model"])
         return done
