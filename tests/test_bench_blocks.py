@@ -28,8 +28,13 @@ def _report(script):
     return "bench/RESULTS.md", script.results_block(json.loads(script.RESULTS.read_text()))
 
 
+def _rendered(script):
+    return "bench/RESULTS.md", script.render(json.loads(script.RESULTS.read_text()))
+
+
 BLOCKS = {"faults_record": _report, "quickstart_record": _stall, "suite_times": _suite_times,
-          "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report, "checkpointing_lib": _report}
+          "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report, "checkpointing_lib": _report,
+          "resume_memory": _rendered}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))

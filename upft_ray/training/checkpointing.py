@@ -21,6 +21,13 @@ that other pods can write, so nothing in them is unpickled as code:
   ``deepspeed/checkpoint/``), ZeRO-3 NVMe-offload swap files (``stage3.py``), the decoupled/fast
   checkpoint engines (refused by :func:`install_safe_checkpoint_engine`) and ``deepspeed.utils.zero_to_fp32``
   (our export reads the files itself with ``weights_only=True``, see ``export.py``).
+
+DeepSpeed's files are memory-mapped, not read into memory: a read copy of weights and AdamW moments came on top
+of the engine's own (a bf16 resume then needed more memory than training: ``bench/resume_memory.py``), and every
+rank of a node read its own copy of the model file; mapped pages are the page cache's, shared and reclaimable. What the engine keeps from the load as it is (AdamW moments on the CPU:
+CPU training, optimizer offload) is then given memory of its own, one tensor at a time, so no file of the
+checkpoint stays mapped (a deleted checkpoint must not live on as ``.nfs*`` files, a rewritten one must not
+change the moments).
 """
 
 from __future__ import annotations
@@ -61,7 +68,10 @@ def install_safe_checkpoint_engine(engine) -> None:
 
     class SafeTorchCheckpointEngine(TorchCheckpointEngine):
         def load(self, path: str, map_location=None):
-            return safe_load(path, map_location=map_location)
+            try:
+                return safe_load(path, map_location=map_location, mmap=True)
+            except (OSError, RuntimeError):  # a file system without mmap, or a file torch cannot map
+                return safe_load(path, map_location=map_location)
 
     current = engine.checkpoint_engine
     if type(current) is not TorchCheckpointEngine:  # a decoupled/fast engine would bypass our load
@@ -119,6 +129,28 @@ def load_training_state(engine, directory: Path, rank: int, device) -> dict:
     load_path, client_state = engine.load_checkpoint(str(directory))
     if load_path is None:
         raise FileNotFoundError(f"no DeepSpeed checkpoint in {directory}")
+    own_optimizer_state(engine.optimizer)
     set_rng_state(safe_load(directory / f"rng_rank{rank}.pt"), device)
     return client_state
+
+
+def own_optimizer_state(optimizer) -> int:
+    """Copy each CPU tensor of the state of ``optimizer`` and of the optimizers it wraps (``.optimizer``: DeepSpeed's
+    wrappers) into memory of its own, one at a time, so none stays backed by a mapped checkpoint file; return how
+    many were copied."""
+    import torch  # heavy: loaded when used
+
+    copied, seen, wrappers = 0, set(), set()
+    while optimizer is not None and id(optimizer) not in wrappers:
+        wrappers.add(id(optimizer))
+        state = getattr(optimizer, "state", None)
+        if isinstance(state, dict) and id(state) not in seen:  # a wrapper may show its inner optimizer's state
+            seen.add(id(state))
+            for per_param in state.values():
+                for key, value in per_param.items() if isinstance(per_param, dict) else ():
+                    if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                        per_param[key] = value.clone()
+                        copied += 1
+        optimizer = getattr(optimizer, "optimizer", None)
+    return copied
 
