@@ -24,10 +24,10 @@ that other pods can write, so nothing in them is unpickled as code:
 
 DeepSpeed's files are memory-mapped, not read into memory: a read copy of weights and AdamW moments came on top
 of the engine's own (a bf16 resume then needed more memory than training: ``bench/resume_memory.py``), and every
-rank of a node read its own copy of the model file; mapped pages are the page cache's, shared and reclaimable. What the engine keeps from the load as it is (AdamW moments on the CPU:
-CPU training, optimizer offload) is then given memory of its own, one tensor at a time, so no file of the
-checkpoint stays mapped (a deleted checkpoint must not live on as ``.nfs*`` files, a rewritten one must not
-change the moments).
+rank of a node read its own copy of the model file; mapped pages are the page cache's, shared and reclaimable.
+What the engine keeps from the load as it is (AdamW moments on the CPU: CPU training, optimizer offload) is then
+given memory of its own, one tensor at a time, so no file of the checkpoint stays mapped (a deleted checkpoint
+must not live on as ``.nfs*`` files, a rewritten one must not change the moments).
 """
 
 from __future__ import annotations
