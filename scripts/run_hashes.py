@@ -9,9 +9,10 @@ change that moves one silently invalidates, or wrongly reuses, every run directo
 modules ``upft_ray.schema``/``upft_ray.sweep``); ``--check`` proves the re-layout and every later
 change kept them. Change that file only with a change that means to move the hashes, and say so: the
 ``jobs/configs/`` entries were rewritten on 2026-12-06, when the paper job configs moved to prepared data
-files, the official chat templates and ``train.epoch_tail: carry`` (no run of them existed). On 2026-12-07 every ``train`` hash moved on purpose: the
-operational settings (checkpoint cadence, failure budget, ...) left the train hash; the hash before that is
-``train_legacy``, which must stay: a train directory claimed under it is still its config's.
+files, the official chat templates and ``train.epoch_tail: carry`` (no run of them existed). On 2026-12-07
+every ``train`` hash moved on purpose: the operational settings (checkpoint cadence, failure budget, ...) left
+the train hash; the hash before that is ``train_legacy``, which must stay: a train directory claimed under it
+is still its config's.
 """
 
 from __future__ import annotations
