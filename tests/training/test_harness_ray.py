@@ -10,7 +10,7 @@ from upft_ray.training.harness_ray import STAGING_PREFIX, remove_orphaned_stagin
 
 def test_staging_of_processes_that_are_gone_is_removed_and_live_ones_kept(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone.wait(timeout=60)
     orphan = tmp_path / f"{STAGING_PREFIX}{gone.pid}-x1"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-x2"
     unrelated = tmp_path / "upft-other-1-x3"
