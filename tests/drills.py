@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
+
+from upft_ray.engine.reaper import RPC_PREFIX
 
 
 def record_fault(fault: str, stage: str, detected_after_s: float | None, resumed_after_s: float | None,
@@ -106,6 +109,20 @@ def summaries(stage_dir: Path) -> dict[str, dict]:
         except (FileNotFoundError, json.JSONDecodeError):
             continue
     return out
+
+
+def engine_socket_dirs(actor_pid: int) -> list[Path]:
+    """Return the vLLM socket directories of the engine actor ``actor_pid`` in the temp dir (``use_own_rpc_dir``)."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"{RPC_PREFIX}{actor_pid}-*"))
+
+
+def socket_dirs_left(actor_pid: int, timeout_s: float = 15.0) -> list[Path]:
+    """Wait up to ``timeout_s`` for the socket directories of the ended actor ``actor_pid`` to be removed (by the
+    actor itself before it exits, else by its reaper); return those still there."""
+    deadline = time.time() + timeout_s
+    while (left := engine_socket_dirs(actor_pid)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def engine_core(actor_pid: int) -> psutil.Process:

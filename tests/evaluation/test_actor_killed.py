@@ -21,8 +21,10 @@ from conftest import REPO
 from drills import (
     attempts,
     engine_core,
+    engine_socket_dirs,
     lost_and_duplicated,
     record_fault,
+    socket_dirs_left,
     summaries,
     survivors,
     wait_for_running_attempt,
@@ -45,6 +47,7 @@ def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model
     try:
         victim = wait_for_running_attempt(eval_dir, driver, log)
         core = engine_core(victim["pid"])
+        assert len(engine_socket_dirs(victim["pid"])) == 1  # vLLM's socket files, in the actor's own directory
         same_group = os.getpgid(core.pid) == os.getpgid(victim["pid"])
         os.kill(victim["pid"], signal.SIGKILL)  # the actor alone; its engine core gets no signal from us
         killed_at = time.time()
@@ -52,6 +55,7 @@ def test_a_killed_engine_actor_leaves_no_engine_core_behind(tmp_path, tiny_model
         gone_after_s = time.time() - killed_at
         assert not left, (f"engine core {core.pid} outlived its SIGKILLed actor by 30 s (in the actor's process "
                           f"group: {same_group})")
+        assert not socket_dirs_left(victim["pid"])  # removed by the actor's watcher
         finish(driver, log)
     finally:
         if driver.poll() is None:
@@ -83,6 +87,7 @@ def test_an_engine_actor_killed_with_its_raylet_leaves_no_engine_core_behind(tmp
         killed_at = time.time()
         left = survivors([core.pid], timeout_s=30)
         assert not left, f"engine core {core.pid} outlived its actor and raylet by 30 s"
+        assert not socket_dirs_left(victim["pid"])  # removed by the actor's watcher
         gone_after_s = time.time() - killed_at
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the rest of the local cluster, as `ray stop --force` ends it

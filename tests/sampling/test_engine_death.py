@@ -23,6 +23,7 @@ from drills import (
     engine_core,
     lost_and_duplicated,
     record_fault,
+    socket_dirs_left,
     summaries,
     survivors,
     wait_for_running_attempt,
@@ -52,6 +53,7 @@ def test_a_dead_or_hung_engine_mid_chunk_is_replaced_and_every_question_written_
         assert hit - set(summaries(sample_dir)), "the fault did not land mid-chunk"
         psutil.Process(victim["pid"]).wait(timeout=120 + STALL_S)  # the actor does not outlive its engine
         assert not survivors({core.pid})  # nor a stopped core its actor
+        assert not socket_dirs_left(victim["pid"])  # nor vLLM's socket files (removed before the actor's os._exit)
         assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         if driver.poll() is None:

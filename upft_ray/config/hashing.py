@@ -80,15 +80,18 @@ def train_config_hash(cfg: PipelineConfig, sample_hash: str) -> str:
     """Return the hash that identifies a training run: model, seed, the samples it trains on, its settings
     without the operational ones (``OPERATIONAL["train"]``): a run resumed with another checkpoint cadence,
     failure budget or log interval is the same run."""
-    train = {k: v for k, v in hashed_dict(cfg.train).items() if k not in OPERATIONAL["train"]}
-    return config_hash({"model": cfg.model, "seed": cfg.seed, "sample": sample_hash, **train})
+    return _train_hash(cfg, sample_hash, OPERATIONAL["train"])
 
 
 def train_config_hashes(cfg: PipelineConfig, sample_hash: str) -> tuple[str, str]:
     """Return (the training run's hash, the hash a train directory written before 2026-12-07 carries for the
     same config: operational settings included). A directory holding either is this run's."""
-    legacy = config_hash({"model": cfg.model, "seed": cfg.seed, "sample": sample_hash, **hashed_dict(cfg.train)})
-    return train_config_hash(cfg, sample_hash), legacy
+    return train_config_hash(cfg, sample_hash), _train_hash(cfg, sample_hash, without=())
+
+
+def _train_hash(cfg: PipelineConfig, sample_hash: str, without: tuple[str, ...]) -> str:
+    train = {k: v for k, v in hashed_dict(cfg.train).items() if k not in without}
+    return config_hash({"model": cfg.model, "seed": cfg.seed, "sample": sample_hash, **train})
 
 
 def results_config(cfg: PipelineConfig) -> dict:

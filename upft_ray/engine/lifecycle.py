@@ -17,6 +17,8 @@ from typing import Callable
 
 import psutil
 
+from upft_ray.runtime.scratch import remove_owned_scratch
+
 log = logging.getLogger("upft.engine")
 
 _death_hooks: list[weakref.WeakMethod] = []
@@ -47,7 +49,8 @@ def kill_children(wait_s: float = 5.0) -> int:
 
 
 def exit_actor(why: str) -> None:
-    """Record ``why``, kill the engine's processes and exit this process at once (never returns)."""
+    """Record ``why``, kill the engine's processes, remove this process's scratch directories (its vLLM socket
+    files: ``os._exit`` runs no ``atexit``) and exit this process at once (never returns)."""
     log.error("engine actor exits: %s; Ray Data restarts it and redoes the batches it held", why)
     for ref in list(_death_hooks):
         hook = ref()
@@ -58,4 +61,5 @@ def exit_actor(why: str) -> None:
         except Exception as err:  # noqa: BLE001 -- the exit must happen whatever a hook does
             log.error("death hook failed: %s: %s", type(err).__name__, err)
     kill_children()
+    remove_owned_scratch()
     os._exit(1)

@@ -5,8 +5,9 @@ actor dies, Ray kills its process group, which holds them, but only while the no
 --force`` SIGKILLs the raylet with its workers, and the cores are left orphaned, holding memory the next run
 needs. The actor starts this watcher in a session of its own (out of reach of a kill of the actor's group)
 before it builds its engine; the watcher notes the actor's descendants while it lives and, once it is gone,
-SIGKILLs those still running (the same process: pid and start time). An actor that ends normally has stopped
-its engine first; the watcher then finds nothing left and exits.
+SIGKILLs those still running (the same process: pid and start time), and removes the socket directories of
+actors that are gone (``RPC_PREFIX``). An actor that ends normally has stopped its engine and removed its
+directory first; the watcher then finds nothing left and exits.
 
     python -m upft_ray.engine.reaper ACTOR_PID
 """
@@ -20,6 +21,10 @@ import time
 
 import psutil
 
+from upft_ray.runtime.scratch import remove_orphaned_scratch
+
+RPC_PREFIX = "upft-vllm-"  # an engine actor's directory of vLLM socket files (``engine_env``)
+
 
 def start_reaper() -> subprocess.Popen:
     """Start the watcher of this process's descendants, in a session of its own; return its handle."""
@@ -31,7 +36,8 @@ def start_reaper() -> subprocess.Popen:
 def watch(actor_pid: int, poll_s: float = 0.5) -> int:
     """Note ``actor_pid``'s descendants started after this watcher (the engine's; not processes the actor had
     before, such as a local Ray a driver started) every ``poll_s`` while it runs; once it is gone (or a zombie),
-    SIGKILL those noted that still run; return how many were killed."""
+    SIGKILL those noted that still run and remove the socket directories of actors that are gone; return how many
+    processes were killed."""
     me = psutil.Process()
     noted: dict[int, float] = {}
     try:
@@ -51,6 +57,7 @@ def watch(actor_pid: int, poll_s: float = 0.5) -> int:
                 killed += 1
         except psutil.Error:
             continue  # already gone
+    remove_orphaned_scratch(RPC_PREFIX)
     return killed
 
 

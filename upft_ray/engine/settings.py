@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from upft_ray.config import EngineConfig
+from upft_ray.engine.reaper import RPC_PREFIX
 from upft_ray.runtime.hardware import bf16_is_fast
 from upft_ray.runtime.logs import VERBOSE, verbosity
+from upft_ray.runtime.scratch import remove_orphaned_scratch, scratch_dir
 
 PROMPT_TOO_LONG = "prompt_too_long"
 REQUEST_FAILED = "request_failed"
@@ -32,6 +35,25 @@ def engine_env(engine: EngineConfig, in_process_core: bool = False) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.cpu_kv_cache_gib))
     # Reserving a core for the frontend halves throughput on small machines.
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    use_own_rpc_dir()
+
+
+def use_own_rpc_dir() -> Path | None:
+    """Point vLLM's socket files (``VLLM_RPC_BASE_PATH``) at a directory of this process's own and remove those
+    of engine processes that are gone; return it (None where the user set ``VLLM_RPC_BASE_PATH``).
+
+    vLLM binds its IPC sockets as files in the temp dir and leaves them when its engine ends (7 an engine in
+    this project's tests; thousands on a node that restarts actors). This directory goes when the process
+    exits, before an engine actor's ``os._exit`` (``exit_actor``) or, once it is killed, by its reaper."""
+    remove_orphaned_scratch(RPC_PREFIX)
+    current = os.environ.get("VLLM_RPC_BASE_PATH")
+    if current and not Path(current).name.startswith(RPC_PREFIX):
+        return None  # the user's choice
+    if current and Path(current).name.startswith(f"{RPC_PREFIX}{os.getpid()}-") and Path(current).is_dir():
+        return Path(current)  # this process's, from an earlier engine
+    path = scratch_dir(RPC_PREFIX)  # not inherited from a parent: each process owns the one it removes
+    os.environ["VLLM_RPC_BASE_PATH"] = str(path)
+    return path
 
 
 def request_seed(seed: int, question_id: str, sample_index: int, *extra) -> int:

@@ -7,14 +7,11 @@ without) and restarts workers after a failure; this module only adapts that to t
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
-
-import psutil
 
 from upft_ray.io.fencing import check_fence
 from upft_ray.runtime.logs import configure_worker_logging
+from upft_ray.runtime.scratch import remove_orphaned_scratch, remove_scratch, scratch_dir
 from upft_ray.training.loop import LoopConfig
 from upft_ray.training.recipe import Recipe, loop_device
 
@@ -27,20 +24,7 @@ def _set_dist_env(ctx) -> None:
     os.environ["LOCAL_WORLD_SIZE"] = str(ctx.get_local_world_size())
 
 
-STAGING_PREFIX = "upft-ckpt-"
-
-
-def remove_orphaned_staging(root: Path | None = None) -> int:
-    """Remove the checkpoint staging directories (``upft-ckpt-PID-*`` in the temp dir, or ``root``) of processes
-    that are gone: a worker killed between its save and Ray Train's copy leaves a whole checkpoint there (weights
-    and optimizer: GBs). Return how many were removed."""
-    removed = 0
-    for path in Path(root or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
-        pid = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
+STAGING_PREFIX = "upft-ckpt-"  # a worker killed between its save and Ray Train's copy leaves a whole checkpoint
 
 
 def train_loop_per_worker(train_loop_config: dict) -> None:
@@ -57,7 +41,7 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
         device = ray.train.torch.get_device()  # the GPU Ray assigned (an index into CUDA_VISIBLE_DEVICES)
     else:
         device = loop_device(False, 0)
-    remove_orphaned_staging()
+    remove_orphaned_scratch(STAGING_PREFIX)
     recipe = Recipe(config, ctx.get_world_rank(), ctx.get_world_size(), device)
     recipe.setup()
     checkpoint = ray.train.get_checkpoint()
@@ -68,14 +52,14 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     def report(state: dict) -> None:
         # Every rank saves its part and reports it; Ray Train merges the files and registers the
         # checkpoint only once every rank has reported (a half-saved one is never resumed from).
-        tmp = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-")  # the pid: a leftover is known as one
+        tmp = scratch_dir(STAGING_PREFIX)  # named by the pid: a killed worker's is removed by the next one
         recipe.save_checkpoint(tmp)
         # A fenced-off attempt (another one leased the run directory) must not register a checkpoint
         # there; Ray Train's own copy into storage is not fsynced by us (see cluster/README.md).
         check_fence(Path(config.examples_dir))
         ray.train.report({k: state[k] for k in ("step", "consumed_examples")},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_scratch(tmp)
 
     recipe.fit(report)
     recipe.cleanup()
