@@ -29,9 +29,10 @@ def write_random_model(out_dir: Path, shape: dict, seed: int = 0, dtype: str = "
 
 
 def write_upft_examples(out_dir: Path, n: int, vocab: int, prompt_tokens: int, prefix_tokens: int,
-                        full_tokens: int, full_share: float = 0.1, seed: int = 0) -> Path:
+                        full_tokens: int, full_share: float = 0.1, seed: int = 0, prompt_spread: int = 0) -> Path:
     """Write ``part-00000.parquet`` with UPFT-shaped examples: prefix ones (prompt + t+1 response tokens,
-    the +1 being EOS) and a ``full_share`` of full solutions (prompt + ``full_tokens``); random ids."""
+    the +1 being EOS) and a ``full_share`` of full solutions (prompt + ``full_tokens``); random ids. Prompts are
+    ``prompt_tokens`` long, or uniform within +-``prompt_spread`` of it (real questions vary)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -42,10 +43,12 @@ def write_upft_examples(out_dir: Path, n: int, vocab: int, prompt_tokens: int, p
     out_dir.mkdir(parents=True, exist_ok=True)
     full = rng.random(n) < full_share
     responses = np.where(full, full_tokens, prefix_tokens + 1)
+    prompts = (rng.integers(prompt_tokens - prompt_spread, prompt_tokens + prompt_spread + 1, size=n)
+               if prompt_spread else np.full(n, prompt_tokens))
     rows = {"question_id": [f"q{i}" for i in range(n)], "kind": ["full" if f else "prefix" for f in full],
-            "input_ids": [rng.integers(1, vocab, size=prompt_tokens + int(r)).astype(np.int32).tolist()
-                          for r in responses],
-            "num_prompt_tokens": [prompt_tokens] * n, "num_response_tokens": responses.tolist(),
+            "input_ids": [rng.integers(1, vocab, size=int(p) + int(r)).astype(np.int32).tolist()
+                          for p, r in zip(prompts, responses)],
+            "num_prompt_tokens": prompts.tolist(), "num_response_tokens": responses.tolist(),
             "num_masked_tail": [0] * n, "truncated": [False] * n}
     pq.write_table(pa.table(rows, schema=EXAMPLES_SCHEMA), out_dir / "part-00000.parquet")
     return out_dir

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from upft_ray.training.objective import forward_logits, global_normaliser, summed_loss
-from upft_ray.training.packing import ExampleStore, collate_rows
+from upft_ray.training.packing import IGNORE_INDEX, ExampleStore, collate_rows
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_gradients_of_packed_and_unpacked_batches_agree(tiny_model, store):
 
 # The chunked path (the loop's default): LM head and cross-entropy on loss positions only, in chunks.
 
-from upft_ray.training.objective import chunked_loss_supported, micro_batch_loss  # noqa: E402
+from upft_ray.training.objective import chunked_loss_supported, loss_positions, micro_batch_loss  # noqa: E402
 
 LAYOUTS = {"unpacked": [[0], [1], [2], [3], [4]], "packed": [[0, 1, 3], [2, 4]], "one_row": [[4, 2, 1, 0, 3]]}
 
@@ -111,11 +111,11 @@ def big_store(smollm2_tiny):
                         np.concatenate([[0], np.cumsum(lengths)]), np.array([p for _, p in examples]))
 
 
-def _loss_and_grads(model, rows, store, mode, path, chunk_rows=None):
+def _loss_and_grads(model, rows, store, mode, path, chunk_rows=None, multiple=1):
     """(global loss, flat gradient) of ``rows`` in one micro-batch through ``micro_batch_loss``."""
     model.zero_grad(set_to_none=True)
-    batch = collate_rows(rows, store, pad_id=0)
-    loss = micro_batch_loss(model, batch, mode, "cpu", path, chunk_rows) / global_normaliser(rows, store, mode)
+    batch = collate_rows(rows, store, pad_id=0, multiple=multiple)
+    loss = micro_batch_loss(model, batch, mode, "cpu", path, chunk_rows, multiple) / global_normaliser(rows, store, mode)
     loss.backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])
     return float(loss.detach()), grads
@@ -142,6 +142,36 @@ def test_chunked_loss_of_packed_rows_equals_unpacked_rows(smollm2_tiny, big_stor
     for layout in ("packed", "one_row"):
         packed = _loss_and_grads(smollm2_tiny, LAYOUTS[layout], big_store, mode, "chunked", 4)
         assert _relative(packed[0], unpacked[0]) <= 1e-5 and _relative(packed[1], unpacked[1]) <= 1e-5
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("mode", ["token", "example"])
+@pytest.mark.parametrize("path", ["chunked", "reference"])
+def test_shapes_padded_to_a_multiple_give_the_loss_and_gradients_of_unpadded_ones(smollm2_tiny, big_store, mode,
+                                                                                  layout, path):
+    """``train.pad_to_multiple_of``: the width padded (a segment of its own, without loss) and the loss positions
+    padded (target IGNORE_INDEX) change nothing but the shapes, chunks cut across the padding included."""
+    exact = _loss_and_grads(smollm2_tiny, LAYOUTS[layout], big_store, mode, path, 5)
+    for multiple in (8, 64):
+        padded = _loss_and_grads(smollm2_tiny, LAYOUTS[layout], big_store, mode, path, 5, multiple)
+        assert _relative(padded[0], exact[0]) <= 1e-5 and _relative(padded[1], exact[1]) <= 1e-5
+
+
+def test_padding_rounds_the_width_and_the_loss_positions_up_to_the_multiple(big_store):
+    rows = LAYOUTS["packed"]
+    exact = collate_rows(rows, big_store, pad_id=0)
+    padded = collate_rows(rows, big_store, pad_id=0, multiple=16)
+    assert exact[0].shape[1] % 16 and padded[0].shape[1] == -(-exact[0].shape[1] // 16) * 16
+    assert torch.equal(padded[0][:, :exact[0].shape[1]], exact[0])
+    assert (padded[2][:, exact[0].shape[1]:] == IGNORE_INDEX).all() and (padded[3][:, exact[0].shape[1]:] == -1).all()
+    positions, targets, weights = loss_positions(exact[2], exact[3], "example")
+    padded_positions, padded_targets, padded_weights = loss_positions(exact[2], exact[3], "example", 16)
+    n = len(positions)
+    assert n % 16 and len(padded_positions) == len(padded_targets) == len(padded_weights) == -(-n // 16) * 16
+    assert torch.equal(padded_positions[:n], positions) and torch.equal(padded_targets[:n], targets)
+    assert (padded_targets[n:] == IGNORE_INDEX).all() and not padded_weights[n:].any()
+    assert torch.equal(padded_weights[:n], weights)
+    assert loss_positions(exact[2], exact[3], "token", 16)[2] is None
 
 
 @pytest.mark.parametrize("mode", ["token", "example"])

@@ -181,6 +181,12 @@ class TrainConfig(_Config):
     max_length: int = Field(1024, ge=8, description="tokens per example (longer ones are cut) and per packed row")
     packing: bool = Field(True, description="pack short examples into rows of max_length tokens (no cross-example "
                           "attention)")
+    pad_to_multiple_of: int = Field(
+        64, ge=1, json_schema_extra={"hashed": "when_set"},
+        description="a micro-batch's width and its count of loss positions are padded up to a multiple of this "
+        "(padding is masked: the same loss and gradients), so a run sees a few dozen shapes, not one per length: on "
+        "CPUs every new shape leaves oneDNN/MKL kernels and buffers in the process, and a run's memory grew for as "
+        "long as new shapes came (bench/shape_memory.py); 1 = the longest row and the exact count")
     prefix_eos: Literal["loss", "no_loss", "none"] = Field(
         "loss", description="what a prefix row ends with: loss (the paper: EOS appended, with loss: the model learns "
         "to stop after t tokens), no_loss (EOS appended, masked from the loss: the same gradient as none), none (no "

@@ -107,29 +107,36 @@ def chunked_loss_supported(model) -> bool:
     return not any(getattr(config, name, None) not in (None, 1.0) for name in _AROUND_HEAD)
 
 
-def loss_positions(labels, example_ids, mode: str):
+def loss_positions(labels, example_ids, mode: str, multiple: int = 1):
     """Return (positions, targets, weights) of a micro-batch's loss tokens, computed on the host.
 
     ``positions`` index the flattened (rows x width) hidden states whose next token carries loss,
     ``targets`` are those next tokens; ``weights`` is None for ``token`` normalisation, else each
-    position's 1 / (loss tokens of its example), so that the weighted sum is the sum of example means."""
+    position's 1 / (loss tokens of its example), so that the weighted sum is the sum of example means.
+    Their count is padded up to a multiple of ``multiple`` (the LM head's input then takes a few shapes
+    only) with position 0 and target ``IGNORE_INDEX``, whose NLL and gradient are exactly zero."""
     import torch  # heavy: loaded when used
 
     targets = labels[:, 1:]
     rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-    positions = rows * labels.shape[1] + cols
-    if mode == "token":
-        return positions, targets[rows, cols], None
-    ids = example_ids[:, 1:][rows, cols]
-    weights = 1.0 / torch.bincount(ids).to(torch.float32)[ids]
-    return positions, targets[rows, cols], weights
+    positions, picked = rows * labels.shape[1] + cols, targets[rows, cols]
+    weights = None
+    if mode != "token":
+        ids = example_ids[:, 1:][rows, cols]
+        weights = 1.0 / torch.bincount(ids).to(torch.float32)[ids]
+    padding = -len(positions) % multiple
+    if padding:
+        positions = torch.cat([positions, positions.new_zeros(padding)])
+        picked = torch.cat([picked, picked.new_full((padding,), IGNORE_INDEX)])
+        weights = None if weights is None else torch.cat([weights, weights.new_zeros(padding)])
+    return positions, picked, weights
 
 
 def _chunk_nll(head, hidden, targets, weights):
     """Return the (weighted) sum of the NLL of ``targets`` under ``head(hidden)``, log-softmax in fp32."""
     import torch.nn.functional as F  # heavy: loaded when used
 
-    nll = F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    nll = F.cross_entropy(head(hidden).float(), targets, reduction="none")  # 0 where targets is IGNORE_INDEX
     return (nll * weights).sum() if weights is not None else nll.sum()
 
 
@@ -169,12 +176,14 @@ def chunked_loss(hidden, head, positions, targets, weights, chunk_rows: int):
     return total
 
 
-def micro_batch_loss(model, batch, mode: str, device, path: str = "chunked", chunk_rows: int | None = None):
+def micro_batch_loss(model, batch, mode: str, device, path: str = "chunked", chunk_rows: int | None = None,
+                     multiple: int = 1):
     """Return this micro-batch's share of the global loss numerator (a scalar tensor with gradient on ``device``).
 
     ``batch``: the (input_ids, position_ids, labels, example_ids) CPU tensors of ``packing.collate_rows``.
-    ``path``: ``chunked`` (loss positions picked on the host: no device-to-host sync) or ``reference``
-    (see the module docstring); ``chunk_rows`` defaults to :data:`CHUNK_LOGITS` / vocabulary."""
+    ``path``: ``chunked`` (loss positions picked on the host: no device-to-host sync, their count padded to a
+    ``multiple``) or ``reference`` (see the module docstring); ``chunk_rows`` defaults to :data:`CHUNK_LOGITS` /
+    vocabulary."""
     if path not in LOSS_PATHS:
         raise ValueError(f"loss path {path!r}: expected one of {LOSS_PATHS}")
     input_ids, position_ids, labels, example_ids = batch
@@ -182,7 +191,7 @@ def micro_batch_loss(model, batch, mode: str, device, path: str = "chunked", chu
         input_ids, position_ids, labels, example_ids = (t.to(device, non_blocking=True) for t in batch)
         return summed_loss(forward_logits(model, input_ids, position_ids), labels, example_ids, mode)
     positions, targets, weights = (t if t is None else t.to(device, non_blocking=True)
-                                   for t in loss_positions(labels, example_ids, mode))
+                                   for t in loss_positions(labels, example_ids, mode, multiple))
     hidden = final_hidden_states(model, input_ids.to(device, non_blocking=True),
                                  position_ids.to(device, non_blocking=True))
     head = _unwrapped(model).get_output_embeddings()

@@ -100,15 +100,17 @@ def packing_efficiency(rows: list[list[int]], lengths: np.ndarray, pack_length: 
     return float(sum(int(lengths[r].sum()) for r in map(np.asarray, rows)) / (len(rows) * pack_length))
 
 
-def collate_rows(rows: list[list[int]], store: ExampleStore, pad_id: int, width: int | None = None):
+def collate_rows(rows: list[list[int]], store: ExampleStore, pad_id: int, width: int | None = None,
+                 multiple: int = 1):
     """Return (input_ids, position_ids, labels, example_ids) tensors for a micro-batch of rows.
 
     ``example_ids`` numbers the examples of the micro-batch per token (-1 on padding), for
-    per-example loss normalisation. Rows are right-padded to ``width`` (default: the longest row)."""
+    per-example loss normalisation. Rows are right-padded to ``width`` (default: the longest row,
+    rounded up to a multiple of ``multiple``); the padding is a segment of its own, without loss."""
     import torch  # heavy: loaded when used
 
     lengths = [int(store.lengths[r].sum()) for r in map(np.asarray, rows)]
-    width = width or max(lengths)
+    width = width or -(-max(lengths) // multiple) * multiple
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)

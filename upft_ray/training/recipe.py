@@ -208,8 +208,8 @@ class Recipe:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for m in range(accum):
             micro_rows = micro_batch_rows(rows_of_step, self.rank, self.world, cfg.micro_batch_size, m)
-            batch = collate_rows(micro_rows, self.store, self.config.pad_token_id)
-            part = micro_batch_loss(engine, batch, mode, self.device, self.loss_path)
+            batch = collate_rows(micro_rows, self.store, self.config.pad_token_id, multiple=cfg.pad_to_multiple_of)
+            part = micro_batch_loss(engine, batch, mode, self.device, self.loss_path, multiple=cfg.pad_to_multiple_of)
             # DeepSpeed divides by accumulation steps and averages over ranks: undo both, so the
             # gradient is that of (sum over the global batch) / normaliser.
             engine.backward(part * (self.world * accum / normaliser))
