@@ -68,3 +68,22 @@ def test_a_directory_is_named_by_its_process(tmp_path, monkeypatch):
     assert remove_orphaned_scratch("upft-test-", tmp_path) == 0 and path.is_dir()
     remove_scratch(path)
     assert not path.exists()
+
+
+FORKS = """
+import os, sys
+from upft_ray.runtime.scratch import scratch_dir
+path = scratch_dir("upft-test-")
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a normal exit: the atexit hook runs in the child, which made nothing
+os.waitpid(child, 0)
+print(path.is_dir(), flush=True)
+"""
+
+
+def test_a_forked_child_leaves_its_parents_directories_alone(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FORKS], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.stdout.split() == ["True"], done.stderr
+    assert not list(tmp_path.glob("upft-test-*"))  # and the parent removed it at its own exit

@@ -16,29 +16,31 @@ from pathlib import Path
 
 import psutil
 
-_owned: set[Path] = set()
+_owned: dict[Path, int] = {}  # path -> the pid that made it (a forked child inherits this, not the directories)
 
 
 def scratch_dir(prefix: str) -> Path:
     """Create ``{prefix}{pid}-XXXXXXXX`` in the temp dir; return its path. It is removed by ``remove_scratch``,
     when this process exits normally, or by ``remove_orphaned_scratch`` in another process once this one is gone."""
-    if not _owned:
-        atexit.register(remove_owned_scratch)
     path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
-    _owned.add(path)
+    _owned[path] = os.getpid()
     return path
 
 
 def remove_scratch(path: Path | str) -> None:
     """Remove the scratch directory ``path`` (made by ``scratch_dir``) with what it holds."""
-    _owned.discard(Path(path))
+    _owned.pop(Path(path), None)
     shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_owned_scratch() -> None:
     """Remove every scratch directory this process made and still holds (at exit; before an ``os._exit``)."""
-    for path in list(_owned):
-        remove_scratch(path)
+    for path, pid in list(_owned.items()):
+        if pid == os.getpid():
+            remove_scratch(path)
+
+
+atexit.register(remove_owned_scratch)  # once per process, however many directories come and go
 
 
 def remove_orphaned_scratch(prefix: str, root: Path | str | None = None) -> int:
