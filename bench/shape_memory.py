@@ -40,7 +40,7 @@ DATA = dict(prompt=150, spread=100, prefix=32, full=300, row=512, micro=4, accum
 GIB = 2**30
 
 
-def _loop_json(work: Path, multiple: int, examples: int) -> Path:
+def _loop_json(work: Path, multiple: int) -> Path:
     from upft_ray.config import TrainConfig
     from upft_ray.training.loop import LoopConfig
 
@@ -137,7 +137,7 @@ def main() -> None:
                         DATA["full"], prompt_spread=DATA["spread"])
     runs = {}
     for multiple in map(int, args.multiples.split(",")):
-        figures = run_loop(_loop_json(work, multiple, examples))
+        figures = run_loop(_loop_json(work, multiple))
         runs[str(multiple)] = {**figures, **summary(figures)}
         print(json.dumps({"multiple": multiple, **runs[str(multiple)]}), flush=True)
     flags = "".join(f" --{k} {v}" for k, v, d in (("steps", args.steps, 40), ("multiples", args.multiples, "1,64"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,6 +111,13 @@ def summaries(stage_dir: Path) -> dict[str, dict]:
         except (FileNotFoundError, json.JSONDecodeError):
             continue
     return out
+
+
+def gone_pid() -> int:
+    """Return the pid of a process that has ended (and been reaped): one no process holds now."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=60)
+    return gone.pid
 
 
 def engine_socket_dirs(actor_pid: int) -> list[Path]:

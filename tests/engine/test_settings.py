@@ -4,10 +4,9 @@ would collect thousands. The user's ``VLLM_RPC_BASE_PATH`` wins; one inherited f
 (its owner removes it); those of processes that are gone are removed."""
 
 import os
-import subprocess
-import sys
 
 import pytest
+from drills import gone_pid
 
 from upft_ray.engine.reaper import RPC_PREFIX
 from upft_ray.engine.settings import use_own_rpc_dir
@@ -35,9 +34,7 @@ def test_the_users_directory_is_used_as_it_is(temp_dir, monkeypatch):
 
 
 def test_a_directory_inherited_from_another_process_is_replaced_and_a_dead_ones_removed(temp_dir, monkeypatch):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait(timeout=60)
-    orphan = temp_dir / f"{RPC_PREFIX}{gone.pid}-abc"
+    orphan = temp_dir / f"{RPC_PREFIX}{gone_pid()}-abc"
     parents = temp_dir / f"{RPC_PREFIX}{os.getppid()}-def"
     for folder in (orphan, parents):
         folder.mkdir()

@@ -10,23 +10,17 @@ import sys
 
 import psutil
 from conftest import REPO
-from drills import survivors
+from drills import gone_pid, survivors
 
 from upft_ray.runtime.scratch import remove_orphaned_scratch, remove_scratch, scratch_dir
 from upft_ray.training.harness_ray import STAGING_PREFIX
-
-
-def _gone_pid() -> int:
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait(timeout=60)
-    return gone.pid
 
 
 def test_directories_of_processes_that_are_gone_are_removed_and_live_and_other_ones_kept(tmp_path):
     zombie = subprocess.Popen(["sleep", "60"])
     zombie.send_signal(signal.SIGKILL)  # killed, not reaped yet: as a killed actor whose raylet died too
     assert survivors([zombie.pid]) == set() and psutil.pid_exists(zombie.pid)
-    orphan = tmp_path / f"{STAGING_PREFIX}{_gone_pid()}-x1"
+    orphan = tmp_path / f"{STAGING_PREFIX}{gone_pid()}-x1"
     of_zombie = tmp_path / f"{STAGING_PREFIX}{zombie.pid}-x5"
     live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-x2"
     unrelated = tmp_path / "upft-other-1-x3"

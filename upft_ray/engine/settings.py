@@ -47,10 +47,12 @@ def use_own_rpc_dir() -> Path | None:
     exits, before an engine actor's ``os._exit`` (``exit_actor``) or, once it is killed, by its reaper."""
     remove_orphaned_scratch(RPC_PREFIX)
     current = os.environ.get("VLLM_RPC_BASE_PATH")
-    if current and not Path(current).name.startswith(RPC_PREFIX):
-        return None  # the user's choice
-    if current and Path(current).name.startswith(f"{RPC_PREFIX}{os.getpid()}-") and Path(current).is_dir():
-        return Path(current)  # this process's, from an earlier engine
+    if current:
+        current = Path(current)
+        if not current.name.startswith(RPC_PREFIX):
+            return None  # the user's choice
+        if current.name.startswith(f"{RPC_PREFIX}{os.getpid()}-") and current.is_dir():
+            return current  # this process's, from an earlier engine
     path = scratch_dir(RPC_PREFIX)  # not inherited from a parent: each process owns the one it removes
     os.environ["VLLM_RPC_BASE_PATH"] = str(path)
     return path
