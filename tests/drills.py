@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import psutil
 
 from upft_ray.engine.reaper import RPC_PREFIX
+from upft_ray.runtime.scratch import scratch_dirs
 
 
 def record_fault(fault: str, stage: str, detected_after_s: float | None, resumed_after_s: float | None,
@@ -122,7 +122,7 @@ def gone_pid() -> int:
 
 def engine_socket_dirs(actor_pid: int) -> list[Path]:
     """Return the vLLM socket directories of the engine actor ``actor_pid`` in the temp dir (``use_own_rpc_dir``)."""
-    return sorted(Path(tempfile.gettempdir()).glob(f"{RPC_PREFIX}{actor_pid}-*"))
+    return scratch_dirs(RPC_PREFIX, actor_pid)
 
 
 def socket_dirs_left(actor_pid: int, timeout_s: float = 15.0) -> list[Path]:

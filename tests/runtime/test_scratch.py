@@ -12,7 +12,7 @@ import psutil
 from conftest import REPO
 from drills import gone_pid, survivors
 
-from upft_ray.runtime.scratch import remove_orphaned_scratch, remove_scratch, scratch_dir
+from upft_ray.runtime.scratch import remove_orphaned_scratch, remove_scratch, scratch_dir, scratch_dirs
 from upft_ray.training.harness_ray import STAGING_PREFIX
 
 
@@ -57,8 +57,11 @@ def test_a_process_removes_its_own_directories_at_exit_and_before_os_exit(tmp_pa
 
 def test_a_directory_is_named_by_its_process(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    path = scratch_dir("upft-test-")
+    path, other = scratch_dir("upft-test-"), tmp_path / f"upft-test-{os.getpid()}1-x1"
+    other.mkdir()  # another pid that starts with this one's digits
     assert path.parent == tmp_path and path.name.startswith(f"upft-test-{os.getpid()}-")
+    assert scratch_dirs("upft-test-", os.getpid()) == [path] == scratch_dirs("upft-test-", os.getpid(), tmp_path)
+    other.rmdir()
     assert remove_orphaned_scratch("upft-test-", tmp_path) == 0 and path.is_dir()
     remove_scratch(path)
     assert not path.exists()

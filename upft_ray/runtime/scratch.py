@@ -43,6 +43,11 @@ def remove_owned_scratch() -> None:
 atexit.register(remove_owned_scratch)  # once per process, however many directories come and go
 
 
+def scratch_dirs(prefix: str, pid: int, root: Path | str | None = None) -> list[Path]:
+    """Return the scratch directories ``{prefix}{pid}-*`` of process ``pid`` in the temp dir (or ``root``), sorted."""
+    return sorted(Path(root or tempfile.gettempdir()).glob(f"{prefix}{pid}-*"))
+
+
 def remove_orphaned_scratch(prefix: str, root: Path | str | None = None) -> int:
     """Remove the directories ``{prefix}PID-*`` in the temp dir (or ``root``) whose process is gone (or a zombie:
     a killed process whose parent died too waits for an init that may never reap it); return how many were
