@@ -68,7 +68,7 @@ ANSWER = {"collapse": ("135M", ["paper", "t32", "eos-none", "sft"]),
           "qwen05b": ("0.5B", ["t8", "t32", "eos-none", "sft"])}
 
 
-def _section(report: str, heading: str) -> list[str]:
+def md_section(report: str, heading: str) -> list[str]:
     """Return the lines of the Markdown section whose heading starts with ``heading`` (without it)."""
     lines, out, inside = report.splitlines(), [], False
     for line in lines:
@@ -122,10 +122,10 @@ def answer_section(name: str, record: str) -> list[str]:
     model = re.search(r"^Model `([^`]+)`", record, re.M).group(1)
     when = re.search(r"^Recorded (.+?) UTC on (.+?) by ", record, re.M)
     finished = re.search(r"\((\d+ of \d+ runs finished)", record).group(1)
-    accuracy = _table(_section(record, "## Accuracy"))
+    accuracy = _table(md_section(record, "## Accuracy"))
     benchmarks = [key for key in accuracy[0] if key not in ("variant", "method", "runs", "avg")]
     versus = {(kind, row["variant"], row["benchmark"]): row for kind in ("base", "SFT")
-              for row in _table(_section(record, f"## Differences vs {kind}"))}
+              for row in _table(md_section(record, f"## Differences vs {kind}"))}
     lines = [f"**{size}**: `{model}`, {finished} (recorded {when.group(1)} UTC on {when.group(2)}; "
              f"`{ABLATIONS[name].record.relative_to(REPO)}`)", "",
              "| variant | benchmark | runs | accuracy (%) | vs base (pts) | vs SFT (pts) |",
@@ -149,7 +149,7 @@ def collapse_lines(record: str, variants: list[str]) -> list[str]:
     run (seed order), read from the record's collapse analysis; [] when the record has none."""
     order = ["base", *variants]
     per_variant: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in _table(_section(record, "## Collapse analysis")):
+    for row in _table(md_section(record, "## Collapse analysis")):
         variant = re.sub(r"-s\d+$", "", row["model"].split(" @ ")[0].split("/")[0])  # "t32-s1/eval" -> "t32"
         if variant in order:
             per_variant.setdefault((variant, row["t"]), []).append(row)
@@ -198,14 +198,14 @@ def render_block(record: str, ablation: Ablation = ABLATIONS["collapse"]) -> str
     """Return bench/RESULTS.md's block of ``ablation`` (markers included) from its record's text."""
     begin, end = ablation.markers
     header = record.splitlines()[2]  # "Recorded ... by ... (N of M runs finished)."
-    accuracy = _section(record, "## Accuracy")
-    vs_base = _section(record, "## Differences vs base")
-    vs_sft = _section(record, "## Differences vs SFT")
+    accuracy = md_section(record, "## Accuracy")
+    vs_base = md_section(record, "## Differences vs base")
+    vs_sft = md_section(record, "## Differences vs SFT")
     lines = [begin, "", header, "", *accuracy, "", "Differences vs the base model (paired on the same questions, "
              "then over seeds):", "", *vs_base]
     if vs_sft:
         lines += ["", "Differences vs SFT (the same seed's SFT run):", "", *vs_sft]
-    collapse = _section(record, "## Collapse analysis")
+    collapse = md_section(record, "## Collapse analysis")
     if collapse:
         lines += ["", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`; in "
                   f"`{ablation.record.relative_to(REPO)}`):", "", *collapse]
@@ -220,7 +220,7 @@ def recorded_runs(record: Path) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _shown(path: Path) -> Path:
+def shown(path: Path) -> Path:
     """Return ``path`` relative to the repository when it is inside it (as a command is typed there)."""
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
@@ -231,7 +231,7 @@ def refusal(ablation: Ablation, cfg, finished: list[str]) -> str | None:
     recorded but missing here, or that leaves out finished runs (it ran before they finished)."""
     from upft_ray.analysis.collapse import collapse_dir
 
-    recorded, config = recorded_runs(ablation.record), _shown(ablation.config)
+    recorded, config = recorded_runs(ablation.record), shown(ablation.config)
     if len(finished) < recorded:
         return (f"{ablation.record} holds {recorded} finished runs, {cfg.run_path} only {len(finished)} (the runs "
                 "of another machine; a sweep with sweep.records_dir restores them)")
@@ -269,7 +269,7 @@ def main() -> int:
               file=sys.stderr)
         return 1
     m = machine_facts()
-    config = _shown(ablation.config)
+    config = shown(ablation.config)
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
               f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")
