@@ -245,6 +245,18 @@ def refusal(ablation: Ablation, cfg, finished: list[str]) -> str | None:
     return f"the collapse analysis {analysis} leaves out {', '.join(missing)}: {again}" if missing else None
 
 
+def with_collapse_analysis(text: str, cfg, config: Path, record: Path) -> str:
+    """Return the record's ``text`` with the sweep's collapse analysis appended where it was run (its PNG copied
+    beside ``record``), else ``text``."""
+    from upft_ray.analysis.collapse import collapse_dir
+
+    collapse = collapse_dir(cfg.run_path) / "collapse.md"
+    if not collapse.is_file():
+        return text
+    shutil.copyfile(collapse.with_name("collapse.png"), record.with_suffix(".png"))
+    return text + f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + collapse.read_text().split("\n", 1)[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ablation", choices=sorted(ABLATIONS), default="collapse")
@@ -252,7 +264,6 @@ def main() -> int:
                         help="record what is here even when the record holds more runs or a fuller collapse analysis")
     args = parser.parse_args()
     ablation = ABLATIONS[args.ablation]
-    from upft_ray.analysis.collapse import collapse_dir
     from upft_ray.config import load_config
     from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
     from upft_ray.runtime.hardware import machine_facts
@@ -273,12 +284,7 @@ def main() -> int:
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
               f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")
-    collapse = collapse_dir(cfg.run_path) / "collapse.md"
-    text = report.replace("\n", f"\n\n{header}\n", 1)
-    if collapse.is_file():
-        shutil.copyfile(collapse.with_name("collapse.png"), ablation.record.with_suffix(".png"))
-        text += f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + \
-            collapse.read_text().split("\n", 1)[1]
+    text = with_collapse_analysis(report.replace("\n", f"\n\n{header}\n", 1), cfg, config, ablation.record)
     ablation.record.write_text(text)
     changed = replace_block(REPO / "bench" / "RESULTS.md", *ablation.markers, render_block(text, ablation))
     answered = replace_block(REPO / "README.md", ANSWER_BEGIN, ANSWER_END, answer_block())

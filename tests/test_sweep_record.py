@@ -41,6 +41,12 @@ Model `m`; seeds [42].
 |---|---|---|---|---|
 | upft | UPFT | 1/1 | 15.0 (3/20) | 15.0 |
 
+## Differences vs SFT (sft)
+
+| variant | vs | benchmark | difference (pts) | p | verdict | runs better / worse / within noise |
+|---|---|---|---|---|---|---|
+| upft | SFT (sft) | arith | -4.6 | 0.010 | worse | 0 / 3 / 0 |
+
 ## Every run
 
 | run | arith |
@@ -53,13 +59,19 @@ Model `m`; seeds [42].
 |---|---|---|---|---|
 | UPFT | 1 | 50 x 1 | 967 | 1,011 |
 
+## Collapse analysis (`upft analyze collapse -c configs/demo.yaml`)
+
+| model | t | answers | mean |
+|---|---|---|---|
+| upft-s42/eval | 8 | 20 | 47.0 |
+
 ## RFT samples kept
 
 - `rft16-s42` trained on 70 of its 800 sampled solutions (8.8%), 730 dropped as graded incorrect
 """
 
 
-def test_render_block_keeps_the_efficiency_and_accuracy_tables_and_what_rft_kept(bench_script):
+def test_render_block_keeps_efficiency_accuracy_differences_collapse_and_what_rft_kept(bench_script):
     script = bench_script("sweep_record")
     config = REPO / "configs" / "demo.yaml"
     block = script.render_block(REPORT, config)
@@ -67,6 +79,8 @@ def test_render_block_keeps_the_efficiency_and_accuracy_tables_and_what_rft_kept
     assert block.startswith(begin) and block.endswith(end) and "configs/demo.yaml" in begin
     assert "(3 of 3 runs finished)" in block and "| UPFT | 1 | 50 x 1 | 967 | 1,011 |" in block
     assert "| upft | UPFT | 1/1 | 15.0 (3/20) | 15.0 |" in block and "- `rft16-s42` trained on 70 of its 800" in block
+    assert "| upft | SFT (sft) | arith | -4.6 | 0.010 | worse | 0 / 3 / 0 |" in block
+    assert "| upft-s42/eval | 8 | 20 | 47.0 |" in block and "Differences vs the base" not in block  # none recorded
     assert "| upft-s42 | 15.0 |" not in block  # the every-run table stays in the record
 
 
