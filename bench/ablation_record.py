@@ -254,7 +254,8 @@ def with_collapse_analysis(text: str, cfg, config: Path, record: Path) -> str:
     if not collapse.is_file():
         return text
     shutil.copyfile(collapse.with_name("collapse.png"), record.with_suffix(".png"))
-    return text + f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + collapse.read_text().split("\n", 1)[1]
+    analysis = collapse.read_text().split("\n", 1)[1]
+    return text + f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + analysis
 
 
 def main() -> int:

@@ -12,8 +12,8 @@
    (``ru_maxrss``, which counts resident pages of the memory-mapped checkpoint too).
 3. A last child loads the bf16 export with transformers and checks every tensor equals the fp32
    export rounded to bf16.
-Figures go to ``bench/results/export_memory.json``; ratio = peak RSS / exported weight bytes. The checkpoint is
-deleted afterwards.
+Figures go to ``bench/results/export_memory.json`` and the "export_memory" block of bench/RESULTS.md (``render``);
+ratio = peak RSS / exported weight bytes. The checkpoint is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+from doc_blocks import markers, replace_block  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "export_memory.json"
+BEGIN, END = markers("export_memory", "bench/export_memory.py")
 SHAPE = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=20,
              num_attention_heads=16, num_key_value_heads=8, tie_word_embeddings=True, max_position_embeddings=2048)
 
@@ -120,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stage", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir, deleted)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "export_memory.json")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON; the RESULTS.md block only for the default")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -128,6 +133,8 @@ def main() -> None:
         {"make": lambda: make_checkpoint(Path(work), int(rest[0])), "export": lambda: export(Path(work), rest[0]),
          "verify": lambda: verify(Path(work))}[kind]()
         return
+    from upft_ray.runtime.hardware import machine_facts
+
     work = Path(args.work or tempfile.mkdtemp(prefix="upft-export-bench-"))
     try:
         made = _child("--child", "make", str(work), str(args.stage))
@@ -139,11 +146,34 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     result = {"command": "PYTHONPATH=$PWD python bench/export_memory.py" + (f" --stage {args.stage}"
                                                                              if args.stage != 2 else ""),
-              "date": time.strftime("%Y-%m-%d"), "model_shape": SHAPE, "parameters": made["parameters"],
+              "date": time.strftime("%Y-%m-%d"), "cpu": f"{machine_facts()['cpu']} x{os.cpu_count()}",
+              "model_shape": SHAPE, "parameters": made["parameters"],
               "zero_stage": args.stage, "world_size": 1, "checkpoint_bytes": checkpoint_bytes,
               "exports": runs, "verify": check}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    if args.out == RESULTS:
+        replace_block(REPO / "bench" / "RESULTS.md", BEGIN, END, render(result))
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    """Return RESULTS.md's export_memory block (markers included) from the recorded JSON."""
+    shape, check = result["model_shape"], result["verify"]
+    rows = [f"| {r['dtype']} | {r['export_weight_bytes']:,} | {r['baseline_rss_bytes']:,} | {r['peak_rss_bytes']:,} | "
+            f"**{r['ratio_peak_rss_to_weights']:.3f}** | {r['ratio_peak_above_baseline_to_weights']:.3f} | "
+            f"{r['seconds']:.1f} s |" for r in result["exports"]]
+    return "\n".join([
+        BEGIN, f"Command: `{result['command']}` ({result['date']}; {result.get('cpu', 'CPU not recorded')}). A random "
+        f"Qwen2 of {result['parameters']:,} parameters (hidden {shape['hidden_size']}, {shape['num_hidden_layers']} "
+        f"layers, intermediate {shape['intermediate_size']}, vocab {shape['vocab_size']}, tied embeddings), wrapped "
+        f"by `deepspeed.initialize` (ZeRO-{result['zero_stage']}, bf16, gloo, world size {result['world_size']}) and "
+        f"saved by DeepSpeed itself right away ({result['checkpoint_bytes']:,} bytes of `.pt` files: bf16 module + "
+        "fp32 master partition).", "",
+        "| export dtype | exported weight bytes | baseline RSS | peak RSS | peak / exported bytes "
+        "| (peak - baseline) / exported bytes | time |", "|---|---|---|---|---|---|---|", *rows, "",
+        f"A last process loads the bf16 export with transformers and finds all {check['tensors_checked']} tensors "
+        f"equal to the fp32 export rounded to bf16 (max abs diff {check['max_abs_diff_bf16_vs_fp32_export_rounded']}).",
+        END])
 
 
 if __name__ == "__main__":

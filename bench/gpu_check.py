@@ -24,8 +24,9 @@ peak = 989e12 (H100/H200 dense bf16) or ``--peak-flops``; the peak GPU memory th
 and loss path the loop ran with.
 ``--throughput-only``: only the plain run of each stage (no kill, resume or export): for more settings per
 10-minute call. The loop's settings: ``--offload`` (ZeRO-Offload, DeepSpeed's CPU Adam: a JIT-built op),
-``--gradient-checkpointing``, ``--no-packing`` (the paper configs' settings), and, to measure the old paths
-beside the new, ``--loss-path reference`` and ``--attention sdpa`` (env ``UPFT_LOSS_PATH``, ``UPFT_ATTENTION``).
+``--gradient-checkpointing``, ``--no-packing`` (the paper configs' settings), ``--pad-to-multiple-of``, and, to
+measure the old paths beside the new, ``--loss-path reference`` and ``--attention sdpa`` (env ``UPFT_LOSS_PATH``,
+``UPFT_ATTENTION``).
 Figures go to ``OUT/gpu_check[-TAG].json`` (``gpu_check_tiny.json`` with ``--tiny``); exit status 1 if a check
 fails. ``--recheck DIR`` recomputes the verdicts from a device run's kept metrics
 (DIR/zeroN-{killed,plain}/metrics.jsonl and DIR/*.json) into DIR/verdicts.json, without training.
@@ -123,7 +124,8 @@ def _loop_configs(stage: int, args, work: Path, model_dir: Path, examples: Path,
         num_workers=args.nproc, use_gpu=not args.tiny, zero_stage=stage, precision="fp32" if args.tiny else "bf16",
         micro_batch_size=args.micro, max_length=args.max_length, packing=not args.no_packing, learning_rate=args.lr,
         warmup_ratio=0.0, checkpoint_every_steps=args.kill_at, keep_last_k=1, export_dtype="float32",
-        offload_optimizer=args.offload, gradient_checkpointing=checkpointing(args.gradient_checkpointing)))
+        offload_optimizer=args.offload, gradient_checkpointing=checkpointing(args.gradient_checkpointing),
+        **({"pad_to_multiple_of": args.pad_to_multiple_of} if args.pad_to_multiple_of else {})))
     runs = {}
     for name in names:
         d = work / f"zero{stage}-{name}"
@@ -216,6 +218,8 @@ def _parse_args():
     parser.add_argument("--gradient-checkpointing", nargs="?", const="full", choices=("full", "selective"),
                         default=None, help="train.gradient_checkpointing: true (full, the default) or selective")
     parser.add_argument("--no-packing", action="store_true", help="one example per row (train.packing false)")
+    parser.add_argument("--pad-to-multiple-of", type=int, default=None,
+                        help="train.pad_to_multiple_of (default: the config's); unpacked rows pay up to N - 1 tokens")
     parser.add_argument("--loss-path", choices=("chunked", "reference"), default="chunked", help="UPFT_LOSS_PATH")
     parser.add_argument("--attention", choices=("auto", "sdpa"), default="auto", help="UPFT_ATTENTION")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="weights, on a deterministic device")
@@ -261,6 +265,7 @@ def main() -> int:
         return status
     import torch
 
+    from upft_ray.config import TrainConfig
     from upft_ray.training.examples import example_parts
     from upft_ray.training.packing import ExampleStore
 
@@ -280,6 +285,7 @@ def main() -> int:
                                 "full_response": args.full, "full_share": 0.1},
               "max_length": args.max_length, "micro_batch_rows": args.micro, "kill_at_step": args.kill_at,
               "settings": {"packing": not args.no_packing, "offload_optimizer": args.offload,
+                           "pad_to_multiple_of": args.pad_to_multiple_of or TrainConfig().pad_to_multiple_of,
                            "gradient_checkpointing": checkpointing(args.gradient_checkpointing),
                            "loss_path": args.loss_path,
                            "attention": args.attention, "throughput_only": args.throughput_only},

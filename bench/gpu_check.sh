@@ -14,6 +14,8 @@
 #   --throughput-only --stages 1 --shape 1.5b --tag 15b              1.5B (model written from its config here)
 #   --throughput-only --stages 2 --offload --gradient-checkpointing --no-packing --tag paper   the paper settings
 #   --throughput-only --stages 1 --gradient-checkpointing selective --tag 05b-sac    selective recompute's cost
+#   --throughput-only --stages 1 --no-packing --tag 05b-unpacked, then the same with --pad-to-multiple-of 8
+#     --tag 05b-unpacked-pad8: what padding widths to a multiple of 64 (the CPU default) costs unpacked rows on a GPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

@@ -57,6 +57,13 @@ def rft_kept(run_dirs: list[Path]) -> list[str]:
     return lines
 
 
+# The record's sections shown in the block after accuracy, where the report has them: (heading, the block's title)
+SECTIONS = (("## Differences vs base",
+             "Differences vs the base model (paired on the same questions, then over seeds):"),
+            ("## Differences vs SFT", "Differences vs SFT (the same seed's SFT run):"),
+            ("## Collapse analysis", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`):"))
+
+
 def render_block(record: str, config: Path) -> str:
     """Return the sweep's RESULTS.md block (markers included) from its record's text: the token-efficiency table,
     what RFT kept, accuracy, the differences vs base and vs SFT, and the collapse analysis where it was run."""
@@ -69,10 +76,7 @@ def render_block(record: str, config: Path) -> str:
     if kept:
         lines += ["", *kept]
     lines += ["", "Accuracy (greedy):", "", *md_section(record, "## Accuracy")]
-    for heading, title in (("## Differences vs base", "Differences vs the base model (paired on the same questions, "
-                                                       "then over seeds):"),
-                           ("## Differences vs SFT", "Differences vs SFT (the same seed's SFT run):"),
-                           ("## Collapse analysis", "Answer lengths and P(EOS) after t tokens (`upft analyze collapse`):")):
+    for heading, title in SECTIONS:
         section = md_section(record, heading)
         if section:
             lines += ["", title, "", *section]

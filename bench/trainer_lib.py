@@ -193,6 +193,7 @@ def results_block(report: dict) -> str:
             runs["plain_packed"]), "",
         f"**trainer packed / plain loop packed: {report['trainer_over_plain']:.3f}**; trainer packed / unpacked: "
         f"{report['packed_over_unpacked']:.2f}. Packing efficiency (real tokens / row capacity, first-fit over the "
-        f"seeded order) at {' / '.join(f'{n:,}' for n in PACK_LENGTHS)} tokens per row: {efficiencies(pk['efficiency'])} "
-        f"on these examples, {efficiencies(pk['efficiency_drawn'])} on {DRAWN_EXAMPLES:,} drawn from their lengths.",
+        f"seeded order) at {' / '.join(f'{n:,}' for n in PACK_LENGTHS)} tokens per row: "
+        f"{efficiencies(pk['efficiency'])} on these examples, {efficiencies(pk['efficiency_drawn'])} on "
+        f"{DRAWN_EXAMPLES:,} drawn from their lengths.",
         "", END])

@@ -35,12 +35,13 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
 def test_gpu_check_throughput_only_with_the_paper_settings_on_cpu(tmp_path):
     """The plain run alone, unpacked, gradient checkpointing, the old loss path: figures for each, MFU from a peak."""
     done = _run(tmp_path, "--tiny", "--throughput-only", "--no-packing", "--gradient-checkpointing",
-                "--loss-path", "reference", "--peak-flops", "1e12")
+                "--loss-path", "reference", "--peak-flops", "1e12", "--pad-to-multiple-of", "8")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_check_tiny.json").read_text())
     stage = result["stages"]["zero2"]
     assert result["ok"] and stage["checks"] == {"run_finished": True, "each_step_logged_once": True}
     assert result["settings"]["packing"] is False and result["settings"]["gradient_checkpointing"] is True
+    assert result["settings"]["pad_to_multiple_of"] == 8
     # the reference path runs the (tied) head on every token: its FLOPs are the classic 6N + attention
     assert stage["loss_path"] == "reference" and stage["tokens_per_s"] > 0
     assert stage["mfu"] == stage["mfu_classic_6n"] > 0
