@@ -109,7 +109,7 @@ def main() -> int:
     header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{command(config)}` from "
               f"`upft sweep -c {shown(config)}` ({len(finished)} of {len(runs)} runs finished; "
               f"{stage_times(finished, cfg.run_path / 'base')}).")
-    text = with_collapse_analysis(sweep_report(cfg, {}).replace("\n", f"\n\n{header}\n", 1), cfg, config,
+    text = with_collapse_analysis(sweep_report(cfg, {}).replace("\n", f"\n\n{header}\n", 1), cfg, shown(config),
                                   record_path(config))
     kept = rft_kept(finished)
     text += "\n## RFT samples kept\n\n" + "\n".join(kept) + "\n" if kept else ""
