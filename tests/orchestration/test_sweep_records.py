@@ -139,11 +139,13 @@ def test_runs_made_on_two_kinds_of_cpu_are_named_and_warned_of(tmp_path):
     config, cfg = _finished_sweep(tmp_path)
     restore_kept_runs(cfg)  # kept here: each run's machine.json names this machine
     other = tmp_path / "records" / "sft-s2" / "machine.json"
-    other.write_text(json.dumps({**json.loads(other.read_text()), "cpu": "Other CPU", "cpu_count": 8}))
+    other.write_text(json.dumps({**json.loads(other.read_text()), "cpu": "Other CPU", "cpu_count": 8,
+                                 "cpu_native_bf16": False}))
     shutil.rmtree(cfg.run_path)  # a fresh machine restores runs kept on two machines
     report, failures = pipeline.sweep(cfg)
     text = report.read_text()
-    assert failures == {} and "- Other CPU x8: sft-s2\n" in text and "more than one kind of machine" in text
+    assert failures == {} and "- Other CPU x8, no native bf16: auto = fp32: sft-s2\n" in text
+    assert "more than one kind of machine" in text
 
 
 def test_a_finished_run_of_another_config_is_never_kept(tmp_path):
@@ -154,3 +156,17 @@ def test_a_finished_run_of_another_config_is_never_kept(tmp_path):
     restore_kept_runs(cfg)
     kept = sorted(p.name for p in records.iterdir())
     assert kept == ["base", "sft-s1", "sft-s2", "upft-s2"]  # the stale run would be restored only to be refused
+
+
+def test_machines_section_says_what_auto_precision_chose_on_each_machine(tmp_path):
+    from upft_ray.orchestration.sweep_records import machines_section
+
+    facts = {"a-s1": {"cpu_native_bf16": True}, "b-s1": {"cpu_native_bf16": False}, "c-s1": {}, "d-s1": None}
+    for name, extra in facts.items():
+        (tmp_path / name).mkdir()
+        if extra is not None:
+            (tmp_path / name / "machine.json").write_text(json.dumps({"cpu": "EPYC", "cpu_count": 2, **extra}))
+    lines = machines_section([tmp_path / name for name in facts])
+    assert lines[3:7] == ["- EPYC x2, native bf16: auto = bf16: a-s1", "- EPYC x2, no native bf16: auto = fp32: b-s1",
+                          "- EPYC x2: c-s1", "- not recorded: d-s1"]
+    assert "more than one kind of machine" in lines[-1]

@@ -55,6 +55,11 @@ def test_zero_stages_train_on_cpu(sampled, tmp_path, tiny_model_dir, stage):
     c = manifest["counts"]
     assert c["steps"] * c["rows_per_step"] <= rows[-1]["consumed_examples"] <= c["examples"]
     assert manifest["resumed_at_steps"] == []
+    # what `auto` and the config became on this hardware is recorded: a figure says what made it
+    from upft_ray.training.loop import resolve_precision
+    assert manifest["trained_with"] == {
+        "precision": resolve_precision(cfg.train.precision, False), "world": cfg.train.num_workers, "device": "cpu",
+        "zero_stage": stage, "offload_optimizer": False, "attention": "sdpa", "loss_path": "chunked"}
     assert list((cfg.run_path / "train" / "tensorboard").glob("events.out.tfevents.*"))
     assert (cfg.run_path / "train" / "final" / "config.json").is_file()
     # The streamed export holds DeepSpeed's own consolidation of the last checkpoint (fp32 on CPU).

@@ -79,6 +79,13 @@ def restore_records(run_dirs: list[Path], records_dir: Path) -> list[str]:
     return restored
 
 
+def _bf16_note(facts: dict) -> str:
+    """Return what ``auto`` precision and dtype chose on a run's machine (its ``facts``): bf16 where the CPU
+    multiplies bf16 natively, else fp32; "" where the facts do not say (runs kept before it was recorded)."""
+    native = facts.get("cpu_native_bf16")
+    return "" if native is None else (", native bf16: auto = bf16" if native else ", no native bf16: auto = fp32")
+
+
 def machines_section(run_dirs: list[Path]) -> list[str]:
     """Return the report lines saying which CPUs the runs were made on (their ``machine.json``; none: []),
     with a warning when there was more than one kind: greedy decoding on CPU is not bit-identical across
@@ -86,7 +93,7 @@ def machines_section(run_dirs: list[Path]) -> list[str]:
     by_cpu: dict[str, list[str]] = {}
     for run_dir in run_dirs:
         facts = read_json(run_dir / MACHINE) if (run_dir / MACHINE).is_file() else None
-        cpu = f"{facts['cpu']} x{facts['cpu_count']}" if facts else "not recorded"
+        cpu = f"{facts['cpu']} x{facts['cpu_count']}{_bf16_note(facts)}" if facts else "not recorded"
         by_cpu.setdefault(cpu, []).append(run_dir.name)
     if set(by_cpu) <= {"not recorded"}:
         return []

@@ -31,7 +31,7 @@ def bf16_is_fast(use_gpu: bool, flags: frozenset[str] | None = None) -> bool:
     oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs
     without them, where bf16 is emulated and runs several times slower than fp32 (an Intel Xeon with
     AVX-512 but no AVX-512 BF16, 2026-11-26); on AVX2-only CPUs torch falls back to a reference GEMM,
-    ~30x slower (bench/RESULTS.md). The oneDNN check is used only where the flags cannot be read."""
+    many times slower (bench/cpu_bf16.py). The oneDNN check is used only where the flags cannot be read."""
     import torch  # heavy: loaded only when a worker asks
 
     if use_gpu:
@@ -51,12 +51,16 @@ def name_deepspeed_accelerator() -> None:
 
 
 def machine_facts() -> dict:
-    """Return what a recorded figure depends on: CPU model and count, OS, package versions, the date (UTC)."""
+    """Return what a recorded figure depends on: CPU model and count, whether it multiplies bf16 natively (what
+    ``precision: auto`` and ``dtype: auto`` decide from), OS, package versions, the date (UTC)."""
     cpu = platform.processor()
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
     except OSError:
         pass
+    flags = cpu_flags()
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            # what `auto` picks on this CPU (bf16 only with native bf16 instructions); None: flags not readable
+            "cpu_native_bf16": None if flags is None else bool(flags & NATIVE_BF16_FLAGS),
             "versions": package_versions(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}

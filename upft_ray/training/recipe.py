@@ -140,8 +140,13 @@ class Recipe:
         plan = plan_memory(cfg.zero_stage, cfg.offload_optimizer, self.world, model.num_parameters(), device_bytes,
                            self.precision == "bf16")
         if self.rank == 0:
-            log.info("attention: %s; loss: %s path; ZeRO-%d%s (%s)", getattr(model.config, "_attn_implementation",
-                     None), self.loss_path, plan.zero_stage, ", optimizer offloaded" if plan.offload else "", plan.why)
+            attention = getattr(model.config, "_attn_implementation", None)
+            log.info("attention: %s; loss: %s path; ZeRO-%d%s (%s)", attention, self.loss_path, plan.zero_stage,
+                     ", optimizer offloaded" if plan.offload else "", plan.why)
+            # what `auto` settings became on this hardware: the stage manifest records it (``trained_with``)
+            record_event(self.config.events_path, "engine_built", precision=self.precision, world=self.world,
+                         device=self.device.type, zero_stage=plan.zero_stage, offload_optimizer=plan.offload,
+                         attention=attention, loss_path=self.loss_path)
         schedule = lr_lambda(cfg.lr_schedule, math.ceil(cfg.warmup_ratio * self.total_steps), self.total_steps,
                              cfg.min_lr_ratio)
         self.engine, _, _, _ = deepspeed.initialize(

@@ -141,6 +141,13 @@ def _finished(train_dir: Path, run_hashes: tuple[str, ...]) -> dict | None:
     return None
 
 
+def trained_with(events_path: Path) -> dict | None:
+    """Return what the last engine of this run was built with, as the ranks resolved ``auto`` on their hardware
+    (precision, ZeRO stage, offload, attention, loss path, world size, device), or None where none recorded it."""
+    built = read_events(events_path, "engine_built")
+    return {k: v for k, v in built[-1].items() if k not in ("event", "time")} if built else None
+
+
 def run_train(cfg: PipelineConfig) -> dict:
     """Run the training stage (Ray must be up); return the manifest written to ``RUN/train/manifest.json``.
 
@@ -178,6 +185,7 @@ def run_train(cfg: PipelineConfig) -> dict:
         "stage": "train", "model": cfg.model, "base_model_path": model_path, "seed": cfg.seed,
         "config": config_to_dict(t), "config_hash": run_hash, "counts": counts,
         "resumed_at_steps": [e["step"] for e in read_events(train_dir / "events.jsonl", "resumed")],
+        "trained_with": trained_with(train_dir / "events.jsonl"),
         "checkpoint": result.checkpoint.path, "final_model": str(final), "export_dtype": resolve_export_dtype(t),
         "versions": package_versions(), "wall_time_s": round(time.time() - started, 2),
     }
