@@ -245,17 +245,35 @@ def refusal(ablation: Ablation, cfg, finished: list[str]) -> str | None:
     return f"the collapse analysis {analysis} leaves out {', '.join(missing)}: {again}" if missing else None
 
 
-def with_collapse_analysis(text: str, cfg, config: Path, record: Path) -> str:
-    """Return the record's ``text`` with the sweep's collapse analysis appended where it was run (its PNG copied
-    beside ``record``), else ``text``."""
-    from upft_ray.analysis.collapse import collapse_dir
+def finished_runs(cfg) -> tuple[list[Path], int]:
+    """Restore the runs an earlier machine kept in ``sweep.records_dir``; return (the sweep's finished run
+    directories, how many runs it plans)."""
+    from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs
 
+    restore_kept_runs(cfg)
+    runs, states, _ = plan_sweep(cfg)
+    return [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"], len(runs)
+
+
+def record_text(cfg, config: Path, command: str, record: Path, finished: list[Path], planned: int) -> str:
+    """Return a sweep's record: its report (``upft sweep``'s own) headed by when, where and by ``command`` it was
+    recorded and the finished runs' stage times, with the collapse analysis appended where it was run (its PNG
+    copied beside ``record``)."""
+    from upft_ray.analysis.collapse import collapse_dir
+    from upft_ray.orchestration.sweep import sweep_report
+    from upft_ray.runtime.hardware import machine_facts
+
+    m = machine_facts()
+    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{command}` from "
+              f"`upft sweep -c {shown(config)}` ({len(finished)} of {planned} runs finished; "
+              f"{stage_times(finished, cfg.run_path / 'base')}).")
+    text = sweep_report(cfg, {}).replace("\n", f"\n\n{header}\n", 1)
     collapse = collapse_dir(cfg.run_path) / "collapse.md"
     if not collapse.is_file():
         return text
     shutil.copyfile(collapse.with_name("collapse.png"), record.with_suffix(".png"))
     analysis = collapse.read_text().split("\n", 1)[1]
-    return text + f"\n## Collapse analysis (`upft analyze collapse -c {config}`)\n\n" + analysis
+    return text + f"\n## Collapse analysis (`upft analyze collapse -c {shown(config)}`)\n\n" + analysis
 
 
 def main() -> int:
@@ -266,26 +284,16 @@ def main() -> int:
     args = parser.parse_args()
     ablation = ABLATIONS[args.ablation]
     from upft_ray.config import load_config
-    from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
-    from upft_ray.runtime.hardware import machine_facts
 
     cfg = load_config(ablation.config)
-    restore_kept_runs(cfg)  # runs kept in sweep.records_dir by an earlier machine
-    report = sweep_report(cfg, {})
-    runs, states, _ = plan_sweep(cfg)
-    finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
-    done, planned = len(finished), len(runs)
+    finished, planned = finished_runs(cfg)
+    done = len(finished)
     why = refusal(ablation, cfg, [d.name for d in finished])
     if why and not args.force:
         print(f"[ablation-record] refused, the record left as it is: {why}; --force records what is here",
               file=sys.stderr)
         return 1
-    m = machine_facts()
-    config = shown(ablation.config)
-    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{ablation.command}` from "
-              f"`upft sweep -c {config}` ({done} of {planned} runs finished; "
-              f"{stage_times(finished, cfg.run_path / 'base')}).")
-    text = with_collapse_analysis(report.replace("\n", f"\n\n{header}\n", 1), cfg, config, ablation.record)
+    text = record_text(cfg, ablation.config, ablation.command, ablation.record, finished, planned)
     ablation.record.write_text(text)
     changed = replace_block(REPO / "bench" / "RESULTS.md", *ablation.markers, render_block(text, ablation))
     answered = replace_block(REPO / "README.md", ANSWER_BEGIN, ANSWER_END, answer_block())

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ablation_record import md_section, refusal, shown, stage_times, with_collapse_analysis  # noqa: E402
+from ablation_record import finished_runs, md_section, record_text, refusal, shown  # noqa: E402
 from doc_blocks import markers, replace_block  # noqa: E402
 
 
@@ -90,32 +90,23 @@ def main() -> int:
     args = parser.parse_args()
     config = args.config.resolve()
     from upft_ray.config import load_config
-    from upft_ray.orchestration.sweep import plan_sweep, restore_kept_runs, sweep_report
-    from upft_ray.runtime.hardware import machine_facts
 
     cfg = load_config(config)
-    restore_kept_runs(cfg)
-    runs, states, _ = plan_sweep(cfg)
-    finished = [c.run_path for v, s, c in runs if states[f"{v}-s{s}"][0] == "done"]
-    if len(finished) < len(runs) and not args.partial:
-        print(f"[sweep-record] refused: {len(finished)} of {len(runs)} runs finished in {cfg.run_path}; run "
+    finished, planned = finished_runs(cfg)
+    if len(finished) < planned and not args.partial:
+        print(f"[sweep-record] refused: {len(finished)} of {planned} runs finished in {cfg.run_path}; run "
               f"`upft sweep -c {shown(config)}` to finish them, or --partial", file=sys.stderr)
         return 1
     why = refusal(SimpleNamespace(record=record_path(config), config=config), cfg, [d.name for d in finished])
     if why:  # a recorded collapse analysis missing here, or one that leaves out finished runs
         print(f"[sweep-record] refused, the record left as it is: {why}", file=sys.stderr)
         return 1
-    m = machine_facts()
-    header = (f"Recorded {m['date_utc']} UTC on {m['cpu']} x{m['cpu_count']} by `{command(config)}` from "
-              f"`upft sweep -c {shown(config)}` ({len(finished)} of {len(runs)} runs finished; "
-              f"{stage_times(finished, cfg.run_path / 'base')}).")
-    text = with_collapse_analysis(sweep_report(cfg, {}).replace("\n", f"\n\n{header}\n", 1), cfg, shown(config),
-                                  record_path(config))
+    text = record_text(cfg, config, command(config), record_path(config), finished, planned)
     kept = rft_kept(finished)
     text += "\n## RFT samples kept\n\n" + "\n".join(kept) + "\n" if kept else ""
     record_path(config).write_text(text)
     changed = replace_block(REPO / "bench" / "RESULTS.md", *sweep_markers(config), render_block(text, config))
-    print(f"[sweep-record] {len(finished)}/{len(runs)} runs; wrote {shown(record_path(config))}; "
+    print(f"[sweep-record] {len(finished)}/{planned} runs; wrote {shown(record_path(config))}; "
           f"RESULTS.md {'updated' if changed else 'unchanged'}")
     return 0
 
