@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from gpu_check_lib import MFU_FORMULA, SHAPES, peak_flops, throughput_figures  # noqa: E402
 from synthetic import write_random_model, write_upft_examples  # noqa: E402
 
+from upft_ray.config import TrainConfig  # noqa: E402
 from upft_ray.training.harness_torch import torchrun_command  # noqa: E402
 
 
@@ -117,7 +118,6 @@ def checkpointing(flag: str | None) -> bool | str:
 
 def _loop_configs(stage: int, args, work: Path, model_dir: Path, examples: Path, names) -> dict:
     """Write a loop config per run name (directories under ``work``) for ZeRO ``stage``; return their dirs."""
-    from upft_ray.config import TrainConfig
     from upft_ray.training.loop import LoopConfig
 
     train = (TrainConfig(
@@ -125,7 +125,7 @@ def _loop_configs(stage: int, args, work: Path, model_dir: Path, examples: Path,
         micro_batch_size=args.micro, max_length=args.max_length, packing=not args.no_packing, learning_rate=args.lr,
         warmup_ratio=0.0, checkpoint_every_steps=args.kill_at, keep_last_k=1, export_dtype="float32",
         offload_optimizer=args.offload, gradient_checkpointing=checkpointing(args.gradient_checkpointing),
-        **({"pad_to_multiple_of": args.pad_to_multiple_of} if args.pad_to_multiple_of else {})))
+        pad_to_multiple_of=args.pad_to_multiple_of))
     runs = {}
     for name in names:
         d = work / f"zero{stage}-{name}"
@@ -218,8 +218,9 @@ def _parse_args():
     parser.add_argument("--gradient-checkpointing", nargs="?", const="full", choices=("full", "selective"),
                         default=None, help="train.gradient_checkpointing: true (full, the default) or selective")
     parser.add_argument("--no-packing", action="store_true", help="one example per row (train.packing false)")
-    parser.add_argument("--pad-to-multiple-of", type=int, default=None,
-                        help="train.pad_to_multiple_of (default: the config's); unpacked rows pay up to N - 1 tokens")
+    parser.add_argument("--pad-to-multiple-of", type=int,
+                        default=TrainConfig.model_fields["pad_to_multiple_of"].default,
+                        help="train.pad_to_multiple_of (default %(default)s); unpacked rows pay up to N - 1 tokens")
     parser.add_argument("--loss-path", choices=("chunked", "reference"), default="chunked", help="UPFT_LOSS_PATH")
     parser.add_argument("--attention", choices=("auto", "sdpa"), default="auto", help="UPFT_ATTENTION")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="weights, on a deterministic device")
@@ -265,7 +266,6 @@ def main() -> int:
         return status
     import torch
 
-    from upft_ray.config import TrainConfig
     from upft_ray.training.examples import example_parts
     from upft_ray.training.packing import ExampleStore
 
@@ -285,7 +285,7 @@ def main() -> int:
                                 "full_response": args.full, "full_share": 0.1},
               "max_length": args.max_length, "micro_batch_rows": args.micro, "kill_at_step": args.kill_at,
               "settings": {"packing": not args.no_packing, "offload_optimizer": args.offload,
-                           "pad_to_multiple_of": args.pad_to_multiple_of or TrainConfig().pad_to_multiple_of,
+                           "pad_to_multiple_of": args.pad_to_multiple_of,
                            "gradient_checkpointing": checkpointing(args.gradient_checkpointing),
                            "loss_path": args.loss_path,
                            "attention": args.attention, "throughput_only": args.throughput_only},
