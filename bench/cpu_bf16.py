@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from doc_blocks import markers, replace_block  # noqa: E402
+from fresh_process import run_fresh  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "cpu_bf16.json"
 BEGIN, END = markers("cpu-bf16", "bench/cpu_bf16.py")
@@ -96,12 +95,7 @@ def probe(part: str, dtype_name: str) -> float:
 
 def run_probe(part: str, dtype_name: str) -> float:
     """Run ``probe(part, dtype_name)`` in a fresh process; return its figure."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, __file__, "--probe", part, dtype_name], capture_output=True, text=True,
-                          env=env, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{part} in {dtype_name} failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    return float(run_fresh(__file__, "--probe", part, dtype_name))
 
 
 def measure() -> dict:

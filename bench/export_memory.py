@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from doc_blocks import markers, replace_block  # noqa: E402
+from fresh_process import run_fresh  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "export_memory.json"
 BEGIN, END = markers("export_memory", "bench/export_memory.py")
@@ -109,15 +109,11 @@ def verify(work: Path) -> None:
 
 
 def _child(*args: str) -> dict:
-    sys.path.insert(0, str(REPO))
+    """Run this script's ``--child`` part ``args`` in a fresh process (DeepSpeed on the CPU); return its JSON."""
     from upft_ray.runtime.cache import torch_extensions_dir
 
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(run_fresh(__file__, *args, timeout=3600,
+                                env={"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(torch_extensions_dir())}))
 
 
 def main() -> None:
@@ -144,9 +140,10 @@ def main() -> None:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
+    machine = machine_facts()
     result = {"command": "PYTHONPATH=$PWD python bench/export_memory.py" + (f" --stage {args.stage}"
                                                                              if args.stage != 2 else ""),
-              "date": time.strftime("%Y-%m-%d"), "cpu": f"{machine_facts()['cpu']} x{os.cpu_count()}",
+              "date": time.strftime("%Y-%m-%d"), "cpu": f"{machine['cpu']} x{machine['cpu_count']}",
               "model_shape": SHAPE, "parameters": made["parameters"],
               "zero_stage": args.stage, "world_size": 1, "checkpoint_bytes": checkpoint_bytes,
               "exports": runs, "verify": check}
