@@ -1,6 +1,9 @@
 """The streaming HF export equals DeepSpeed's own consolidation, shards, casts, reloads, and holds no model."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +56,33 @@ def test_bfloat16_export_is_the_fp32_weights_rounded(torchrun_zero2, tmp_path):
     reference, mine = _reference(ckpt), _load_dir(out)
     assert all(t.dtype == torch.bfloat16 and torch.equal(t, reference[k].to(torch.bfloat16)) for k, t in mine.items())
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_every_zero_stage_exports_the_fp32_master_weights_in_either_precision(tmp_path):
+    """ZeRO 0-3 x fp32/bf16, a step at a learning rate bf16 rounds mostly away: the float32 export holds exactly the
+    engine's fp32 weights. In bf16 those are the optimizer's master copy, not the bf16 module (ZeRO-0 exported the
+    module's, the update rounded away, until its optimizer state was read: the probe counts the rounded values)."""
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "export_probe.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(c["stage"], c["precision"]) for c in cases] == [(s, p) for s in (0, 1, 2, 3) for p in ("fp32", "bf16")]
+    assert all(c["error"] is None and c["exact"] for c in cases), cases
+    assert all(c["rounded_in_module"] > 0 for c in cases if c["precision"] == "bf16" and c["stage"] < 3), cases
+
+
+def test_zero0_master_weights_that_do_not_fit_the_module_are_refused(tmp_path):
+    module = {"a.weight": torch.ones(2, 3, dtype=torch.bfloat16), "b.bias": torch.zeros(4, dtype=torch.bfloat16)}
+    states = {"module": module, "buffer_names": [], "optimizer": {"fp32_groups": [[torch.ones(6), torch.zeros(3)]]}}
+    with pytest.raises(RuntimeError, match="hold 9 values, the module 10"):
+        export._zero0_masters(states, tmp_path)
+    states["optimizer"] = {"fp32_groups_flat": [torch.cat([torch.zeros(4), torch.ones(6)])]}  # the order swapped
+    with pytest.raises(RuntimeError, match="do not match the module's a.weight"):
+        export._zero0_masters(states, tmp_path)
+    states["optimizer"] = {"fp32_groups_flat": [torch.cat([torch.full((6,), 1.001), torch.zeros(4)])]}
+    masters = export._zero0_masters(states, tmp_path)
+    assert torch.equal(torch.cat(list(masters["a.weight"][1]())), torch.full((6,), 1.001))
+    assert export._zero0_masters({"module": module, "buffer_names": [], "optimizer": {"state": {}}}, tmp_path) == {}
 
 
 def test_export_refuses_a_model_of_another_shape(torchrun_zero2, tmp_path):

@@ -12,7 +12,8 @@ metadata: peak RSS stays near that of Python + torch + transformers (``bench/exp
 
 Output: ``model.safetensors`` (or ``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json``),
 ``config.json`` (``dtype`` set to the export dtype), ``generation_config.json`` and the tokenizer when the
-base model has them. A ZeRO-0 checkpoint has no fp32 partitions: its module weights are exported.
+base model has them. A ZeRO-0 checkpoint has no fp32 partitions: its module weights are exported, or in bf16 the
+fp32 master weights DeepSpeed's optimizer keeps beside them (the module's are those rounded to bf16).
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def _sources(tag_dir: Path):
     buffers = {k: v for k, v in first["module"].items() if k in first["buffer_names"]}
     sources = {k: (tuple(v.shape), lambda v=v: iter([v.reshape(-1)])) for k, v in buffers.items()}
     shared = dict(first.get("shared_params") or {})
-    if not optim_files:  # ZeRO-0: the module holds the weights
+    if not optim_files:  # ZeRO-0: the module holds the weights, or in bf16 the optimizer's fp32 copies do
         for k, v in first["module"].items():
             sources[k] = (tuple(v.shape), lambda v=v: iter([v.reshape(-1)]))
+        sources.update(_zero0_masters(first, tag_dir))
         return sources, shared, 0
     optims = [safe_load(f, mmap=True)["optimizer_state_dict"] for f in optim_files]
     stage = int(optims[0]["zero_stage"])
@@ -136,6 +138,40 @@ def _sources(tag_dir: Path):
                                                                                                    part, n))
                 offset += part
     return sources, shared, stage
+
+
+def _zero0_masters(model_states: dict, tag_dir: Path) -> dict:
+    """Return {parameter name: (shape, slice generator factory)} over the fp32 master weights of a ZeRO-0
+    checkpoint trained in bf16 (DeepSpeed's FP16 optimizers keep them in the optimizer state: ``fp32_groups``,
+    or ``fp32_groups_flat`` when fused; the module holds them rounded to bf16), {} where there are none (fp32).
+
+    The copies hold the module's parameters in order (the state dict's keys less buffers and tied aliases); raises
+    RuntimeError when their sizes or values say otherwise."""
+    import torch  # heavy: the export runs where training ran
+
+    optimizer = model_states.get("optimizer") or {}
+    groups = optimizer.get("fp32_groups") or [[flat] for flat in optimizer.get("fp32_groups_flat") or []]
+    if not groups:
+        return {}
+    masters = _Flat([piece for group in groups for piece in group])
+    params, seen = [], set()
+    for name, tensor in model_states["module"].items():
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if name not in model_states["buffer_names"] and where not in seen:
+            seen.add(where)
+            params.append((name, tensor))
+    sizes = (sum(t.numel() for _, t in params), sum(p.numel() for p in masters.pieces))
+    if sizes[0] != sizes[1]:
+        raise RuntimeError(f"{tag_dir}: the optimizer's fp32 weights hold {sizes[1]} values, the module {sizes[0]}")
+    sources, offset = {}, 0
+    for name, tensor in params:
+        n = tensor.numel()
+        ends = torch.cat([next(masters.read(offset + i, 1)) for i in (0, n - 1)]).to(tensor.dtype)
+        if not torch.allclose(ends, tensor.reshape(-1)[[0, n - 1]], rtol=0, atol=0, equal_nan=True):
+            raise RuntimeError(f"{tag_dir}: the optimizer's fp32 weights do not match the module's {name}")
+        sources[name] = (tuple(tensor.shape), lambda offset=offset, n=n: masters.read(offset, n))
+        offset += n
+    return sources
 
 
 def _zero3_param(flats, offset: int, part: int, n: int):
