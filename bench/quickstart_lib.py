@@ -54,6 +54,8 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
                        "learning_rate": train["config"]["learning_rate"], "epochs": train["config"]["epochs"],
                        "deviations": [list(d) for d in recipe_deviations(stages)]},
             "tokens": {"sampled": sample["tokens"]["generated"], "tuned": train["counts"]["tokens_tuned"]},
+            "precision": {"sample": sample.get("engine_dtypes"), "train": train.get("trained_with", {}).get("precision"),
+                          "eval base": base.get("engine_dtypes"), "eval UPFT": tuned.get("engine_dtypes")},
             "wall_time_s": {"sample": round(sample["wall_time_s"], 1), "train": round(train["wall_time_s"], 1),
                             "eval base": round(base["wall_time_s"], 1), "eval UPFT": round(tuned["wall_time_s"], 1),
                             **({"total": round(total_s, 1)} if total_s is not None else {})},
@@ -76,6 +78,17 @@ def _accuracy(counts: dict) -> str:
     return accuracy_cell({**counts, "accuracy": counts["correct"] / counts["graded"]})
 
 
+def _precision(results: dict) -> str:
+    """Return the sentence saying what precision each stage ran in ('' for a record made before it was kept)."""
+    kept = {stage: ", ".join(p) if isinstance(p, list) else p for stage, p in results.get("precision", {}).items()}
+    if not any(kept.values()):
+        return ""
+    bf16 = results["machine"].get("cpu_native_bf16")
+    where = "" if bf16 is None else f"; this CPU {'has' if bf16 else 'lacks'} native bf16"
+    return (" Precision (what `auto` became here" + where + "): "
+            + ", ".join(f"{stage} {p or 'not recorded'}" for stage, p in kept.items()) + ".")
+
+
 def render_block(results: dict) -> str:
     """Return the README's quickstart block (between BEGIN and END, markers included) for ``results``."""
     recipe = results["recipe"]
@@ -88,7 +101,8 @@ def render_block(results: dict) -> str:
              f"(config hash `{results['config_hash']}`"
              + (f"; the same run recorded again {results['recorded_again_utc']} UTC with `--reuse`"
                 if "recorded_again_utc" in results else "") + f"). Model trained: {label}; t = {recipe['t']}, "
-             f"p = {recipe['p']}, lr {recipe['learning_rate']:g}, {recipe['epochs']} epoch(s).", "",
+             f"p = {recipe['p']}, lr {recipe['learning_rate']:g}, {recipe['epochs']} epoch(s)." + _precision(results),
+             "",
              "| benchmark | base | " + label.split(" with ")[0] + " | difference (pts) [95% CI] | p (McNemar) | verdict |",
              "|---|---|---|---|---|---|"]
     for name, b in results["benchmarks"].items():

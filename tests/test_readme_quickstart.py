@@ -48,18 +48,18 @@ def _run(root: Path, train_config: dict) -> Path:
     (run / "sample" / "manifest.json").write_text(json.dumps({
         "config": {"prefix_tokens": 8, "structure_ratio": 0.1, "method": "upft", "temperature": 0.6, "top_p": "model",
                    "top_k": "model"}, "wall_time_s": 60.04,
-        "tokens": {"generated": 1234}}))
+        "tokens": {"generated": 1234}, "engine_dtypes": ["bfloat16"]}))
     (run / "train").mkdir()
     (run / "train" / "manifest.json").write_text(json.dumps({
         "config": {"learning_rate": 5e-6, "epochs": 1, "adam_beta2": 0.95, "packing": False, "epoch_tail": "carry",
                    **train_config}, "wall_time_s": 200.0,
-        "counts": {"tokens_tuned": 345}}))
+        "counts": {"tokens_tuned": 345}, "trained_with": {"precision": "bf16"}}))
     return run
 
 
 def test_collect_and_render_a_hand_computed_run(tmp_path):
     run = _run(tmp_path, {"prefix_eos": "none", "loss_normalization": "example"})
-    machine = {"date_utc": "2026-11-26 21:00", "cpu": "Some CPU", "cpu_count": 2}
+    machine = {"date_utc": "2026-11-26 21:00", "cpu": "Some CPU", "cpu_count": 2, "cpu_native_bf16": True}
     results = collect(run, "abc123", "python bench/quickstart_record.py", machine, total_s=700.04)
     arith = results["benchmarks"]["arith"]
     # 10/20 vs 4/20 on the same 20 questions: -30 points; 6 discordant rows, all the base's:
@@ -74,6 +74,9 @@ def test_collect_and_render_a_hand_computed_run(tmp_path):
     assert "| arith | 50.0 (10/20) [29.9, 70.1] | 20.0 (4/20) [8.1, 41.6] | -30.0 [" in block
     assert "| 0.0312 | worse |" in block
     assert "Model trained: UPFT with `train.prefix_eos=none`" in block
+    # the evaluations' metrics here predate the field: said, not guessed
+    assert ("Precision (what `auto` became here; this CPU has native bf16): sample bfloat16, train bf16, eval base "
+            "not recorded, eval UPFT not recorded.") in block
     assert "one override away: `upft run -c configs/quickstart.yaml train.prefix_eos=loss`" in block
     assert block.startswith(BEGIN) and block.endswith(END)
     assert ("Tokens sampled 1,234, tuned 345; wall time: sample 60 s, train 200 s, eval base 7 s, eval UPFT 7 s, "

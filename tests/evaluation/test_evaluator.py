@@ -26,6 +26,7 @@ def test_two_actors_match_a_single_process_run(tmp_path, tiny_model_dir, ray_loc
     metrics = run_evaluate(cfg, str(tiny_model_dir), tmp_path / "eval", "tiny")
     distributed = pd.read_parquet(tmp_path / "eval" / "arith-eval.parquet").set_index(["question_id", "sample_index"])
     assert metrics["benchmarks"]["arith-eval"]["graded"] == 40 == len(distributed)
+    assert metrics["engine_dtypes"] == ["float32"]  # both replicas ran in the dtype configured
 
     requests, _, _ = build_eval_requests(cfg)
     batch = {key: np.array([r[key] for r in requests], dtype=object) for key in requests[0]}

@@ -77,3 +77,12 @@ def test_ranges_make_a_chunk_only_when_they_cover_it_without_a_gap(tmp_path):
     assert store.chunk_units(7, 5) is None
     store.commit(unit_key(7), {}, _rows("w"), None, new_attempt_id())
     assert store.chunk_units(7, 4) == [unit_key(7)] and len(store.moot_ranges(7)) == 3
+
+
+def test_engine_dtypes_are_those_of_the_committed_units_summaries(tmp_path):
+    store = _store(tmp_path)
+    assert store.engine_dtypes() == []
+    for chunk, dtype in ((1, "float32"), (2, "bfloat16"), (3, "float32"), (4, None)):  # 4: a mock engine's
+        store.commit(unit_key(chunk), {"engine_dtype": dtype}, _rows(str(chunk)), None, new_attempt_id())
+    store.commit(unit_key(5), {}, _rows("5"), None, new_attempt_id())  # written before the field existed
+    assert store.engine_dtypes() == ["bfloat16", "float32"]

@@ -102,6 +102,9 @@ def test_real_vllm_sampling_writes_readable_shards(tmp_path, tiny_model_dir, ray
     params = manifest["sampling_params"]
     assert (params["temperature"], params["top_p"], params["top_k"]) == (1.0, 1.0, 50) and "fallback" in params["source"]
     assert {json.loads(p)["top_k"] for p in df.sampling_params} == {50}
+    # what `engine.dtype: auto` became on this CPU is recorded (bf16 where the CPU has native bf16, else fp32)
+    from upft_ray.engine.settings import engine_dtype
+    assert manifest["engine_dtypes"] == [engine_dtype(cfg.sample.engine.dtype)]
 
 
 def _malformed_file(path):

@@ -132,6 +132,7 @@ class VLLMGenerator:
         atexit.register(_close_at_exit, weakref.ref(self))  # before vLLM's finalizers: a normal end logs no error
         asyncio.run_coroutine_threadsafe(_watch(weakref.ref(self)), self.loop)
         self.tokenizer = self.llm.get_tokenizer()
+        self.dtype = str(self.llm.model_config.dtype).removeprefix("torch.")  # what ``auto`` became here
         self._ids = 0
 
     def close(self) -> None:

@@ -136,7 +136,7 @@ def run_judge(cfg: PipelineConfig, graded: pd.DataFrame, out_dir: Path, label: s
     verdicts = committed_verdicts(store, chunks)
     record = {"model": j.model, "model_path": judge_path,
               "chunks": {"total": len(chunks), "reused": len(chunks) - len(todo), "written": len(todo)},
-              "faults": store.fault_counts()}
+              "faults": store.fault_counts(), "engine_dtypes": store.engine_dtypes()}
     return with_verdicts(graded, verdicts), record
 
 

@@ -65,7 +65,7 @@ def run_evaluate(cfg: PipelineConfig, model_path: str, out_dir: Path, label: str
     metrics = write_results(cfg, store, keys, graded, rejected, read, out_dir)
     metrics.update(label=label, model_path=model_path, config=config_to_dict(e), versions=package_versions(),
                    chunks={"total": len(chunks), "reused": len(chunks) - len(todo), "written": len(todo)},
-                   faults=store.fault_counts(),
+                   faults=store.fault_counts(), engine_dtypes=store.engine_dtypes(),
                    wall_time_s=round(time.time() - started, 2))
     if judged is not None:
         metrics["judge"] = judged

@@ -102,6 +102,7 @@ class ChunkWorker:
             summary = {**self.job.extra, **counts, "chunk": unit.chunk, "lo": unit.lo, "hi": unit.hi,
                        "whole": unit.whole, "started": attempt["started"], "finished": time.time(),
                        "node_id": self.node_id, "engine_init_s": round(self.engine_init_s, 3),
+                       "engine_dtype": getattr(self.engine, "dtype", None),
                        "max_progress_gap_s": round(getattr(getattr(self.engine, "clock", None), "max_gap_s", 0.0), 3)}
             won = self.store.commit(unit.key, summary, table, _rejected_table(rejected), attempt["id"])
             self.store.end_attempt(attempt, "committed" if won else "lost")

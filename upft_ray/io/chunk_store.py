@@ -273,6 +273,11 @@ class ChunkStore:
                 # the longest an engine went without a token while busy: what engine.stall_timeout_s must exceed
                 "max_progress_gap_s": max(gaps, default=0.0)}
 
+    def engine_dtypes(self) -> list[str]:
+        """Return the dtypes the engines that committed the stage's units ran in, sorted (one on a uniform
+        cluster; what ``engine.dtype: auto`` became on their hardware, which changes results)."""
+        return sorted({s["engine_dtype"] for s in self.summaries().values() if s.get("engine_dtype")})
+
     def _attempt_path(self, key: str, attempt: str) -> Path:
         return self.out_dir / "attempts" / f"chunk-{key}" / f"{attempt}.json"
 

@@ -62,6 +62,7 @@ def sample_manifest(cfg: PipelineConfig, model_path: str, plan: Plan, store: Chu
         "shards": {"total": len(plan.chunks), "reused": reused, "written": len(plan.chunks) - reused,
                    "units": len(keys), "rows_per_shard": cfg.sample.rows_per_shard},
         "faults": store.fault_counts(),
+        "engine_dtypes": store.engine_dtypes(),
         "versions": package_versions(),
         "generation_window_s": round(float(gen_window), 2),
         "wall_time_s": round(wall_time_s, 2),
