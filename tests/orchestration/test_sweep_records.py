@@ -170,3 +170,30 @@ def test_machines_section_says_what_auto_precision_chose_on_each_machine(tmp_pat
     assert lines[3:7] == ["- EPYC x2, native bf16: auto = bf16: a-s1", "- EPYC x2, no native bf16: auto = fp32: b-s1",
                           "- EPYC x2: c-s1", "- not recorded: d-s1"]
     assert "more than one kind of machine" in lines[-1]
+    assert "- not recorded: a-s1, b-s1, c-s1, d-s1" in lines  # runs without stage records
+
+
+def test_ran_in_reads_each_stages_own_record_of_its_precision(tmp_path):
+    from upft_ray.orchestration.sweep_records import machines_section, ran_in
+
+    def run(name, **records):
+        for record, content in records.items():
+            path = tmp_path / name / record.replace("__", "/") / ("metrics.json" if "eval" in record else
+                                                                     "manifest.json")
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(content))
+        (tmp_path / name / "machine.json").write_text(json.dumps({"cpu": "EPYC", "cpu_count": 2}))
+        return tmp_path / name
+
+    new = run("upft-s1", sample={"engine_dtypes": ["bfloat16"]}, train={"trained_with": {"precision": "fp32"}},
+              eval={"engine_dtypes": ["bfloat16", "float32"]})
+    base = run("base", eval_base={"engine_dtypes": ["float32"]})
+    old = run("sft-s1", sample={}, train={"trained_with": None}, eval={})  # made before the fields existed
+    half = run("rft-s1", sample={}, train={"trained_with": {"precision": "bf16"}}, eval={})
+    assert ran_in(new) == "sampled bfloat16, trained fp32, evaluated bfloat16, float32"
+    assert ran_in(base) == "evaluated float32" and ran_in(old) == "not recorded"
+    assert ran_in(half) == "sampled not recorded, trained bf16, evaluated not recorded"
+    lines = machines_section([base, new, old, half])
+    assert lines[-4:] == ["- evaluated float32: base", "- sampled bfloat16, trained fp32, evaluated bfloat16, float32: "
+                          "upft-s1", "- not recorded: sft-s1", "- sampled not recorded, trained bf16, evaluated not "
+                          "recorded: rft-s1"]

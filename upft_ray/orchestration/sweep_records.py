@@ -86,10 +86,28 @@ def _bf16_note(facts: dict) -> str:
     return "" if native is None else (", native bf16: auto = bf16" if native else ", no native bf16: auto = fp32")
 
 
+# (report word, record, how to read its precision) per stage; the keys are those of the stage's own record
+_PRECISIONS = (("sampled", "sample/manifest.json", lambda m: ", ".join(m.get("engine_dtypes") or [])),
+               ("trained", "train/manifest.json", lambda m: (m.get("trained_with") or {}).get("precision")),
+               ("evaluated", "eval/metrics.json", lambda m: ", ".join(m.get("engine_dtypes") or [])),
+               ("evaluated", "eval_base/metrics.json", lambda m: ", ".join(m.get("engine_dtypes") or [])))
+
+
+def ran_in(run_dir: Path) -> str:
+    """Return what precision each stage of the run in ``run_dir`` ran in, from its records ("sampled bfloat16,
+    trained bf16, evaluated bfloat16"); "not recorded" where none says (runs made before it was recorded)."""
+    parts = []
+    for word, record, precision in _PRECISIONS:
+        if (run_dir / record).is_file():
+            parts.append(f"{word} {precision(read_json(run_dir / record)) or 'not recorded'}")
+    return ", ".join(parts) if any(not p.endswith("not recorded") for p in parts) else "not recorded"
+
+
 def machines_section(run_dirs: list[Path]) -> list[str]:
-    """Return the report lines saying which CPUs the runs were made on (their ``machine.json``; none: []),
-    with a warning when there was more than one kind: greedy decoding on CPU is not bit-identical across
-    CPU models, so a paired difference between runs of two machines includes that noise."""
+    """Return the report lines saying which CPUs the runs were made on (their ``machine.json``; none: []) and
+    what precision their stages ran in (``ran_in``), with a warning when there was more than one kind of CPU:
+    greedy decoding on CPU is not bit-identical across CPU models, so a paired difference between runs of two
+    machines includes that noise."""
     by_cpu: dict[str, list[str]] = {}
     for run_dir in run_dirs:
         facts = read_json(run_dir / MACHINE) if (run_dir / MACHINE).is_file() else None
@@ -97,7 +115,12 @@ def machines_section(run_dirs: list[Path]) -> list[str]:
         by_cpu.setdefault(cpu, []).append(run_dir.name)
     if set(by_cpu) <= {"not recorded"}:
         return []
-    lines = ["", "## Machines", "", *[f"- {cpu}: {', '.join(names)}" for cpu, names in by_cpu.items()]]
+    by_precision: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        by_precision.setdefault(ran_in(run_dir), []).append(run_dir.name)
+    lines = ["", "## Machines", "", *[f"- {cpu}: {', '.join(names)}" for cpu, names in by_cpu.items()],
+             "", "Precision (what each stage ran in; `auto` is bf16 only where the hardware is fast at it):", "",
+             *[f"- {ran}: {', '.join(names)}" for ran, names in by_precision.items()]]
     if len(by_cpu) > 1:
         lines += ["", "The runs were made on more than one kind of machine: greedy decoding on CPU is not "
                   "bit-identical across CPU models, so differences between runs of different machines include "
