@@ -32,10 +32,16 @@ def _rendered(script):
     return "bench/RESULTS.md", script.render(json.loads(script.RESULTS.read_text()))
 
 
+def _precision(script):
+    report = json.loads((REPO / "bench" / "results" / "precision_qwen05b.json").read_text())
+    return "bench/RESULTS.md", script.render(report)
+
+
 BLOCKS = {"faults_record": _report, "quickstart_record": _stall, "suite_times": _suite_times,
           "sampler_scale": _report, "peer_sampling": _report, "train_throughput": _report, "trainer_lib": _report,
           "checkpointing_lib": _report,
-          "resume_memory": _rendered, "shape_memory": _rendered, "export_memory": _rendered, "cpu_bf16": _rendered}
+          "resume_memory": _rendered, "shape_memory": _rendered, "export_memory": _rendered, "cpu_bf16": _rendered,
+          "precision_probe": _precision}
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))
