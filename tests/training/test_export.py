@@ -83,6 +83,9 @@ def test_zero0_master_weights_that_do_not_fit_the_module_are_refused(tmp_path):
     masters = export._zero0_masters(states, tmp_path)
     assert torch.equal(torch.cat(list(masters["a.weight"][1]())), torch.full((6,), 1.001))
     assert export._zero0_masters({"module": module, "buffer_names": [], "optimizer": {"state": {}}}, tmp_path) == {}
+    empty = {"module": {"e": torch.ones(0, dtype=torch.bfloat16), **module}, "buffer_names": [],  # a 0-size one
+             "optimizer": {"fp32_groups": [[torch.ones(0), torch.ones(6), torch.zeros(4)]]}}
+    assert list(export._zero0_masters(empty, tmp_path)) == ["e", "a.weight", "b.bias"]
 
 
 def test_export_refuses_a_model_of_another_shape(torchrun_zero2, tmp_path):

@@ -166,8 +166,8 @@ def _zero0_masters(model_states: dict, tag_dir: Path) -> dict:
     sources, offset = {}, 0
     for name, tensor in params:
         n = tensor.numel()
-        ends = torch.cat([next(masters.read(offset + i, 1)) for i in (0, n - 1)]).to(tensor.dtype)
-        if not torch.allclose(ends, tensor.reshape(-1)[[0, n - 1]], rtol=0, atol=0, equal_nan=True):
+        ends = torch.cat([next(masters.read(offset + i, 1)) for i in (0, n - 1)]).to(tensor.dtype) if n else None
+        if n and not torch.allclose(ends, tensor.reshape(-1)[[0, n - 1]], rtol=0, atol=0, equal_nan=True):
             raise RuntimeError(f"{tag_dir}: the optimizer's fp32 weights do not match the module's {name}")
         sources[name] = (tuple(tensor.shape), lambda offset=offset, n=n: masters.read(offset, n))
         offset += n
