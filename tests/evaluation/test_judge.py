@@ -115,9 +115,14 @@ def test_an_evaluation_judged_by_the_bundled_model_records_three_verdicts_and_re
     assert m["judge_unparsable"] == int((rows["judge_status"] == "unparsable").sum()) and m["judge_unanswered"] == 1
     assert metrics["judge"]["model"] == "smollm2-135m-instruct"
     assert metrics["judge"]["chunks"] == {"total": 2, "reused": 0, "written": 2}
+    # what each engine ran in: the judge's vLLM its resolved dtype; the stand-in says none, and none is guessed
+    from upft_ray.engine.settings import engine_dtype
+    assert metrics["judge"]["engine_dtypes"] == [engine_dtype(cfg.eval.judge.engine.dtype)]
+    assert metrics["engine_dtypes"] == []
 
     again = run_evaluate(cfg, str(smollm2_dir), out, "judged")  # everything committed: no engine starts
     assert again["judge"]["chunks"] == {"total": 2, "reused": 2, "written": 0}
+    assert again["judge"]["engine_dtypes"] == metrics["judge"]["engine_dtypes"]  # from the committed units
     assert again["benchmarks"] == metrics["benchmarks"]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "questions.parquet"), rows)
 
