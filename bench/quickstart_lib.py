@@ -13,6 +13,7 @@ from pathlib import Path
 
 from doc_blocks import find_block, markers, replace_block
 
+from upft_ray.orchestration.sweep_records import precision_in
 from upft_ray.reporting.comparisons import accuracy_cell, paired
 from upft_ray.reporting.paper_recipe import recipe_deviations
 
@@ -54,8 +55,9 @@ def collect(run_dir: Path, config_hash: str, command: str, machine: dict, total_
                        "learning_rate": train["config"]["learning_rate"], "epochs": train["config"]["epochs"],
                        "deviations": [list(d) for d in recipe_deviations(stages)]},
             "tokens": {"sampled": sample["tokens"]["generated"], "tuned": train["counts"]["tokens_tuned"]},
-            "precision": {"sample": sample.get("engine_dtypes"), "train": train.get("trained_with", {}).get("precision"),
-                          "eval base": base.get("engine_dtypes"), "eval UPFT": tuned.get("engine_dtypes")},
+            "precision": {stage: precision_in(record, content) for stage, record, content in (
+                ("sample", "sample/manifest.json", sample), ("train", "train/manifest.json", train),
+                ("eval base", "eval_base/metrics.json", base), ("eval UPFT", "eval/metrics.json", tuned))},
             "wall_time_s": {"sample": round(sample["wall_time_s"], 1), "train": round(train["wall_time_s"], 1),
                             "eval base": round(base["wall_time_s"], 1), "eval UPFT": round(tuned["wall_time_s"], 1),
                             **({"total": round(total_s, 1)} if total_s is not None else {})},
@@ -80,7 +82,7 @@ def _accuracy(counts: dict) -> str:
 
 def _precision(results: dict) -> str:
     """Return the sentence saying what precision each stage ran in ('' for a record made before it was kept)."""
-    kept = {stage: ", ".join(p) if isinstance(p, list) else p for stage, p in results.get("precision", {}).items()}
+    kept = results.get("precision", {})
     if not any(kept.values()):
         return ""
     bf16 = results["machine"].get("cpu_native_bf16")

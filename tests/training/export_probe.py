@@ -9,13 +9,10 @@ the export's error where it raised, and how many weights the bf16 module copy ha
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SHAPE = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, tie_word_embeddings=True)
+from resume_probe import SHAPE, start_one_rank  # beside this file: the same tiny model, the same one-rank start
 
 
 def fp32_weights(engine) -> dict:
@@ -82,12 +79,7 @@ def case(stage: int, precision: str, work: Path) -> dict:
 
 
 def main(work: Path) -> None:
-    os.environ.update(DS_ACCELERATOR="cpu", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(29500 + os.getpid() % 1000))
-    sys.path.insert(0, str(REPO))
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="gloo")
+    start_one_rank()
     print(json.dumps([case(stage, precision, work) for stage in (0, 1, 2, 3) for precision in ("fp32", "bf16")]))
 
 

@@ -63,13 +63,18 @@ def case(stage: int, precision: str, work: Path) -> dict:
     return {"stage": stage, "precision": precision, "still_mapped": still_mapped, "same_weights_after_a_step": same}
 
 
-def main(work: Path) -> None:
+def start_one_rank() -> None:
+    """Make this process rank 0 of 1 (DeepSpeed on the CPU over gloo) with the repository importable."""
     os.environ.update(DS_ACCELERATOR="cpu", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(29500 + os.getpid() % 1000))
     sys.path.insert(0, str(REPO))
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo")
+
+
+def main(work: Path) -> None:
+    start_one_rank()
     print(json.dumps([case(stage, precision, work) for stage in (0, 1, 2) for precision in ("fp32", "bf16")]))
 
 

@@ -86,21 +86,36 @@ def _bf16_note(facts: dict) -> str:
     return "" if native is None else (", native bf16: auto = bf16" if native else ", no native bf16: auto = fp32")
 
 
-# (report word, record, how to read its precision) per stage; the keys are those of the stage's own record
-_PRECISIONS = (("sampled", "sample/manifest.json", lambda m: ", ".join(m.get("engine_dtypes") or [])),
-               ("trained", "train/manifest.json", lambda m: (m.get("trained_with") or {}).get("precision")),
-               ("evaluated", "eval/metrics.json", lambda m: ", ".join(m.get("engine_dtypes") or [])),
-               ("evaluated", "eval_base/metrics.json", lambda m: ", ".join(m.get("engine_dtypes") or [])))
+def _engine_dtypes(record: dict) -> str:
+    return ", ".join(record.get("engine_dtypes") or [])
+
+
+def _trained_precision(record: dict) -> str:
+    return (record.get("trained_with") or {}).get("precision") or ""
+
+
+# stage record -> (report word, how to read the precision it says its stage ran in), in report order
+_PRECISIONS = {"sample/manifest.json": ("sampled", _engine_dtypes),
+               "train/manifest.json": ("trained", _trained_precision),
+               "eval/metrics.json": ("evaluated", _engine_dtypes),
+               "eval_base/metrics.json": ("evaluated", _engine_dtypes)}
+
+
+def precision_in(record: str, content: dict) -> str:
+    """Return the precision the stage record ``record`` (a path relative to its run, e.g. "train/manifest.json")
+    with ``content`` says its stage ran in, "" where it says none: the vLLM engines' dtypes (sample, eval),
+    ``trained_with.precision`` (train)."""
+    return _PRECISIONS[record][1](content)
 
 
 def ran_in(run_dir: Path) -> str:
     """Return what precision each stage of the run in ``run_dir`` ran in, from its records ("sampled bfloat16,
     trained bf16, evaluated bfloat16"); "not recorded" where none says (runs made before it was recorded)."""
-    parts = []
-    for word, record, precision in _PRECISIONS:
-        if (run_dir / record).is_file():
-            parts.append(f"{word} {precision(read_json(run_dir / record)) or 'not recorded'}")
-    return ", ".join(parts) if any(not p.endswith("not recorded") for p in parts) else "not recorded"
+    said = {record: precision_in(record, read_json(run_dir / record)) for record in _PRECISIONS
+            if (run_dir / record).is_file()}
+    if not any(said.values()):
+        return "not recorded"
+    return ", ".join(f"{_PRECISIONS[record][0]} {precision or 'not recorded'}" for record, precision in said.items())
 
 
 def machines_section(run_dirs: list[Path]) -> list[str]:
